@@ -1,0 +1,52 @@
+# EmbedForge: the two commands are `make run` and `make test`; both bootstrap everything.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STUBS := gen/.stamp
+PROTOS := $(wildcard protos/embedforge/v1/*.proto)
+
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+JOB ?=
+CONTINUOUS ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: run test stubs lint bench constraints clean
+
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip==25.3
+	$(VENV)/bin/pip install --quiet -r requirements.txt -c constraints.txt
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $@
+
+$(STUBS): $(STAMP) $(PROTOS)
+	$(PY) -m libs.protogen gen
+	touch $@
+
+stubs: $(STUBS)
+
+run: $(STUBS)
+	$(PY) -m libs.local run $(if $(JOB),--job $(JOB)) $(if $(filter 1,$(CONTINUOUS)),--continuous)
+
+test: $(STUBS)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STUBS)
+	$(VENV)/bin/buf lint
+
+# Re-pin the full environment after changing requirements.txt.
+constraints:
+	rm -rf /tmp/embedforge-pin && $(PYTHON) -m venv /tmp/embedforge-pin
+	/tmp/embedforge-pin/bin/pip install --quiet -r requirements.txt
+	{ echo "# Full pinned environment (pip freeze of a clean install of requirements.txt). Regenerate: make constraints"; \
+	  /tmp/embedforge-pin/bin/pip freeze | sed 's/+cpu$$//'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) gen .run

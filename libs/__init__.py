@@ -1,0 +1,1 @@
+"""Code shared by every EmbedForge service: contracts, Kafka, gRPC, telemetry, settings."""

@@ -1,0 +1,314 @@
+"""Kafka layer: protobuf values, keyed idempotent producer, consumer groups that commit
+only after their outputs are acknowledged, trace context in headers, and a dead-letter path.
+
+Delivery is at-least-once: a consumer that crashes before committing reprocesses the
+uncommitted records, so outputs carry idempotent keys and downstream dedups by key.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import message as protobuf_message
+from google.protobuf.message import Message
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Link, SpanKind
+
+from embedforge.v1 import messages_pb2 as pb
+from libs import topics
+from libs.settings import KafkaSettings
+from libs.topics import Topic
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("embedforge.kafka")
+meter = metrics.get_meter("embedforge.kafka")
+consumed_counter = meter.create_counter("kafka.consumer.messages", description="Messages consumed, by topic and outcome")
+produced_counter = meter.create_counter("kafka.producer.messages", description="Messages produced, by topic")
+batch_seconds = meter.create_histogram("kafka.consumer.batch.duration", unit="s", description="Poll-to-commit time")
+
+CONTENT_TYPE = "application/x-protobuf"
+SCHEMA_VERSION = "1"
+HEADER_CONTENT_TYPE = "content-type"
+HEADER_MESSAGE_TYPE = "message-type"
+HEADER_SCHEMA_VERSION = "schema-version"
+
+
+class DecodeError(Exception):
+    """A record that is not the protobuf message its topic carries."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message a handler wants produced: topic, idempotency key and value."""
+
+    topic: Topic
+    key: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded record with its origin."""
+
+    topic: Topic
+    key: str
+    partition: int
+    offset: int
+    message: Message
+    headers: dict[str, str] = field(default_factory=dict)
+    value: bytes = b""
+
+    def trace_context(self) -> otel_context.Context:
+        return propagate.extract(self.headers)
+
+
+def physical_name(settings: KafkaSettings, topic: Topic) -> str:
+    return settings.topic_prefix + topic.name
+
+
+def encode_headers(message: Message) -> list[tuple[str, bytes]]:
+    """Type, schema version and the active W3C trace context (traceparent/tracestate)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    headers = [
+        (HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()),
+        (HEADER_MESSAGE_TYPE, message.DESCRIPTOR.full_name.encode()),
+        (HEADER_SCHEMA_VERSION, SCHEMA_VERSION.encode()),
+    ]
+    headers.extend((k, v.encode()) for k, v in carrier.items())
+    return headers
+
+
+def decode_headers(raw_headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {k: (v or b"").decode("utf-8", errors="replace") for k, v in raw_headers or ()}
+
+
+def decode_value(topic: Topic, headers: dict[str, str], value: bytes | None) -> Message:
+    """Parse a record value as the topic's message type, or raise DecodeError with a reason."""
+    expected = topic.message_type.DESCRIPTOR.full_name
+    declared = headers.get(HEADER_MESSAGE_TYPE)
+    if declared is None:
+        raise DecodeError("missing_message_type", f"no '{HEADER_MESSAGE_TYPE}' header; expected {expected}")
+    if declared != expected:
+        raise DecodeError("wrong_message_type", f"header says {declared}, topic {topic.name} carries {expected}")
+    version = headers.get(HEADER_SCHEMA_VERSION, "")
+    if version != SCHEMA_VERSION:
+        raise DecodeError("unsupported_schema_version", f"schema-version {version!r}, this consumer reads {SCHEMA_VERSION}")
+    if value is None:
+        raise DecodeError("undecodable", "empty value (tombstone)")
+    try:
+        return topic.message_type.FromString(value)
+    except protobuf_message.DecodeError as exc:
+        raise DecodeError("undecodable", f"not a valid {expected}: {exc}") from exc
+
+
+class ProtoProducer:
+    """Keyed producer of protobuf messages: acks=all, idempotent, trace context in headers."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str):
+        self.settings = settings
+        self._producer = KafkaProducer(
+            **settings.client_kwargs(),
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=settings.max_message_bytes,
+        )
+
+    def send(self, topic: Topic, key: str, message: Message):
+        """Queue one message; returns kafka-python's future (``.get()`` waits for the ack)."""
+        if not isinstance(message, topic.message_type):
+            raise TypeError(f"{topic.name} carries {topic.message_type.DESCRIPTOR.full_name}, got {type(message).__name__}")
+        produced_counter.add(1, {"topic": topic.name})
+        return self._producer.send(
+            physical_name(self.settings, topic),
+            key=key.encode(),
+            value=message.SerializeToString(),
+            headers=encode_headers(message),
+        )
+
+    def send_and_wait(self, topic: Topic, key: str, message: Message, timeout_s: float = 30.0):
+        return self.send(topic, key, message).get(timeout=timeout_s)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._producer.close()
+
+
+BatchHandler = Callable[[list[Received]], Iterable[Outgoing]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A topic and what to do with its records.
+
+    ``handle`` receives a list of records and returns the messages to produce. With
+    ``batch=False`` it gets one record at a time inside a span that continues the
+    producer's trace; with ``batch=True`` it gets every record of the topic from one poll
+    (a span linked to each producer's trace), and if it raises, each record is retried
+    alone so only the bad ones are dead-lettered.
+    """
+
+    topic: Topic
+    handle: BatchHandler
+    batch: bool = False
+
+
+class ConsumerLoop:
+    """Consume subscriptions as one consumer-group member; commit after outputs are acked.
+
+    A record that cannot be decoded, or whose handler raises, goes to the dead-letter
+    topic with a reason and the loop continues. If producing fails, the loop raises
+    without committing, so a restart reprocesses the batch.
+    """
+
+    def __init__(self, settings: KafkaSettings, group_id: str, subscriptions: Sequence[Subscription], producer: ProtoProducer):
+        self.settings = settings
+        self.group_id = group_id
+        self.producer = producer
+        self.subscriptions = {physical_name(settings, s.topic): s for s in subscriptions}
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = KafkaConsumer(
+            **self.settings.client_kwargs(),
+            group_id=self.group_id,
+            client_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            max_poll_records=self.settings.max_poll_records,
+            fetch_max_bytes=self.settings.max_message_bytes,
+            max_partition_fetch_bytes=self.settings.max_message_bytes,
+        )
+        consumer.subscribe(list(self.subscriptions))
+        log.info("consumer started", extra={"group": self.group_id, "topics": list(self.subscriptions)})
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=200)
+                if consumer.assignment():
+                    self.ready.set()
+                if not polled:
+                    continue
+                started = time.perf_counter()
+                futures = []
+                for partition, records in polled.items():
+                    futures.extend(self._process(partition.topic, records))
+                self.producer.flush()
+                for future in futures:
+                    future.get(timeout=30)
+                consumer.commit()
+                batch_seconds.record(time.perf_counter() - started, {"group": self.group_id})
+        finally:
+            consumer.close(autocommit=False)
+
+    def _process(self, topic_name: str, records) -> list:
+        subscription = self.subscriptions[topic_name]
+        decoded: list[Received] = []
+        futures = []
+        for record in records:
+            headers = decode_headers(record.headers)
+            key = (record.key or b"").decode("utf-8", errors="replace")
+            try:
+                message = decode_value(subscription.topic, headers, record.value)
+            except DecodeError as exc:
+                futures.append(self._dead_letter(topic_name, record.partition, record.offset, key, record.value, headers, exc.reason, exc.detail))
+                continue
+            decoded.append(Received(subscription.topic, key, record.partition, record.offset, message, headers, record.value))
+        if subscription.batch and decoded:
+            links = [Link(trace.get_current_span(r.trace_context()).get_span_context()) for r in decoded]
+            with tracer.start_as_current_span(f"process {subscription.topic.name}", kind=SpanKind.CONSUMER, links=links):
+                try:
+                    outputs = list(subscription.handle(decoded))
+                except Exception:  # noqa: BLE001 - isolate the bad record(s) below
+                    log.exception("batch handler failed; retrying records one by one", extra={"topic": topic_name})
+                else:
+                    consumed_counter.add(len(decoded), {"topic": subscription.topic.name, "outcome": "ok"})
+                    return futures + [self.producer.send(o.topic, o.key, o.message) for o in outputs]
+        for received in decoded:
+            futures.extend(self._process_one(subscription, received))
+        return futures
+
+    def _process_one(self, subscription: Subscription, received: Received) -> list:
+        with tracer.start_as_current_span(
+            f"process {subscription.topic.name}",
+            context=received.trace_context(),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.destination.name": subscription.topic.name, "messaging.kafka.offset": received.offset},
+        ) as span:
+            try:
+                outputs = list(subscription.handle([received]))
+            except Exception as exc:  # noqa: BLE001 - a bad message must not stop the consumer
+                span.record_exception(exc)
+                log.exception("handler failed; dead-lettering", extra={"topic": subscription.topic.name, "offset": received.offset})
+                detail = f"{type(exc).__name__}: {exc}"
+                topic_name = physical_name(self.settings, received.topic)
+                return [self._dead_letter(topic_name, received.partition, received.offset, received.key, received.value, received.headers, "handler_error", detail)]
+            consumed_counter.add(1, {"topic": subscription.topic.name, "outcome": "ok"})
+            return [self.producer.send(o.topic, o.key, o.message) for o in outputs]
+
+    def _dead_letter(self, topic_name: str, partition: int, offset: int, key: str, value: bytes | None, headers: dict[str, str], reason: str, detail: str):
+        consumed_counter.add(1, {"topic": topic_name, "outcome": reason})
+        log.warning("dead-lettering record", extra={"topic": topic_name, "offset": offset, "reason": reason, "detail": detail[:500]})
+        letter = pb.DeadLetter(
+            source_topic=topic_name,
+            partition=partition,
+            offset=offset,
+            key=key.encode(),
+            value=value or b"",
+            consumer_group=self.group_id,
+            reason=reason,
+            detail=detail,
+            headers=headers,
+        )
+        letter.failed_at.GetCurrentTime()
+        return self.producer.send(topics.DEAD_LETTER, key, letter)
+
+
+def per_message(handle: Callable[[Received], Iterable[Outgoing]]) -> BatchHandler:
+    """Adapt a one-record handler to the list signature of :class:`Subscription`."""
+
+    def handle_batch(records: list[Received]) -> Iterable[Outgoing]:
+        for record in records:
+            yield from handle(record)
+
+    return handle_batch
+
+
+def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_TOPICS, partitions: int | None = None) -> None:
+    """Create missing topics (idempotent). ``partitions`` overrides each topic's default."""
+    admin = KafkaAdminClient(**settings.client_kwargs(), client_id="embedforge-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(
+                physical_name(settings, t),
+                num_partitions=partitions or t.partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": str(t.retention_ms)},
+            )
+            for t in wanted
+            if physical_name(settings, t) not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

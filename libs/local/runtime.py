@@ -1,0 +1,128 @@
+"""Run the pipeline locally: broker, topics, and the five services as separate processes,
+each started with the same entry point its container uses (``python -m services.NAME``)."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.grpc import wait_until_serving
+from libs.kafka import ensure_topics
+from libs.local.broker import TansuBroker, free_port
+from libs.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def env_prefix(service: str) -> str:
+    """Each service reads settings with its own prefix, e.g. TASKGEN_GRPC_PORT."""
+    return service.upper() + "_"
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class LocalRuntime:
+    """Broker + services on loopback. ``extra_env`` is passed to every service process."""
+
+    def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = ""):
+        self.run_dir = run_dir
+        self.services = services
+        self.extra_env = extra_env or {}
+        self.topic_prefix = topic_prefix
+        self.broker: TansuBroker | None = None
+        self.processes: dict[str, ServiceProcess] = {}
+
+    @property
+    def kafka_settings(self) -> KafkaSettings:
+        assert self.broker is not None
+        return KafkaSettings(bootstrap_servers=self.broker.bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000, topic_prefix=self.topic_prefix)
+
+    def start_broker(self, broker: TansuBroker | None = None) -> None:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.broker = broker or TansuBroker(log_path=self.run_dir / "logs" / "broker.log").start()
+        ensure_topics(self.kafka_settings)
+
+    def service_env(self, name: str, port: int) -> dict[str, str]:
+        prefix = env_prefix(name)
+        kafka = self.kafka_settings
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'gen'}",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            f"{prefix}GRPC_HOST": "127.0.0.1",
+            f"{prefix}GRPC_PORT": str(port),
+            f"{prefix}STATE_DIR": str(self.run_dir / "state" / name),
+            f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            f"{prefix}KAFKA__SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
+            f"{prefix}KAFKA__HEARTBEAT_INTERVAL_MS": str(kafka.heartbeat_interval_ms),
+            f"{prefix}KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        }
+        env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
+        return env
+
+    def start_service(self, name: str) -> ServiceProcess:
+        port = free_port()
+        log_path = self.run_dir / "logs" / f"{name}.log"
+        (self.run_dir / "state" / name).mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=REPO_ROOT,
+            env=self.service_env(name, port),
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = ServiceProcess(name, port, process, log_path)
+        return self.processes[name]
+
+    def wait_healthy(self, name: str, timeout_s: float = 120.0) -> None:
+        service = self.processes[name]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {service.process.returncode}; see {service.log_path}")
+            try:
+                wait_until_serving(service.target, timeout_s=1.0)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def stop_service(self, name: str, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        service = self.processes.pop(name)
+        if service.process.poll() is None:
+            service.process.send_signal(signum)
+            try:
+                service.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+        return service.process.returncode
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every service (they drain), then the broker; returns exit codes."""
+        for service in self.processes.values():
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        codes = {name: self.stop_service(name) for name in list(self.processes)}
+        if self.broker:
+            self.broker.stop()
+        return codes

@@ -1,0 +1,75 @@
+"""Start-up and shutdown shared by every service process.
+
+A service's ``__main__`` builds its domain objects and hands them to :func:`run_service`:
+telemetry, the gRPC server (health + reflection), consumer threads, SIGTERM handling and
+a graceful drain all happen here, once.
+"""
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from libs.grpc import GrpcServer, GrpcService
+from libs.kafka import ConsumerLoop, ProtoProducer
+from libs.settings import ServiceSettings
+from libs.telemetry import setup_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceParts:
+    """What a service runs: gRPC services, consumer loops, and hooks called on shutdown."""
+
+    grpc_services: list[GrpcService]
+    consumers: Sequence[ConsumerLoop] = ()
+    producer: ProtoProducer | None = None
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+
+def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSettings], ServiceParts]) -> int:
+    """Run until SIGTERM/SIGINT or a consumer crash; returns the process exit code."""
+    setup_telemetry(name, settings.telemetry)
+    stop = threading.Event()
+    crashed = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    parts = build(settings)
+    server = GrpcServer(parts.grpc_services, settings.grpc_host, settings.grpc_port, settings.grpc_max_workers)
+    server.start()
+
+    def consume(loop: ConsumerLoop) -> None:
+        try:
+            loop.run(stop)
+        except Exception:  # noqa: BLE001 - a dead consumer must take the process down
+            log.exception("consumer crashed", extra={"group": loop.group_id})
+            crashed.set()
+            stop.set()
+
+    threads = [threading.Thread(target=consume, args=(c,), name=f"consumer-{c.group_id}", daemon=True) for c in parts.consumers]
+    for thread in threads:
+        thread.start()
+    server.set_serving(True)
+    log.info("service started", extra={"grpc_port": server.port, "consumers": len(threads)})
+
+    stop.wait()
+    log.info("draining")
+    server.stop(settings.shutdown_grace_s)
+    for thread in threads:
+        thread.join(timeout=settings.shutdown_grace_s)
+    for hook in parts.on_shutdown:
+        hook()
+    if parts.producer is not None:
+        parts.producer.flush(timeout_s=settings.shutdown_grace_s)
+        parts.producer.close()
+    log.info("stopped", extra={"exit_code": 1 if crashed.is_set() else 0})
+    shutdown_telemetry()
+    return 1 if crashed.is_set() else 0
+
+
+def main(name: str, settings_class: type[ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> None:
+    sys.exit(run_service(name, settings_class(), build))

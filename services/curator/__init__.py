@@ -1,0 +1,1 @@
+"""curator: validates, repairs and deduplicates raw examples (forge.examples.curated / .rejected)."""

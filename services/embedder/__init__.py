@@ -1,0 +1,1 @@
+"""embedder: serves the current model over gRPC and loads documents into Qdrant."""

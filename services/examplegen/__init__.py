@@ -1,0 +1,1 @@
+"""examplegen: writes training examples for tasks and corpus chunks (forge.examples.raw)."""

@@ -1,0 +1,1 @@
+"""taskgen: accepts jobs (gRPC and forge.jobs) and brainstorms embedding tasks (forge.tasks)."""

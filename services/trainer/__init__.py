@@ -1,0 +1,1 @@
+"""trainer: fine-tunes embedding models on curated examples and publishes them (forge.models)."""
