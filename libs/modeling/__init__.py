@@ -1,0 +1,1 @@
+"""Embedding-model building blocks shared by trainer, embedder and curator."""

@@ -1,0 +1,43 @@
+"""Shared fixtures: one real tansu broker per test session, isolated topics per test."""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from libs.kafka import ensure_topics
+from libs.local.broker import TansuBroker
+from libs.settings import KafkaSettings
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    with TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture
+def kafka_settings(broker) -> KafkaSettings:
+    """Settings for a fresh set of topics (unique prefix), created with 3 partitions each."""
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+    )
+    ensure_topics(settings, partitions=3)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"evaluation data not found at {SHARED_DATA} (../shared/data beside the repository)")
+    return SHARED_DATA
