@@ -21,6 +21,17 @@ SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def python_env() -> dict[str, str]:
+    """The environment of a child Python process: repo and generated stubs importable, offline."""
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'gen'}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
 def env_prefix(service: str) -> str:
     """Each service reads settings with its own prefix, e.g. TASKGEN_GRPC_PORT."""
     return service.upper() + "_"
@@ -39,7 +50,11 @@ class ServiceProcess:
 
 
 class LocalRuntime:
-    """Broker + services on loopback. ``extra_env`` is passed to every service process."""
+    """Broker + services on loopback.
+
+    ``extra_env`` is passed to every service process; ``{PREFIX}`` in a name becomes the
+    service's prefix, so ``{"{PREFIX}TELEMETRY__LOG_LEVEL": "DEBUG"}`` reaches all five.
+    """
 
     def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = ""):
         self.run_dir = run_dir
@@ -63,11 +78,7 @@ class LocalRuntime:
         prefix = env_prefix(name)
         kafka = self.kafka_settings
         env = {
-            **os.environ,
-            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'gen'}",
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
+            **python_env(),
             f"{prefix}GRPC_HOST": "127.0.0.1",
             f"{prefix}GRPC_PORT": str(port),
             f"{prefix}STATE_DIR": str(self.run_dir / "state" / name),
