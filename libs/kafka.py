@@ -182,6 +182,7 @@ class ConsumerLoop:
         self.producer = producer
         self.subscriptions = {physical_name(settings, s.topic): s for s in subscriptions}
         self.ready = threading.Event()
+        self.dead_lettered = 0
 
     def run(self, stop: threading.Event) -> None:
         consumer = KafkaConsumer(
@@ -218,6 +219,15 @@ class ConsumerLoop:
             consumer.close(autocommit=False)
 
     def _process(self, topic_name: str, records) -> list:
+        dead_before = self.dead_lettered
+        futures = self._handle(topic_name, records)
+        dead = self.dead_lettered - dead_before
+        consumed_counter.add(len(records) - dead, {"topic": topic_name, "outcome": "ok"})
+        if dead:
+            consumed_counter.add(dead, {"topic": topic_name, "outcome": "dead_lettered"})
+        return futures
+
+    def _handle(self, topic_name: str, records) -> list:
         subscription = self.subscriptions[topic_name]
         decoded: list[Received] = []
         futures = []
@@ -238,7 +248,6 @@ class ConsumerLoop:
                 except Exception:  # noqa: BLE001 - isolate the bad record(s) below
                     log.exception("batch handler failed; retrying records one by one", extra={"topic": topic_name})
                 else:
-                    consumed_counter.add(len(decoded), {"topic": subscription.topic.name, "outcome": "ok"})
                     return futures + [self.producer.send(o.topic, o.key, o.message) for o in outputs]
         for received in decoded:
             futures.extend(self._process_one(subscription, received))
@@ -259,11 +268,10 @@ class ConsumerLoop:
                 detail = f"{type(exc).__name__}: {exc}"
                 topic_name = physical_name(self.settings, received.topic)
                 return [self._dead_letter(topic_name, received.partition, received.offset, received.key, received.value, received.headers, "handler_error", detail)]
-            consumed_counter.add(1, {"topic": subscription.topic.name, "outcome": "ok"})
             return [self.producer.send(o.topic, o.key, o.message) for o in outputs]
 
     def _dead_letter(self, topic_name: str, partition: int, offset: int, key: str, value: bytes | None, headers: dict[str, str], reason: str, detail: str):
-        consumed_counter.add(1, {"topic": topic_name, "outcome": reason})
+        self.dead_lettered += 1
         log.warning("dead-lettering record", extra={"topic": topic_name, "offset": offset, "reason": reason, "detail": detail[:500]})
         letter = pb.DeadLetter(
             source_topic=topic_name,
