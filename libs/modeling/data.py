@@ -1,0 +1,131 @@
+"""Training examples as plain JSONL (FlagEmbedding format), the train/dev split, and the
+batch plan: length-bucketed batches in which no text appears twice.
+
+FlagEmbedding format, one object per line: ``{"query": str, "pos": [str], "neg": [str]}``
+with an optional ``"prompt"`` (the query instruction) and ``"content_hash"``.
+A duplicated text inside a batch is a false in-batch negative (the same passage is its own
+negative), so the batch plan defers such examples to a later batch.
+"""
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def content_hash(query: str, positive: str) -> str:
+    """Stable id of an example: sha256 of the whitespace/case-normalized query and positive."""
+    normalized = " ".join(query.lower().split()) + "\x1f" + " ".join(positive.lower().split())
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    instruction: str = ""
+    content_hash: str = field(default="")
+
+    def __post_init__(self):
+        if not self.query.strip() or not self.positive.strip():
+            raise ValueError("an example needs a non-empty query and positive")
+        if not self.content_hash:
+            object.__setattr__(self, "content_hash", content_hash(self.query, self.positive))
+
+    def texts(self) -> tuple[str, ...]:
+        return (self.query, self.positive, *self.negatives)
+
+    def to_json(self) -> dict:
+        row = {"query": self.query, "pos": [self.positive], "neg": list(self.negatives), "content_hash": self.content_hash}
+        if self.instruction:
+            row["prompt"] = self.instruction
+        return row
+
+    @classmethod
+    def from_json(cls, row: dict) -> "TrainExample":
+        positives = row.get("pos") or []
+        if not isinstance(positives, list) or not positives:
+            raise ValueError("'pos' must be a non-empty list of strings")
+        return cls(
+            query=str(row.get("query", "")),
+            positive=str(positives[0]),
+            negatives=tuple(str(n) for n in row.get("neg") or () if str(n).strip() and n != positives[0]),
+            instruction=str(row.get("prompt", "") or ""),
+            content_hash=str(row.get("content_hash", "") or ""),
+        )
+
+
+def read_examples(path: str | Path) -> list[TrainExample]:
+    """Read a FlagEmbedding JSONL file; a malformed line raises ValueError naming the line."""
+    examples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                examples.append(TrainExample.from_json(json.loads(line)))
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{path}:{number}: not a training example: {exc}") from exc
+    return examples
+
+
+def write_examples(path: str | Path, examples: Iterable[TrainExample]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
+
+
+def split_train_dev(examples: Sequence[TrainExample], dev_fraction: float, seed: int = 0) -> tuple[list[TrainExample], list[TrainExample]]:
+    """Deterministic split by content hash, so an example stays on its side as data grows.
+
+    Examples sharing a positive stay on one side (no passage leaks from train into dev).
+    """
+    train, dev = [], []
+    for example in examples:
+        bucket = int(hashlib.sha256(f"{seed}:{example.positive}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (dev if bucket < dev_fraction else train).append(example)
+    return train, dev
+
+
+def plan_batches(
+    examples: Sequence[TrainExample], batch_size: int, seed: int, bucket_by_length: bool = True, drop_last: bool = False
+) -> list[list[int]]:
+    """Batches of example indices for one epoch: shuffled, optionally length-bucketed, no text twice.
+
+    Length bucketing sorts windows of 16 batches by query+positive length, so a batch pads little;
+    the batch order is shuffled again afterwards.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    if bucket_by_length:
+        window = batch_size * 16
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lambda i: len(examples[i].query) + len(examples[i].positive))
+        ]
+    batches: list[list[int]] = []
+    pending = order
+    while pending:
+        batch, seen, deferred = [], set(), []
+        for position, i in enumerate(pending):
+            if len(batch) == batch_size:
+                deferred.extend(pending[position:])
+                break
+            texts = set(examples[i].texts())
+            if texts & seen:
+                deferred.append(i)
+            else:
+                batch.append(i)
+                seen |= texts
+        batches.append(batch)
+        pending = deferred
+    if drop_last:
+        batches = [b for b in batches if len(b) == batch_size]
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,41 @@
+"""Pooling is correct with left and right padding, for decoders (EOS, last token) and encoders."""
+
+import pytest
+import torch
+
+from libs.modeling.embedder import Embedder, ModelConfig
+from libs.modeling.pooling import last_token_pool
+
+TEXTS = ["a short one", "a much longer sentence that needs far more tokens than the first"]
+
+
+def test_last_token_pool_picks_the_last_real_token_on_either_side():
+    hidden = torch.arange(2 * 4, dtype=torch.float).view(2, 4, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert last_token_pool(hidden, right).flatten().tolist() == [1.0, 7.0]
+    assert last_token_pool(hidden, left).flatten().tolist() == [3.0, 7.0]
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_decoder_embeddings_are_identical_with_left_and_right_padding(tiny_models, kind):
+    left = Embedder(ModelConfig(tiny_models[kind], padding_side="left", bf16=False))
+    right = Embedder(ModelConfig(tiny_models[kind], padding_side="right", bf16=False))
+    assert left.pooling == "last_token" and left.append_eos
+    alone = torch.cat([left.encode([t]) for t in TEXTS])
+    assert torch.allclose(left.encode(TEXTS), alone, atol=1e-5)
+    assert torch.allclose(right.encode(TEXTS), alone, atol=1e-5)
+
+
+def test_decoder_inputs_end_with_eos_on_right_padding(tiny_models):
+    embedder = Embedder(ModelConfig(tiny_models["llama"], padding_side="right", bf16=False))
+    inputs = embedder.tokenize(TEXTS)
+    last = inputs["attention_mask"].sum(1) - 1
+    assert inputs["input_ids"][torch.arange(2), last].tolist() == [embedder.tokenizer.eos_token_id] * 2
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_encoder_embeddings_do_not_depend_on_batch_padding(tiny_models, pooling):
+    embedder = Embedder(ModelConfig(tiny_models["bert"], pooling=pooling, bf16=False))
+    alone = torch.cat([embedder.encode([t]) for t in TEXTS])
+    assert torch.allclose(embedder.encode(TEXTS), alone, atol=1e-5)
