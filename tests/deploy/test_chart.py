@@ -1,0 +1,385 @@
+"""The Helm chart, checked offline: lint, schema validation and the rendered objects.
+
+Each values file (default, gpu, minimal, external) is rendered with `helm template` for
+Kubernetes 1.33 and the objects are asserted on: restricted pods, probes, limits, GPU
+placement, secrets, and Kafka topics that match libs/topics.py exactly.
+"""
+
+import importlib
+import json
+import os
+import re
+import subprocess
+
+import kubernetes_validate
+import pytest
+
+from libs import topics
+from libs.settings import ServiceSettings
+from tests.deploy.rendering import (
+    CHART,
+    KUBE_VERSION,
+    RELEASE,
+    SERVICES,
+    VALUES_FILES,
+    component,
+    helm_template,
+    objects,
+    pod_spec,
+    render,
+)
+
+CRD_KINDS = {"KafkaTopic"}  # custom resources (Strimzi): no schema in kubernetes-validate
+CREDENTIAL = re.compile(r"(?i)(passw|secret|api_?key|access_?key|credential|(^|_)token($|_))")
+GPU = "nvidia.com/gpu"
+# Topics each autoscaled service consumes (DESIGN.md): its replicas are consumer-group members.
+CONSUMES = {
+    "taskgen": [topics.JOBS],
+    "examplegen": [topics.TASKS, topics.CORPUS_CHUNKS],
+    "curator": [topics.EXAMPLES_RAW],
+    "trainer": [topics.EXAMPLES_CURATED],
+    "embedder": [topics.MODELS, topics.DOCUMENTS],
+}
+values_names = pytest.mark.parametrize("values", list(VALUES_FILES))
+
+
+def containers(docs: list[dict]):
+    """(owner object, container) for every container and init container of every pod template."""
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is not None:
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                yield doc, container
+
+
+def service_deployment(docs: list[dict], service: str) -> dict:
+    return objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
+
+
+def service_config(docs: list[dict], service: str) -> dict[str, str]:
+    return objects(docs, "ConfigMap")[f"{RELEASE}-embedforge-{service}"]["data"]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+@values_names
+def test_helm_lint_strict_passes(helm, values):
+    args = [str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    for path in VALUES_FILES[values]:
+        args += ["-f", str(path)]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@values_names
+def test_render_validates_strictly_against_the_kubernetes_schema(renders, values):
+    for doc in renders[values]:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
+
+
+@values_names
+def test_every_service_has_a_deployment_service_configmap_and_serviceaccount(renders, values):
+    docs = renders[values]
+    for kind in ("Deployment", "Service", "ConfigMap", "ServiceAccount"):
+        found = {component(doc) for doc in objects(docs, kind).values()}
+        assert set(SERVICES) <= found, f"{kind} missing for {set(SERVICES) - found}"
+
+
+def test_service_port_is_named_grpc_and_reaches_the_container_port(renders):
+    docs = renders["default"]
+    for service in SERVICES:
+        (port,) = objects(docs, "Service")[f"{RELEASE}-embedforge-{service}"]["spec"]["ports"]
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        assert port["name"] == "grpc" and port["targetPort"] == "grpc"
+        assert {"name": "grpc", "containerPort": port["port"], "protocol": "TCP"} in container["ports"]
+
+
+@values_names
+def test_every_pod_runs_restricted_as_non_root(renders, values):
+    for doc in renders[values]:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"].get("runAsUser", 1) != 0, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+    for doc, container in containers(renders[values]):
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+
+
+@values_names
+def test_every_read_only_container_gets_an_emptydir_tmp(renders, values):
+    for doc, container in containers(renders[values]):
+        volumes = {v["name"]: v for v in pod_spec(doc).get("volumes", [])}
+        tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert tmp and "emptyDir" in volumes[tmp[0]["name"]], container["name"]
+
+
+@values_names
+def test_every_service_mounts_a_writable_state_dir(renders, values):
+    docs = renders[values]
+    for service in SERVICES:
+        state_dir = service_config(docs, service)[f"{service.upper()}_STATE_DIR"]
+        spec = service_deployment(docs, service)["spec"]["template"]["spec"]
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == state_dir]
+        assert not mount.get("readOnly", False)
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+
+
+@values_names
+def test_every_long_running_container_has_liveness_and_readiness_probes(renders, values):
+    for doc, container in containers(renders[values]):
+        if doc["kind"] == "Job":
+            continue
+        assert "livenessProbe" in container and "readinessProbe" in container, container["name"]
+
+
+@values_names
+def test_services_are_probed_with_native_grpc_health_checks(renders, values):
+    docs = renders[values]
+    for service in SERVICES:
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        port = int(service_config(docs, service)[f"{service.upper()}_GRPC_PORT"])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["grpc"] == {"port": port}, (service, probe)
+
+
+@values_names
+def test_every_container_has_cpu_and_memory_requests_and_limits(renders, values):
+    for doc, container in containers(renders[values]):
+        resources = container["resources"]
+        for bound in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{container['name']} {bound}"
+
+
+def test_default_values_request_no_gpu_and_no_gpu_nodes(renders):
+    docs = renders["default"]
+    assert not any(GPU in c["resources"].get("limits", {}) for _, c in containers(docs))
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is not None:
+            assert not any(t.get("key") == GPU for t in spec.get("tolerations", [])), doc["metadata"]["name"]
+    assert "vllm" not in {component(d) for d in docs}
+
+
+def test_gpu_values_put_only_trainer_embedder_and_vllm_on_gpu_nodes(renders):
+    docs = renders["gpu"]
+    gpu_pods = set()
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        gpus = [c["resources"]["limits"].get(GPU, 0) for c in spec["containers"]]
+        on_gpu_pool = spec.get("nodeSelector", {}).get("nvidia.com/gpu.present") == "true"
+        tolerates = any(t.get("key") == GPU for t in spec.get("tolerations", []))
+        if any(gpus):
+            gpu_pods.add(component(doc))
+            assert on_gpu_pool and tolerates, doc["metadata"]["name"]
+        else:
+            assert not on_gpu_pool and not tolerates, doc["metadata"]["name"]
+    assert gpu_pods == {"trainer", "embedder", "vllm"}
+
+
+def test_gpu_values_run_cuda_images_for_trainer_and_embedder(renders):
+    docs = renders["gpu"]
+    for service in SERVICES:
+        image = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image.endswith("-cuda") == (service in {"trainer", "embedder"}), image
+
+
+def test_vllm_endpoint_is_given_to_the_llm_services(renders):
+    docs = renders["gpu"]
+    (vllm_service,) = [s for s in objects(docs, "Service").values() if component(s) == "vllm"]
+    expected = f"http://{vllm_service['metadata']['name']}:{vllm_service['spec']['ports'][0]['port']}/v1"
+    for service in ("taskgen", "examplegen", "curator"):
+        config = service_config(docs, service)
+        assert config["HOSTED_VLLM_API_BASE"] == expected
+        assert config[f"{service.upper()}_LLM__MODEL"].startswith("hosted_vllm/")
+    assert "HOSTED_VLLM_API_BASE" not in service_config(docs, "trainer")
+
+
+def test_secret_values_appear_only_in_secrets(helm):
+    sentinels = {
+        "llm.existingSecret": "",
+        "llm.apiKeys.OPENAI_API_KEY": "sk-sentinel-openai",
+        "llm.apiKeys.ANTHROPIC_API_KEY": "sk-sentinel-anthropic",
+    }
+    docs = render(helm, VALUES_FILES["external"], sentinels)
+    holders = {f"{d['kind']}/{d['metadata']['name']}" for d in docs if "sk-sentinel" in json.dumps(d)}
+    assert holders == {f"Secret/{RELEASE}-embedforge-llm"}
+    for service in ("taskgen", "examplegen", "curator"):
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": f"{RELEASE}-embedforge-llm"}} in container["envFrom"]
+
+
+@values_names
+def test_configmaps_hold_no_credentials_and_credentials_come_from_secrets(renders, values):
+    docs = renders[values]
+    for configmap in objects(docs, "ConfigMap").values():
+        assert not [k for k in configmap["data"] if CREDENTIAL.search(k)], configmap["metadata"]["name"]
+    for _, container in containers(docs):
+        for name, entry in env_of(container).items():
+            if CREDENTIAL.search(name):
+                assert "secretKeyRef" in entry.get("valueFrom", {}), f"{container['name']}: {name}"
+
+
+def test_external_values_take_kafka_qdrant_and_s3_credentials_from_their_secrets(renders):
+    docs = renders["external"]
+    refs = {}
+    for service in SERVICES:
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        for name, entry in env_of(container).items():
+            if "secretKeyRef" in entry.get("valueFrom", {}):
+                refs[name] = entry["valueFrom"]["secretKeyRef"]["name"]
+    assert refs["TASKGEN_KAFKA__SASL_PASSWORD"] == "embedforge-kafka"
+    assert refs["EMBEDDER_QDRANT__API_KEY"] == "embedforge-qdrant"
+    assert refs["TRAINER_KAFKA__SASL_USERNAME"] == "embedforge-kafka"
+    assert refs["AWS_SECRET_ACCESS_KEY"] == "embedforge-s3"
+
+
+def test_a_config_key_that_looks_like_a_credential_is_refused(helm):
+    result = helm_template(helm, [], {"services.taskgen.config.LLM__API_KEY": "sk-oops"})
+    assert result.returncode != 0
+    assert "looks like a credential" in result.stderr
+    assert "sk-oops" not in result.stdout
+
+
+def topic_job_topics(docs: list[dict]) -> dict[str, tuple[int, int]]:
+    (job,) = objects(docs, "Job").values()
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    lines = env_of(container)["TOPICS"]["value"].strip().splitlines()
+    return {name: (int(partitions), int(retention)) for name, partitions, retention in (line.split() for line in lines)}
+
+
+def test_topic_job_creates_exactly_the_topics_the_code_uses(renders):
+    expected = {t.name: (t.partitions, t.retention_ms) for t in topics.ALL_TOPICS}
+    assert topic_job_topics(renders["default"]) == expected
+
+
+def test_minimal_values_keep_the_topic_set_of_the_code(renders):
+    assert set(topic_job_topics(renders["minimal"])) == {t.name for t in topics.ALL_TOPICS}
+
+
+def test_topic_job_runs_as_a_hook_before_install_and_upgrade(renders):
+    (job,) = objects(renders["default"], "Job").values()
+    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+
+
+def test_strimzi_topics_match_the_code_topics_with_the_prefix(renders):
+    docs = renders["external"]
+    assert not objects(docs, "Job")
+    found = {
+        t["spec"]["topicName"]: (t["spec"]["partitions"], int(t["spec"]["config"]["retention.ms"]))
+        for t in objects(docs, "KafkaTopic").values()
+    }
+    assert found == {f"prod.{t.name}": (t.partitions, t.retention_ms) for t in topics.ALL_TOPICS}
+    assert {t["metadata"]["labels"]["strimzi.io/cluster"] for t in objects(docs, "KafkaTopic").values()} == {"kafka"}
+
+
+def test_autoscalers_exist_for_taskgen_examplegen_and_curator(renders):
+    hpas = objects(renders["default"], "HorizontalPodAutoscaler").values()
+    assert {component(h) for h in hpas} == {"taskgen", "examplegen", "curator"}
+    for hpa in hpas:
+        assert hpa["spec"]["scaleTargetRef"]["name"] == hpa["metadata"]["name"]
+        assert "replicas" not in service_deployment(renders["default"], component(hpa))["spec"]
+
+
+@values_names
+def test_autoscalers_never_exceed_the_partitions_of_the_consumed_topics(renders, values):
+    docs = renders[values]
+    partitions = {t.name: t.partitions for t in topics.ALL_TOPICS}
+    if objects(docs, "Job"):
+        partitions = {name: p for name, (p, _) in topic_job_topics(docs).items()}
+    for hpa in objects(docs, "HorizontalPodAutoscaler").values():
+        bound = max(partitions[t.name] for t in CONSUMES[component(hpa)])
+        assert hpa["spec"]["maxReplicas"] <= bound, component(hpa)
+
+
+def test_every_service_has_a_disruption_budget(renders):
+    pdbs = objects(renders["default"], "PodDisruptionBudget").values()
+    assert {component(p) for p in pdbs} == set(SERVICES)
+    for pdb in pdbs:
+        assert pdb["spec"]["selector"]["matchLabels"] == service_deployment(renders["default"], component(pdb))["spec"]["selector"]["matchLabels"]
+
+
+@values_names
+def test_termination_grace_covers_the_sigterm_drain(renders, values):
+    docs = renders[values]
+    for service in SERVICES:
+        spec = service_deployment(docs, service)["spec"]["template"]["spec"]
+        grace = float(service_config(docs, service)[f"{service.upper()}_SHUTDOWN_GRACE_S"])
+        pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        # run_service: gRPC stop, consumer join and producer flush are each bounded by the grace.
+        assert spec["terminationGracePeriodSeconds"] > pre_stop + 3 * grace, service
+
+
+def test_network_policies_are_rendered_only_when_enabled(renders):
+    assert not objects(renders["default"], "NetworkPolicy")
+    policies = objects(renders["external"], "NetworkPolicy").values()
+    assert {component(p) for p in policies} == set(SERVICES)
+    for policy in policies:
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+
+
+def test_in_cluster_qdrant_is_the_one_the_embedder_uses(renders):
+    docs = renders["minimal"]
+    (statefulset,) = objects(docs, "StatefulSet").values()
+    service = objects(docs, "Service")[statefulset["spec"]["serviceName"]]
+    http = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert service_config(docs, "embedder")["EMBEDDER_QDRANT__URL"] == f"http://{service['metadata']['name']}:{http}"
+    assert not objects(renders["default"], "StatefulSet")
+
+
+def test_default_storage_is_a_shared_claim_for_trainer_and_embedder(renders):
+    docs = renders["default"]
+    (claim,) = objects(docs, "PersistentVolumeClaim")
+    for service in SERVICES:
+        volumes = service_deployment(docs, service)["spec"]["template"]["spec"]["volumes"]
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
+        assert claims == ({claim} if service in {"trainer", "embedder"} else set()), service
+
+
+def test_s3_storage_needs_no_claim_and_passes_the_uri(renders):
+    docs = renders["external"]
+    assert not objects(docs, "PersistentVolumeClaim")
+    for service in SERVICES:
+        assert service_config(docs, service)[f"{service.upper()}_STORAGE__URI"] == "s3://embedforge-artifacts/prod"
+
+
+@values_names
+@pytest.mark.parametrize("service", SERVICES)
+def test_configmap_is_understood_by_the_service_settings(renders, values, service, monkeypatch):
+    """The rendered env names and formats parse into the service's own settings class."""
+    config = service_config(renders[values], service)
+    for key in list(os.environ):
+        if key.startswith(f"{service.upper()}_"):
+            monkeypatch.delenv(key)
+    for key, value in config.items():
+        monkeypatch.setenv(key, value)
+    module = importlib.import_module(f"services.{service}.settings")
+    (settings_class,) = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, ServiceSettings) and c is not ServiceSettings]
+    settings = settings_class()
+    p = f"{service.upper()}_"
+    assert settings.grpc_port == int(config[p + "GRPC_PORT"])
+    assert settings.state_dir == config[p + "STATE_DIR"]
+    assert settings.shutdown_grace_s == float(config[p + "SHUTDOWN_GRACE_S"])
+    assert settings.kafka.bootstrap_servers == config[p + "KAFKA__BOOTSTRAP_SERVERS"]
+    assert settings.kafka.security_protocol == config[p + "KAFKA__SECURITY_PROTOCOL"]
+    assert settings.kafka.topic_prefix == config[p + "KAFKA__TOPIC_PREFIX"]
+    assert settings.telemetry.otlp_endpoint == config[p + "TELEMETRY__OTLP_ENDPOINT"]
+    assert settings.telemetry.log_format == config[p + "TELEMETRY__LOG_FORMAT"]
