@@ -1,0 +1,62 @@
+"""Users' documents from disk: a JSONL file, a BEIR folder/corpus.jsonl, or a folder of .txt/.md.
+
+Used wherever a job points at its documents: corpus-grounded generation, hard-negative
+mining, ingest into Qdrant, and the local runner.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    doc_id: str
+    title: str
+    text: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_documents(path: str | Path) -> Iterator[SourceDocument]:
+    """Yield the documents under ``path``; raises ValueError naming the file and line on bad input.
+
+    JSONL lines need ``text`` and may have ``_id``/``id``, ``title`` and ``metadata`` (a flat
+    mapping); a folder holding ``corpus.jsonl`` is read as BEIR; any other folder yields its
+    .txt/.md files (id = relative path, title = first Markdown heading or the file name).
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "corpus.jsonl").is_file():
+        path = path / "corpus.jsonl"
+    if path.is_file():
+        yield from _read_jsonl(path)
+    elif path.is_dir():
+        yield from _read_folder(path)
+    else:
+        raise ValueError(f"no documents at {path}: expected a JSONL file or a folder")
+
+
+def _read_jsonl(path: Path) -> Iterator[SourceDocument]:
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{number}: a document is an object with a string 'text'")
+            doc_id = str(row.get("_id", row.get("id", number)))
+            metadata = {str(k): str(v) for k, v in (row.get("metadata") or {}).items()}
+            yield SourceDocument(doc_id, str(row.get("title") or ""), row["text"], metadata)
+
+
+def _read_folder(folder: Path) -> Iterator[SourceDocument]:
+    for file in sorted(p for p in folder.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file()):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        heading = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        relative = str(file.relative_to(folder))
+        yield SourceDocument(relative, heading or file.stem, text, {"path": relative})

@@ -1,0 +1,40 @@
+"""Documents are read from JSONL, BEIR folders and folders of text files."""
+
+import pytest
+
+from libs.corpus import read_documents
+
+
+def test_beir_folder_is_read_from_its_corpus_jsonl(shared_data):
+    documents = list(read_documents(shared_data / "xquad-en"))
+    assert len(documents) == 240
+    assert all(d.doc_id and d.text for d in documents)
+
+
+def test_jsonl_ids_titles_and_metadata_are_kept(tmp_path):
+    (tmp_path / "docs.jsonl").write_text('{"id": "a", "title": "T", "text": "alpha", "metadata": {"lang": "en"}}\n\n{"text": "beta"}\n')
+    a, b = read_documents(tmp_path / "docs.jsonl")
+    assert (a.doc_id, a.title, a.text, a.metadata) == ("a", "T", "alpha", {"lang": "en"})
+    assert (b.doc_id, b.title) == ("3", "")
+
+
+def test_folder_of_text_files_uses_relative_paths_and_headings(tmp_path):
+    (tmp_path / "guides").mkdir()
+    (tmp_path / "guides" / "setup.md").write_text("intro\n# Installing the agent\nRun the installer.")
+    (tmp_path / "notes.txt").write_text("plain notes")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    docs = {d.doc_id: d for d in read_documents(tmp_path)}
+    assert set(docs) == {"guides/setup.md", "notes.txt"}
+    assert docs["guides/setup.md"].title == "Installing the agent" and docs["notes.txt"].title == "notes"
+
+
+@pytest.mark.parametrize(("content", "message"), [("{not json\n", "docs.jsonl:1: not JSON"), ('{"title": "x"}\n', "docs.jsonl:1: a document is an object")])
+def test_bad_jsonl_lines_are_named(tmp_path, content, message):
+    (tmp_path / "docs.jsonl").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        list(read_documents(tmp_path / "docs.jsonl"))
+
+
+def test_missing_path_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no documents at"):
+        list(read_documents(tmp_path / "nope"))
