@@ -1,0 +1,68 @@
+"""Hard-negative mining from a corpus with the current model.
+
+FlagEmbedding's recipe: rank the corpus for each query, sample negatives from a rank window
+(e.g. ranks 2-200, skipping the very top where unlabeled positives cluster), and
+NV-Retriever's TopK-PercPos filter (arXiv 2407.15831): keep only candidates scoring below
+``positive_ratio`` x the positive's score, which drops likely false negatives.
+"""
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from libs.modeling.data import TrainExample
+from libs.modeling.embedder import Embedder
+from libs.modeling.pooling import format_query
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningConfig:
+    # Rank window [range_start, range_end) of the ranked corpus (0 = best) to sample from.
+    range_start: int = 2
+    range_end: int = 200
+    negatives: int = 7
+    # Keep candidates whose score is below this fraction of the positive's score.
+    positive_ratio: float = 0.95
+    # Keep the example's own (e.g. LLM-written) negatives ahead of the mined ones.
+    keep_existing: bool = True
+    default_instruction: str = ""
+    batch_size: int = 64
+    seed: int = 0
+
+
+def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], corpus: Sequence[str], config: MiningConfig) -> list[TrainExample]:
+    """Examples with mined negatives; ``corpus`` defaults (when empty) to the positives pool."""
+    documents = list(dict.fromkeys(corpus or [e.positive for e in examples]))
+    if len(documents) < 2:
+        raise ValueError("mining needs a corpus of at least two documents")
+    doc_vectors = embedder.encode(documents, batch_size=config.batch_size)
+    query_vectors = embedder.encode([format_query(e.instruction or config.default_instruction, e.query) for e in examples], batch_size=config.batch_size)
+    positive_vectors = embedder.encode([e.positive for e in examples], batch_size=config.batch_size)
+    window_end = min(config.range_end, len(documents))
+    mined, dropped = [], 0
+    for i, example in enumerate(examples):
+        positive_score = float(query_vectors[i] @ positive_vectors[i])
+        scores = doc_vectors @ query_vectors[i]
+        ranked = torch.argsort(scores, descending=True)[config.range_start : window_end].tolist()
+        threshold = config.positive_ratio * positive_score
+        own = {example.positive, example.query}
+        candidates = []
+        for j in ranked:
+            if documents[j] in own:
+                continue
+            if float(scores[j]) >= threshold:
+                dropped += 1
+                continue
+            candidates.append(documents[j])
+        rng = random.Random(f"{config.seed}:{example.content_hash}")
+        sampled = rng.sample(candidates, min(config.negatives, len(candidates)))
+        existing = [n for n in example.negatives if n not in own] if config.keep_existing else []
+        negatives = list(dict.fromkeys(existing + sampled))[: max(config.negatives, len(existing))]
+        mined.append(replace(example, negatives=tuple(negatives)))
+    log.info("mined hard negatives", extra={"examples": len(examples), "corpus": len(documents), "dropped_as_false_negative": dropped})
+    return mined

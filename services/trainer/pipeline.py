@@ -1,0 +1,244 @@
+"""One training run, stage by stage: snapshot -> mine negatives -> fine-tune -> evaluate
+(base vs tuned, same run) -> merge (LoRA, LM-Cocktail) -> export with a model card.
+
+Each stage is also a CLI command (services/trainer/cli.py). A run reports progress as JSON
+lines through ``report`` (the service tails them from the run's events file).
+"""
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import get_type_hints
+
+import torch
+import torch.distributed as dist
+
+from libs.evaluation.retrieval import dataset_from_pairs, evaluate_retrieval
+from libs.evaluation.suite import compare, load_eval_set
+from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
+from libs.modeling.embedder import Embedder, ModelConfig
+from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
+from libs.modeling.mining import MiningConfig, mine_hard_negatives
+from libs.modeling.pooling import format_query
+from libs.modeling.trainer import Trainer, TrainConfig
+
+log = logging.getLogger(__name__)
+Report = Callable[[dict], None]
+
+
+@dataclass
+class MergeConfig:
+    # Weight of the fine-tuned model in the LM-Cocktail merge; 0 = choose on the dev split.
+    weight: float = 1.0
+    candidates: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    # Choosing on dev: the most base-like weight whose dev nDCG@10 is within this of the best.
+    tolerance: float = 0.005
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, as files and typed settings (FlagEmbedding style)."""
+
+    dataset_path: str
+    run_dir: str
+    model: ModelConfig
+    train: TrainConfig
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    # Documents to mine negatives from (JSONL with "text" [and "title"]); empty = the positives pool.
+    corpus_path: str = ""
+    eval_paths: tuple[str, ...] = ()
+    dev_fraction: float = 0.1
+    # Instruction for queries that carry none (and the exported model's query prompt).
+    instruction: str = ""
+    model_id: str = ""
+    export_dir: str = ""
+    provenance: dict = field(default_factory=dict)
+
+
+def from_dict(cls, raw: dict):
+    """Build a (nested) dataclass from a JSON object; unknown keys are an error."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        target = next((t for t in getattr(hint, "__args__", ()) if is_dataclass(t)), hint)
+        if is_dataclass(target) and isinstance(value, dict):
+            value = from_dict(target, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return from_dict(RunConfig, json.loads(Path(path).read_text()))
+
+
+def save_run_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(asdict(config), indent=2, ensure_ascii=False))
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Documents from a JSONL file ({"text"[, "title"]} per line, e.g. a BEIR corpus.jsonl) or a BEIR folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "corpus.jsonl"
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                texts.append(f"{row.get('title', '')} {row['text']}".strip() if isinstance(row, dict) else str(row))
+    return texts
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world_size) if world_size > 1 else (0, 1)
+
+
+def snapshot(config: RunConfig) -> tuple[list[TrainExample], list[TrainExample], dict]:
+    """Split the dataset into train/dev files in the run folder and describe exactly what was used."""
+    run_dir = Path(config.run_dir)
+    examples = read_examples(config.dataset_path)
+    train, dev = split_train_dev(examples, config.dev_fraction, seed=config.train.seed)
+    write_examples(run_dir / "train.jsonl", train)
+    write_examples(run_dir / "dev.jsonl", dev)
+    manifest = {
+        "dataset_path": str(config.dataset_path),
+        "examples": len(examples),
+        "train_examples": len(train),
+        "dev_examples": len(dev),
+        "train_content_hashes": [e.content_hash for e in train],
+        "dev_content_hashes": [e.content_hash for e in dev],
+        **config.provenance,
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return train, dev, manifest
+
+
+def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
+    if config.mining.negatives <= 0:
+        return train
+    corpus = read_corpus(config.corpus_path) if config.corpus_path else []
+    mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
+    base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
+    return mine_hard_negatives(base, train, corpus, mining)
+
+
+def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> Embedder:
+    """Train (resuming from the run folder's checkpoint if there is one) and save the result."""
+    rank, _ = init_distributed()
+    torch.manual_seed(config.train.seed)
+    embedder = Embedder(config.model)
+    train_config = TrainConfig(**{**asdict(config.train), "output_dir": config.run_dir, "default_instruction": config.train.default_instruction or config.instruction})
+    trainer = Trainer(embedder, train, train_config)
+    started = time.perf_counter()
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        if rank == 0:
+            report({"state": "training", "step": step, "total_steps": total, "loss": round(loss, 6)})
+
+    result = trainer.train(on_step)
+    if rank == 0:
+        save_trained(embedder, Path(config.run_dir) / "trained")
+        report({"state": "training", "trained_s": round(time.perf_counter() - started, 2), "steps": result.steps, "resumed_from": result.resumed_from})
+    return embedder
+
+
+def dev_pairs(dev: list[TrainExample], instruction: str):
+    return dataset_from_pairs("dev", [(format_query(e.instruction or instruction, e.query), e.positive) for e in dev], [n for e in dev for n in e.negatives])
+
+
+def encoder_of(embedder: Embedder, instruction: str) -> Callable[[list[str], bool], torch.Tensor]:
+    """BEIR queries get the run's instruction; dev queries arrive already formatted."""
+    def encode(texts: list[str], is_query: bool) -> torch.Tensor:
+        if is_query and instruction:
+            texts = [t if t.startswith("Instruct: ") else format_query(instruction, t) for t in texts]
+        return embedder.encode(texts)
+
+    return encode
+
+
+def choose_merge_weight(tuned: Embedder, base: Embedder, dev: list[TrainExample], config: RunConfig, report: Report) -> float:
+    """Fixed weight, or the most base-like candidate within ``tolerance`` of the best dev nDCG@10."""
+    if config.merge.weight > 0 or not dev:
+        return config.merge.weight or 1.0
+    tuned_state = {k: v.clone() for k, v in tuned.model.state_dict().items()}
+    dataset = dev_pairs(dev, config.instruction)
+    scores = {}
+    for weight in config.merge.candidates:
+        tuned.model.load_state_dict(tuned_state)
+        cocktail_merge(tuned, base, weight)
+        scores[weight] = evaluate_retrieval(encoder_of(tuned, config.instruction), dataset)["ndcg@10"]
+    tuned.model.load_state_dict(tuned_state)
+    best = max(scores.values())
+    chosen = min(w for w, s in scores.items() if s >= best - config.merge.tolerance)
+    report({"state": "exporting", "merge_scores": {str(k): round(v, 4) for k, v in scores.items()}, "merge_weight": chosen})
+    return chosen
+
+
+def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExample], manifest: dict, report: Report) -> dict:
+    report({"state": "exporting"})
+    base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
+    merged = tuned.merged()
+    weight = choose_merge_weight(merged, base, dev, config, report)
+    if weight < 1.0:
+        cocktail_merge(merged, base, weight)
+    report({"state": "evaluating"})
+    datasets = ([dev_pairs(dev, config.instruction)] if dev else []) + [load_eval_set(p) for p in config.eval_paths]
+    rows = compare(encoder_of(base, config.instruction), encoder_of(merged, config.instruction), datasets)
+    evals = [asdict(r) for r in rows]
+    report({"state": "evaluating", "evals": evals})
+    model_id = config.model_id or Path(config.run_dir).name
+    export_dir = Path(config.export_dir or Path(config.run_dir) / "model")
+    recipe = {
+        "pooling": merged.pooling,
+        "lora": asdict(config.model.lora) if config.model.lora else "full fine-tuning",
+        "batch_size": config.train.batch_size,
+        "learning_rate": config.train.learning_rate,
+        "temperature": config.train.temperature,
+        "epochs": config.train.epochs,
+        "max_steps": config.train.max_steps,
+        "negatives_per_query": config.train.negatives_per_query,
+        "mining": asdict(config.mining),
+        "matryoshka_dims": list(config.train.matryoshka_dims),
+    }
+    provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
+    card = ModelCard(model_id, str(config.model.base_model), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
+    export_model(merged, export_dir, card)
+    done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,
+            "max_length": config.model.max_length, "merge_weight": weight, "evals": evals}
+    report(done)
+    return done
+
+
+def execute(config: RunConfig, report: Report) -> dict:
+    """The whole run in this process (rank 0 evaluates and exports under torchrun)."""
+    rank, world_size = init_distributed()
+    run_dir = Path(config.run_dir)
+    mined_path = run_dir / "train.mined.jsonl"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        train, dev, manifest = snapshot(config)
+        report({"state": "mining", "train_examples": len(train), "dev_examples": len(dev)})
+        if not mined_path.exists():  # a resumed run keeps the negatives it trained with
+            write_examples(mined_path, mine(config, train))
+    if world_size > 1:
+        dist.barrier()
+    tuned = fine_tune(config, read_examples(mined_path), report)
+    if rank != 0:
+        return {}
+    return evaluate_and_export(config, tuned, read_examples(run_dir / "dev.jsonl"), json.loads((run_dir / "manifest.json").read_text()), report)

@@ -1,0 +1,47 @@
+"""Hard-negative mining: rank window, sample N, positive-aware false-negative filter."""
+
+import torch
+
+from libs.modeling.data import TrainExample
+from libs.modeling.mining import MiningConfig, mine_hard_negatives
+
+
+class VectorTable:
+    """An embedder stand-in with fixed vectors per text (the mining logic is what is tested)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, texts, batch_size=64):
+        return torch.nn.functional.normalize(torch.tensor([self.table[t] for t in texts], dtype=torch.float), dim=-1)
+
+
+TABLE = {
+    "q": [1.0, 0.0],
+    "pos": [0.9, 0.436],  # cos ~0.90 with q
+    "near duplicate": [0.95, 0.312],  # scores above 95% of the positive: a likely false negative
+    "hard": [0.7, 0.714],
+    "medium": [0.5, 0.866],
+    "easy": [0.0, 1.0],
+}
+
+
+def test_mining_drops_candidates_scoring_near_the_positive():
+    example = TrainExample("q", "pos")
+    (mined,) = mine_hard_negatives(VectorTable(TABLE), [example], list(TABLE)[1:], MiningConfig(range_start=0, negatives=10, keep_existing=False))
+    assert "near duplicate" not in mined.negatives and "pos" not in mined.negatives
+    assert set(mined.negatives) == {"hard", "medium", "easy"}
+
+
+def test_mining_samples_n_from_the_rank_window():
+    example = TrainExample("q", "pos")
+    config = MiningConfig(range_start=2, range_end=4, negatives=1, keep_existing=False, positive_ratio=1.5)
+    (mined,) = mine_hard_negatives(VectorTable(TABLE), [example], list(TABLE)[1:], config)
+    # ranks: near duplicate, pos, hard, medium, easy -> window [2, 4) is hard, medium
+    assert len(mined.negatives) == 1 and mined.negatives[0] in {"hard", "medium"}
+
+
+def test_mining_keeps_existing_negatives_first():
+    example = TrainExample("q", "pos", negatives=("easy",))
+    (mined,) = mine_hard_negatives(VectorTable(TABLE), [example], list(TABLE)[1:], MiningConfig(range_start=0, negatives=2))
+    assert mined.negatives[0] == "easy" and len(mined.negatives) == 2
