@@ -383,3 +383,15 @@ def test_configmap_is_understood_by_the_service_settings(renders, values, servic
     assert settings.kafka.topic_prefix == config[p + "KAFKA__TOPIC_PREFIX"]
     assert settings.telemetry.otlp_endpoint == config[p + "TELEMETRY__OTLP_ENDPOINT"]
     assert settings.telemetry.log_format == config[p + "TELEMETRY__LOG_FORMAT"]
+
+
+def test_a_mistyped_value_is_rejected_by_the_values_schema(helm):
+    result = helm_template(helm, [], {"services.taskgen.replicas": "3"})
+    assert result.returncode != 0
+    assert "replicas" in result.stderr
+
+
+def test_sasl_without_a_credentials_secret_is_refused(helm):
+    result = helm_template(helm, [], {"kafka.securityProtocol": "SASL_SSL", "kafka.saslMechanism": "PLAIN"})
+    assert result.returncode != 0
+    assert "kafka.sasl.existingSecret" in result.stderr
