@@ -372,9 +372,11 @@ def test_configmap_is_understood_by_the_service_settings(renders, values, servic
     for key, value in config.items():
         monkeypatch.setenv(key, value)
     module = importlib.import_module(f"services.{service}.settings")
-    (settings_class,) = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, ServiceSettings) and c is not ServiceSettings]
-    settings = settings_class()
     p = f"{service.upper()}_"
+    (settings_class,) = {
+        c for c in vars(module).values() if isinstance(c, type) and issubclass(c, ServiceSettings) and c.model_config.get("env_prefix") == p
+    }
+    settings = settings_class()
     assert settings.grpc_port == int(config[p + "GRPC_PORT"])
     assert settings.state_dir == config[p + "STATE_DIR"]
     assert settings.shutdown_grace_s == float(config[p + "SHUTDOWN_GRACE_S"])
@@ -395,3 +397,22 @@ def test_sasl_without_a_credentials_secret_is_refused(helm):
     result = helm_template(helm, [], {"kafka.securityProtocol": "SASL_SSL", "kafka.saslMechanism": "PLAIN"})
     assert result.returncode != 0
     assert "kafka.sasl.existingSecret" in result.stderr
+
+
+@values_names
+def test_pods_sharing_a_read_write_once_claim_run_on_one_node(renders, values):
+    docs = renders[values]
+    for claim in objects(docs, "PersistentVolumeClaim").values():
+        if "ReadWriteMany" in claim["spec"]["accessModes"]:
+            continue
+        users = sorted(
+            component(d)
+            for d in objects(docs, "Deployment").values()
+            if any(v.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"] for v in pod_spec(d)["volumes"])
+        )
+        for user in users[:-1]:  # all but one follow another user of the claim onto its node
+            terms = pod_spec(service_deployment(docs, user)).get("affinity", {}).get("podAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+            assert any(
+                t["topologyKey"] == "kubernetes.io/hostname" and t["labelSelector"]["matchLabels"].get("app.kubernetes.io/component") in users
+                for t in terms
+            ), f"{user} shares ReadWriteOnce claim {claim['metadata']['name']} with {users} on any node"
