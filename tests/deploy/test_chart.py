@@ -205,11 +205,12 @@ def test_vllm_endpoint_is_given_to_the_llm_services(renders):
     docs = renders["gpu"]
     (vllm_service,) = [s for s in objects(docs, "Service").values() if component(s) == "vllm"]
     expected = f"http://{vllm_service['metadata']['name']}:{vllm_service['spec']['ports'][0]['port']}/v1"
-    for service in ("taskgen", "examplegen", "curator"):
+    for service in ("taskgen", "examplegen"):
         config = service_config(docs, service)
         assert config["HOSTED_VLLM_API_BASE"] == expected
         assert config[f"{service.upper()}_LLM__MODEL"].startswith("hosted_vllm/")
-    assert "HOSTED_VLLM_API_BASE" not in service_config(docs, "trainer")
+    for service in ("curator", "trainer", "embedder"):
+        assert "HOSTED_VLLM_API_BASE" not in service_config(docs, service)
 
 
 def test_secret_values_appear_only_in_secrets(helm):
@@ -221,9 +222,10 @@ def test_secret_values_appear_only_in_secrets(helm):
     docs = render(helm, VALUES_FILES["external"], sentinels)
     holders = {f"{d['kind']}/{d['metadata']['name']}" for d in docs if "sk-sentinel" in json.dumps(d)}
     assert holders == {f"Secret/{RELEASE}-embedforge-llm"}
-    for service in ("taskgen", "examplegen", "curator"):
+    for service in SERVICES:
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
-        assert {"secretRef": {"name": f"{RELEASE}-embedforge-llm"}} in container["envFrom"]
+        gets_keys = {"secretRef": {"name": f"{RELEASE}-embedforge-llm"}} in container["envFrom"]
+        assert gets_keys == (service in {"taskgen", "examplegen"}), service
 
 
 @values_names
@@ -267,7 +269,12 @@ def topic_job_topics(docs: list[dict]) -> dict[str, tuple[int, int]]:
 
 def test_topic_job_creates_exactly_the_topics_the_code_uses(renders):
     expected = {t.name: (t.partitions, t.retention_ms) for t in topics.ALL_TOPICS}
-    assert topic_job_topics(renders["default"]) == expected
+    created = topic_job_topics(renders["default"])
+    assert created == expected, (
+        f"kafka.topics in {CHART / 'values.yaml'} (and values-minimal.yaml) must list libs.topics.ALL_TOPICS: "
+        f"missing {sorted(set(expected) - set(created))}, extra {sorted(set(created) - set(expected))}, "
+        f"differing {sorted(n for n in set(created) & set(expected) if created[n] != expected[n])}"
+    )
 
 
 def test_minimal_values_keep_the_topic_set_of_the_code(renders):
