@@ -423,3 +423,45 @@ def test_pods_sharing_a_read_write_once_claim_run_on_one_node(renders, values):
                 t["topologyKey"] == "kubernetes.io/hostname" and t["labelSelector"]["matchLabels"].get("app.kubernetes.io/component") in users
                 for t in terms
             ), f"{user} shares ReadWriteOnce claim {claim['metadata']['name']} with {users} on any node"
+
+
+def test_topic_job_script_creates_each_topic_with_the_sasl_and_tls_client_config(helm, tmp_path):
+    """Runs the Job's shell script with the rendered env. kafka-topics.sh (Java, from the apache/kafka
+    image) is not obtainable here: a stand-in records each invocation and the client config it got."""
+    sets = {
+        "kafka.securityProtocol": "SASL_SSL",
+        "kafka.saslMechanism": "SCRAM-SHA-512",
+        "kafka.sasl.existingSecret": "kafka-creds",
+        "kafka.tls.caSecret": "kafka-ca",
+        "kafka.topicPrefix": "team1.",
+    }
+    (job,) = objects(render(helm, [], sets), "Job").values()
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {"PATH": os.environ["PATH"], "SASL_USERNAME": "forge", "SASL_PASSWORD": "s3cr3t"}
+    for name, entry in env_of(container).items():
+        if "value" in entry:
+            env[name] = entry["value"]
+    assert {"SASL_USERNAME", "SASL_PASSWORD"} <= {n for n, e in env_of(container).items() if "secretKeyRef" in e.get("valueFrom", {})}
+    (tmp_path / "bin").mkdir()
+    recorder = tmp_path / "bin" / "kafka-topics.sh"
+    recorder.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$*" >> "$CALLS"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --command-config ] && cp "$2" "$CALLS.properties"; shift; done\n'
+    )
+    recorder.chmod(0o755)
+    env |= {"KAFKA_HOME": str(tmp_path), "CALLS": str(tmp_path / "calls")}
+    script = container["args"][0].replace("/tmp/client.properties", str(tmp_path / "client.properties"))
+    result = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == len(topics.ALL_TOPICS)
+    for topic in topics.ALL_TOPICS:
+        (call,) = [c for c in calls if f"--topic team1.{topic.name} " in c]
+        assert "--create --if-not-exists" in call and f"--partitions {topic.partitions} " in call
+        assert f"--config retention.ms={topic.retention_ms}" in call and "--replication-factor 3" in call
+    properties = (tmp_path / "calls.properties").read_text().splitlines()
+    assert "security.protocol=SASL_SSL" in properties and "sasl.mechanism=SCRAM-SHA-512" in properties
+    assert 'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="forge" password="s3cr3t";' in properties
+    assert "ssl.truststore.location=/etc/embedforge/kafka-ca/ca.crt" in properties
+    assert "s3cr3t" not in result.stdout + result.stderr
