@@ -59,11 +59,11 @@ def test_hadolint_finds_nothing(service):
 
 @services
 def test_base_image_is_pinned_to_a_version(service):
-    args = dict(a.split("=", 1) for i, a in instructions(dockerfile(service)) if i == "ARG" and "=" in a)
-    for _, source in [(i, a) for i, a in instructions(dockerfile(service)) if i == "FROM"]:
-        image = source.split()[0]
-        image = args.get(image.strip("${}"), image) if image.startswith("$") else image
-        name, _, tag = image.partition(":")
+    steps = instructions(dockerfile(service))
+    defaults = dict(a.split("=", 1) for i, a in steps if i == "ARG" and "=" in a)
+    for source in [a.split()[0] for i, a in steps if i == "FROM"]:
+        image = defaults.get(source.strip("${}"), source)
+        tag = image.partition(":")[2]
         assert re.fullmatch(r"\d+\.\d+\.\d+-[\w.-]+", tag), f"{image}: pin an exact version tag"
 
 

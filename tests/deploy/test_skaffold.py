@@ -110,13 +110,20 @@ def test_profiles_cpu_gpu_and_dev_exist_and_their_patches_apply(config):
             assert (REPO / values).is_file(), f"profile {name}: {values}"
 
 
+def torch_variants(config: dict) -> dict[str, str]:
+    return {a["image"]: a["docker"].get("buildArgs", {}).get("TORCH_VARIANT", "cpu") for a in config["build"]["artifacts"]}
+
+
 def test_gpu_profile_builds_cuda_only_for_trainer_and_embedder_and_uses_gpu_values(config):
     patched = profile(config, "gpu")
-    variants = {a["image"]: a["docker"].get("buildArgs", {}).get("TORCH_VARIANT", "cpu") for a in patched["build"]["artifacts"]}
-    assert {image for image, variant in variants.items() if variant != "cpu"} == {"embedforge/trainer", "embedforge/embedder"}
-    assert all(variant.startswith("cu") for variant in variants.values() if variant != "cpu")
+    cuda = {image: variant for image, variant in torch_variants(patched).items() if variant != "cpu"}
+    assert set(cuda) == {"embedforge/trainer", "embedforge/embedder"}
+    assert all(variant.startswith("cu") for variant in cuda.values())
     assert "charts/embedforge/values-gpu.yaml" in release(patched)["valuesFiles"]
-    assert all(v == "cpu" for v in {a["image"]: a["docker"].get("buildArgs", {}).get("TORCH_VARIANT", "cpu") for a in profile(config, "cpu")["build"]["artifacts"]}.values())
+
+
+def test_cpu_profile_builds_only_cpu_images(config):
+    assert set(torch_variants(profile(config, "cpu")).values()) == {"cpu"}
 
 
 def test_dev_port_forwards_reach_services_the_chart_renders(helm, config):
