@@ -55,4 +55,6 @@ def component(doc: dict) -> str:
 def pod_spec(doc: dict) -> dict | None:
     if doc["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
         return doc["spec"]["template"]["spec"]
+    if doc["kind"] == "Pod":
+        return doc["spec"]
     return None

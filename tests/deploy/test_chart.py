@@ -10,11 +10,13 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import kubernetes_validate
 import pytest
 
 from libs import topics
+from libs.grpc import GrpcServer
 from libs.settings import ServiceSettings
 from tests.deploy.rendering import (
     CHART,
@@ -143,7 +145,7 @@ def test_every_service_mounts_a_writable_state_dir(renders, values):
 @values_names
 def test_every_long_running_container_has_liveness_and_readiness_probes(renders, values):
     for doc, container in containers(renders[values]):
-        if doc["kind"] == "Job":
+        if doc["kind"] in ("Job", "Pod"):  # run to completion
             continue
         assert "livenessProbe" in container and "readinessProbe" in container, container["name"]
 
@@ -465,3 +467,34 @@ def test_topic_job_script_creates_each_topic_with_the_sasl_and_tls_client_config
     assert 'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="forge" password="s3cr3t";' in properties
     assert "ssl.truststore.location=/etc/embedforge/kafka-ca/ca.crt" in properties
     assert "s3cr3t" not in result.stdout + result.stderr
+
+
+def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(renders):
+    """The `helm test` script, run here against real gRPC health servers on loopback."""
+    docs = renders["default"]
+    (pod,) = objects(docs, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    script, *targets = container["args"]
+    services = objects(docs, "Service")
+    assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{services[f'{RELEASE}-embedforge-{s}']['spec']['ports'][0]['port']}" for s in SERVICES)
+
+    serving, draining = GrpcServer([], "127.0.0.1", 0), GrpcServer([], "127.0.0.1", 0)
+    for server in (serving, draining):
+        server.start()
+    serving.set_serving(True)
+    draining.set_serving(False)
+
+    def run(*ports: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *(f"127.0.0.1:{p}" for p in ports)], capture_output=True, text=True, timeout=60)
+
+    try:
+        healthy = run(serving.port)
+        assert healthy.returncode == 0, healthy.stderr
+        assert healthy.stdout.split() == [f"127.0.0.1:{serving.port}", "SERVING"]
+        unhealthy = run(serving.port, draining.port)
+        assert unhealthy.returncode == 1
+        assert f"127.0.0.1:{draining.port} NOT_SERVING" in unhealthy.stdout
+    finally:
+        serving.stop(0)
+        draining.stop(0)
