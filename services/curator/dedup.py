@@ -1,0 +1,149 @@
+"""Exact and near-duplicate detection for one job's examples.
+
+Exact: the content hash (normalized query + positive). Near: MinHash of word bigrams of
+query + positive, indexed in a datasketch MinHashLSH and confirmed by the estimated
+Jaccard. Signatures use datasketch's affine32 scheme and permutations but are computed
+for all shingles at once with numpy (crc32 shingle hashes), so a MinHash costs one
+(shingles x permutations) array operation instead of a Python loop per shingle.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from embedforge.v1 import messages_pb2 as pb
+from services.curator.text import normalize
+
+
+SCHEME = "affine32"
+
+
+def fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (datasketch's affine32 input mixing), vectorized."""
+    h = values.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+class MinHasher:
+    """MinHash of the word bigrams of a normalized text (words separated by single spaces).
+
+    Word hashes are polynomial rolling hashes over the UTF-8 bytes computed with numpy
+    prefix sums (uint64 arithmetic wraps mod 2**64), bigram hashes combine two word hashes,
+    and all permutations are applied in one array operation.
+    """
+
+    BASE = np.uint64(0x100000001B3)
+    BIGRAM = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, num_perm: int = 64, max_bytes: int = 2048, seed: int = 1):
+        self.num_perm = num_perm
+        self.max_bytes = max_bytes
+        self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+        a, b = self.permutations
+        self.a, self.b = a[None, :], b[None, :]
+        self.powers = self._powers(int(self.BASE), max_bytes)
+        self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), max_bytes)
+
+    @staticmethod
+    def _powers(base: int, count: int) -> np.ndarray:
+        """base**0 .. base**count mod 2**64."""
+        with np.errstate(over="ignore"):
+            raised = np.cumprod(np.full(count, base, dtype=np.uint64), dtype=np.uint64)
+        return np.concatenate(([np.uint64(1)], raised))
+
+    def shingle_hashes(self, normalized: str) -> np.ndarray:
+        """64-bit hashes of the word bigrams (of the single word, for one-word texts)."""
+        data = np.frombuffer(normalized.encode()[: self.max_bytes], dtype=np.uint8)
+        if not data.size:
+            return np.zeros(0, dtype=np.uint64)
+        is_space = data == 32
+        values = np.where(is_space, 0, data.astype(np.uint64) + np.uint64(1))
+        with np.errstate(over="ignore"):
+            prefix = np.concatenate(([np.uint64(0)], np.cumsum(values * self.powers[: data.size], dtype=np.uint64)))
+            bounds = np.flatnonzero(is_space)
+            starts = np.concatenate(([0], bounds + 1))
+            ends = np.concatenate((bounds, [data.size]))
+            words = (prefix[ends] - prefix[starts]) * self.inverse_powers[starts]
+            if words.size < 2:
+                return words
+            return words[:-1] * self.BIGRAM + words[1:]
+
+    def minhash(self, normalized: str) -> MinHash:
+        hashed = self.shingle_hashes(normalized)
+        if hashed.size:
+            folded = (hashed ^ (hashed >> np.uint64(32))).astype(np.uint32)
+            values = (fmix32(folded)[:, None] * self.a + self.b).min(axis=0)
+        else:
+            values = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        return MinHash(hashvalues=values, permutations=self.permutations, scheme=SCHEME)
+
+
+@dataclass
+class Verdict:
+    """``duplicate_of`` is the accepted example's content hash, empty when this one is new."""
+
+    reason: str = ""
+    duplicate_of: str = ""
+    similarity: float = 0.0
+
+
+@dataclass
+class JobIndex:
+    """Accepted examples of one job: content hash <-> example id, and their MinHash LSH."""
+
+    threshold: float
+    num_perm: int
+    accepted: dict[str, str] = field(default_factory=dict)
+    example_ids: dict[str, str] = field(default_factory=dict)
+    signatures: dict[str, MinHash] = field(default_factory=dict)
+    lsh: MinHashLSH = field(init=False)
+
+    def __post_init__(self):
+        self.lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+
+    def check(self, content_hash: str, signature: MinHash) -> Verdict:
+        if content_hash in self.accepted:
+            return Verdict("duplicate", content_hash, 1.0)
+        best = Verdict()
+        for other in self.lsh.query(signature):
+            similarity = signature.jaccard(self.signatures[other])
+            if similarity >= self.threshold and similarity > best.similarity:
+                best = Verdict("near_duplicate", other, similarity)
+        return best
+
+    def add(self, content_hash: str, example_id: str, signature: MinHash) -> None:
+        if content_hash in self.accepted:
+            return
+        self.accepted[content_hash] = example_id
+        self.example_ids[example_id] = content_hash
+        self.signatures[content_hash] = signature
+        self.lsh.insert(content_hash, signature)
+
+
+class DedupIndex:
+    """Per-job indexes: the dedup scope is a job, whose curated set is one dataset."""
+
+    def __init__(self, threshold: float = 0.7, num_perm: int = 64, max_bytes: int = 2048):
+        self.hasher = MinHasher(num_perm, max_bytes)
+        self.threshold = threshold
+        self.jobs: dict[str, JobIndex] = {}
+
+    def job(self, job_id: str) -> JobIndex:
+        if job_id not in self.jobs:
+            self.jobs[job_id] = JobIndex(self.threshold, self.hasher.num_perm)
+        return self.jobs[job_id]
+
+    def signature(self, example: pb.CuratedExample) -> MinHash:
+        """MinHash of the normalized query and first positive."""
+        return self.hasher.minhash(f"{normalize(example.query)} {normalize(example.positives[0])}")
+
+    def add(self, example: pb.CuratedExample) -> None:
+        job = self.job(example.job_id)
+        if example.content_hash not in job.accepted:
+            job.add(example.content_hash, example.provenance.example_id, self.signature(example))

@@ -1,0 +1,144 @@
+"""The curator's two consumer stages and its internal topics.
+
+1. validate (group ``curator``, any replica, any raw partition): parse, repair, check, and
+   optionally score with the reference model. Rejects go to forge.examples.rejected;
+   survivors go to forge.curator.candidates keyed by job_id, so all candidates of a job
+   land in one partition.
+2. dedup (group ``curator-dedup``): the replica that owns a candidates partition owns the
+   dedup state of its jobs. Each accepted example goes to forge.examples.curated (key:
+   content hash) and to forge.curator.dedup-log (key: job_id, hence the same partition
+   number as its candidate). Before each batch the stage reads the log partition up to its
+   end, so state survives restarts and follows partitions between replicas: a replica
+   that takes over a partition, or restarts with no local state, rebuilds it from the log.
+
+Delivery is at-least-once: after a crash the uncommitted candidates are processed again.
+A replayed example whose content hash is already in the log under the same example id is
+re-emitted to the curated topic with the same key and value (it may have been lost), so
+the curated topic can hold the same record twice but never two keys for one example or
+two examples that are duplicates of each other. Consumers dedup by key (content_hash).
+"""
+
+import logging
+
+from kafka import KafkaConsumer, TopicPartition
+from opentelemetry import metrics
+
+from embedforge.v1 import messages_pb2 as pb
+from libs import topics
+from libs.kafka import Outgoing, Received, physical_name
+from libs.settings import KafkaSettings
+from libs.topics import Topic
+from services.curator.consistency import ConsistencyScorer
+from services.curator.dedup import DedupIndex
+from services.curator.text import normalize
+from services.curator.validation import Rejection, Validator
+
+log = logging.getLogger(__name__)
+meter = metrics.get_meter("embedforge.curator")
+outcomes = meter.create_counter("curator.examples", description="Examples by stage and outcome (accepted or reject reason)")
+
+CANDIDATES = Topic("forge.curator.candidates", pb.CurationCandidate, retention_ms=7 * 24 * 3600 * 1000)
+DEDUP_LOG = Topic("forge.curator.dedup-log", pb.CuratedExample, retention_ms=-1)
+
+
+def rejected(example_id: str, job_id: str, reason: str, detail: str, payload: bytes, provenance: pb.Provenance | None = None) -> Outgoing:
+    outcomes.add(1, {"outcome": reason})
+    message = pb.RejectedExample(example_id=example_id, job_id=job_id, reason=reason, detail=detail, original_payload=payload, provenance=provenance)
+    return Outgoing(topics.EXAMPLES_REJECTED, example_id, message)
+
+
+class ValidateStage:
+    def __init__(self, validator: Validator, scorer: ConsistencyScorer | None = None):
+        self.validator = validator
+        self.scorer = scorer
+
+    def handle(self, records: list[Received]) -> list[Outgoing]:
+        outputs: list[Outgoing] = []
+        kept: list[tuple[Received, pb.CuratedExample]] = []
+        for record in records:
+            raw: pb.RawExample = record.message
+            example_id = raw.example_id or record.key
+            try:
+                kept.append((record, self.validator.curate(raw)))
+            except Rejection as exc:
+                provenance = pb.Provenance(example_id=example_id, task_id=raw.task_id, template_id=raw.template_id, chunk_id=raw.chunk_id)
+                outputs.append(rejected(example_id, raw.job_id, exc.reason, exc.detail, record.value, provenance))
+        if self.scorer is not None and kept:
+            self.scorer.score([example for _, example in kept])
+        for record, example in kept:
+            if self.scorer is not None and self.scorer.inconsistent(example):
+                detail = f"negative scores {example.negative_score:.3f} > positive {example.positive_score:.3f}"
+                outputs.append(rejected(example.provenance.example_id, example.job_id, "negative_above_positive", detail, record.value, example.provenance))
+                continue
+            outputs.append(Outgoing(CANDIDATES, example.job_id, pb.CurationCandidate(example=example, original_payload=record.value)))
+        return outputs
+
+
+class DedupLogReader:
+    """Reads dedup-log partitions into the index, remembering how far each was read."""
+
+    def __init__(self, settings: KafkaSettings, index: DedupIndex):
+        self.index = index
+        self.topic = physical_name(settings, DEDUP_LOG)
+        self.consumer = KafkaConsumer(
+            **settings.client_kwargs(),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=settings.max_message_bytes,
+            max_partition_fetch_bytes=settings.max_message_bytes,
+        )
+        self.positions: dict[int, int] = {}
+
+    def catch_up(self, partition: int) -> int:
+        """Apply the partition's new log entries; returns how many were read."""
+        tp = TopicPartition(self.topic, partition)
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, self.positions.get(partition, 0))
+        end = self.consumer.end_offsets([tp])[tp]
+        read = 0
+        while self.consumer.position(tp) < end:
+            for records in self.consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    example = pb.CuratedExample.FromString(record.value)
+                    self.index.add(example)
+                    read += 1
+        self.positions[partition] = end
+        if read:
+            log.info("dedup state caught up", extra={"partition": partition, "entries": read, "offset": end})
+        return read
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class DedupStage:
+    def __init__(self, index: DedupIndex, reader: DedupLogReader):
+        self.index = index
+        self.reader = reader
+
+    def handle(self, records: list[Received]) -> list[Outgoing]:
+        for partition in sorted({r.partition for r in records}):
+            self.reader.catch_up(partition)
+        outputs: list[Outgoing] = []
+        for record in records:
+            candidate: pb.CurationCandidate = record.message
+            outputs.extend(self.decide(candidate))
+        return outputs
+
+    def decide(self, candidate: pb.CurationCandidate) -> list[Outgoing]:
+        example = candidate.example
+        example_id = example.provenance.example_id
+        job = self.index.job(example.job_id)
+        if job.accepted.get(example.content_hash) == example_id:  # a replay after a crash
+            return [Outgoing(topics.EXAMPLES_CURATED, example.content_hash, example)]
+        if example_id in job.example_ids:
+            detail = f"example {example_id} was already curated as {job.example_ids[example_id]} (regenerated upstream)"
+            return [rejected(example_id, example.job_id, "duplicate", detail, candidate.original_payload, example.provenance)]
+        signature = self.index.signature(example)
+        verdict = job.check(example.content_hash, signature)
+        if verdict.reason:
+            detail = f"of {verdict.duplicate_of} (estimated Jaccard {verdict.similarity:.2f})"
+            return [rejected(example_id, example.job_id, verdict.reason, detail, candidate.original_payload, example.provenance)]
+        job.add(example.content_hash, example_id, signature)
+        outcomes.add(1, {"outcome": "accepted"})
+        return [Outgoing(topics.EXAMPLES_CURATED, example.content_hash, example), Outgoing(DEDUP_LOG, example.job_id, example)]

@@ -1,0 +1,55 @@
+"""Text measures shared by the checks and the dedup: normalization, tokens, word counts."""
+
+import hashlib
+import re
+import unicodedata
+
+WORD = re.compile(r"\w+")
+# Scripts written without spaces between words: each character counts as a fraction of a word.
+UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]")
+CHARS_PER_UNSPACED_WORD = 1.7
+LABEL_PREFIX = re.compile(
+    r"^\s*(?:[*#>_`\"'\-\s]*)(?:user[ _]query|search[ _]query|query|question|input[ _]text|input|"
+    r"positive[ _]document|hard[ _]negative[ _]document|negative[ _]document|document|passage|"
+    r"answer|text|s[123]|label)\s*[*_`]*\s*[:：]\s*[*_`]*\s*",
+    re.IGNORECASE,
+)
+WRAPPING_QUOTES = ("\"\"", "''", "\u201c\u201d", "``")
+
+
+def normalize(text: str) -> str:
+    """NFKC, case-folded, punctuation dropped, whitespace collapsed: the form compared for equality."""
+    return " ".join(WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def tokens(text: str) -> list[str]:
+    return WORD.findall(text.casefold())
+
+
+def word_count(text: str) -> float:
+    """Words separated by spaces, plus unspaced CJK/Thai characters converted to words."""
+    unspaced = len(UNSPACED.findall(text))
+    if not unspaced:
+        return float(len(WORD.findall(text)))
+    spaced = len(WORD.findall(UNSPACED.sub(" ", text)))
+    return spaced + unspaced / CHARS_PER_UNSPACED_WORD
+
+
+def jaccard(a: set, b: set) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def strip_label(text: str) -> str:
+    """Drop an echoed field label ("Query: ...", "**Document:** ...") and wrapping quotes."""
+    text = LABEL_PREFIX.sub("", text, count=1).strip()
+    if len(text) >= 2 and (text[0] + text[-1]) in WRAPPING_QUOTES:
+        text = text[1:-1].strip()
+    return text
+
+
+def content_hash(norm_query: str, norm_positive: str) -> str:
+    """The example's identity (the curated topic's key): hash of the normalized query and positive."""
+    digest = hashlib.blake2b(f"{norm_query}\x1f{norm_positive}".encode(), digest_size=16)
+    return digest.hexdigest()

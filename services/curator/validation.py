@@ -1,0 +1,289 @@
+"""Turn one raw LLM answer into a normalized example, or say why not.
+
+Checks run cheapest first: upstream error, template, size, JSON (with repair), schema,
+labels and leakage, lengths, sameness, instruction echo, corpus copy, language. Each
+failure is a :class:`Rejection` with a machine-readable reason code (see README.md).
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from embedforge.v1 import messages_pb2 as pb
+from services.curator.language import LanguageDetector, language_code, same_language
+from services.curator.parsing import ParseError, parse_object
+from services.curator.settings import ValidationSettings
+from services.curator.text import content_hash, jaccard, normalize, strip_label, word_count
+
+IMPORTED = "imported"
+LEAKAGE = re.compile(
+    r"\bas an ai\b|\bas an? (?:ai )?language model\b|here(?: is|'s) (?:the|your|an?) (?:json|example|generated|requested)"
+    r"|\bi (?:cannot|can't|am unable to) (?:fulfill|comply|help|provide)|\bi'm sorry, but\b|<\|(?:im_start|im_end|assistant|user|system)\|>"
+    r"|\{(?:num_words|query_type|query_length|clarity|difficulty|language|task|unit)\}|\byour (?:task|mission) is to\b"
+    r"|\byou have been assigned\b",
+)
+# Literal fragments of every LEAKAGE match: cheap substring tests gate the slower regex.
+LEAKAGE_HINTS = ("as an", "language model", "here is", "here's", "i cannot", "i can't", "i am unable", "i'm sorry", "<|", "{", "your task", "your mission", "you have been")
+SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
+
+
+class Rejection(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Template:
+    """Where a template's answer keeps the query, the positive and the negative."""
+
+    category: int
+    query: str
+    positive: str | None
+    negative: str | None = None
+    source: str = "generated"
+    default_instruction: str = ""
+    # Attribute holding the requested length of the query / of the documents.
+    query_length: str | None = None
+    document_length: str | None = None
+
+
+TEMPLATES = {
+    "retrieval": Template(pb.CATEGORY_RETRIEVAL, "user_query", "positive_document", "hard_negative_document", query_length="query_length", document_length="num_words"),
+    "short_matching": Template(pb.CATEGORY_SHORT_MATCHING, "input", "positive_document"),
+    "long_matching": Template(pb.CATEGORY_LONG_MATCHING, "input", "positive_document"),
+    "sts": Template(pb.CATEGORY_STS, "S1", "S2", "S3", default_instruction="Retrieve semantically similar text."),
+    "bitext": Template(pb.CATEGORY_BITEXT, "S1", "S2", "S3", default_instruction="Retrieve parallel sentences."),
+    "classification": Template(pb.CATEGORY_CLASSIFICATION, "input_text", "label", "misleading_label", query_length="num_words"),
+    "corpus_query": Template(pb.CATEGORY_CORPUS_GROUNDED, "query", None, source="corpus"),
+    IMPORTED: Template(pb.CATEGORY_UNSPECIFIED, "query", "pos", "neg", source="imported"),
+}
+
+
+def requested_words(value: str) -> tuple[float, float] | None:
+    """Bounds of an attribute like "less than 5 words", "5 to 15 words", "at least 10 words", "200"."""
+    text = value.lower()
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    if not numbers:
+        return None
+    if re.search(r"less than|fewer than|under", text):
+        return 1, numbers[0] - 1
+    if "at most" in text:
+        return 1, numbers[0]
+    if re.search(r"at least|more than|over", text):
+        return numbers[0], math.inf
+    if len(numbers) >= 2:
+        return numbers[0], numbers[1]
+    return numbers[0], numbers[0]
+
+
+def _key(obj: dict, name: str):
+    """A key's value, matching the key case-insensitively (LLMs vary "S1"/"s1", "User_Query")."""
+    if name in obj:
+        return obj[name]
+    lowered = name.lower()
+    for key, value in obj.items():
+        if isinstance(key, str) and key.lower() == lowered:
+            return value
+    raise Rejection("missing_key", f"no '{name}' in keys {sorted(map(str, obj))[:10]}")
+
+
+def _text(obj: dict, name: str) -> str:
+    value = _key(obj, name)
+    if not isinstance(value, str):
+        raise Rejection("wrong_type", f"'{name}' is {type(value).__name__}, expected a string")
+    return value
+
+
+def _texts(obj: dict, name: str, required: bool) -> list[str]:
+    """A FlagEmbedding field: a string or a list of strings."""
+    try:
+        value = _key(obj, name)
+    except Rejection:
+        if required:
+            raise
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise Rejection("wrong_type", f"'{name}' must be a string or a list of strings")
+    return values
+
+
+class Validator:
+    def __init__(self, settings: ValidationSettings, detector: LanguageDetector | None = None):
+        self.settings = settings
+        self.detector = detector if detector is not None or not settings.check_language else LanguageDetector(settings.language_probe_chars)
+
+    def curate(self, raw: pb.RawExample) -> pb.CuratedExample:
+        """The normalized example, or raise :class:`Rejection`."""
+        if raw.error:
+            raise Rejection("generation_failed", raw.error[:500])
+        template = TEMPLATES.get(raw.template_id)
+        if template is None:
+            raise Rejection("unknown_template", f"template_id {raw.template_id!r} is not one of {sorted(TEMPLATES)}")
+        if len(raw.raw_output) > self.settings.max_raw_chars:
+            raise Rejection("oversized", f"answer has {len(raw.raw_output)} characters, limit {self.settings.max_raw_chars}")
+        try:
+            parsed = parse_object(raw.raw_output)
+        except ParseError as exc:
+            raise Rejection("invalid_json", exc.detail) from None
+        obj = parsed.value
+        if template.source == IMPORTED:
+            query = _text(obj, "query")
+            positives = _texts(obj, "pos", required=True)
+            negatives = _texts(obj, "neg", required=False)
+            prompt = obj.get("prompt", "")
+            instruction = prompt if isinstance(prompt, str) else ""
+        else:
+            query = _text(obj, template.query)
+            positives = [_text(obj, template.positive) if template.positive else raw.chunk_text]
+            negatives = [_text(obj, template.negative)] if template.negative else []
+            instruction = raw.task_description or template.default_instruction
+        query = strip_label(query)
+        positives = [strip_label(p) for p in positives]
+        negatives = [strip_label(n) for n in negatives]
+        self._check_texts(query, positives, negatives)
+        self._check_lengths(template, raw.attributes, query, positives, negatives)
+        norm_query, norm_positive = normalize(query), normalize(positives[0])
+        self._check_sameness(norm_query, norm_positive, negatives)
+        self._check_echo(norm_query, normalize(instruction))
+        if raw.template_id == "corpus_query":
+            self._check_copy(norm_query, raw.chunk_text, raw.attributes)
+        language = self._check_language(raw.template_id, raw.attributes, query, positives, negatives)
+        return self._example(raw, template, parsed.repairs, instruction, query, positives, negatives, language, norm_query, norm_positive)
+
+    def _check_texts(self, query: str, positives: list[str], negatives: list[str]) -> None:
+        if not query or not positives or not all(positives) or not all(negatives):
+            raise Rejection("empty_text", "query, positive and negatives must be non-empty after stripping labels")
+        limit = self.settings.max_text_chars
+        for text in (query, *positives, *negatives):
+            if len(text) > limit:
+                raise Rejection("too_long", f"a text has {len(text)} characters, limit {limit}")
+        joined = "\n".join((query, *positives, *negatives)).lower()
+        leak = LEAKAGE.search(joined) if any(hint in joined for hint in LEAKAGE_HINTS) else None
+        if leak:
+            raise Rejection("prompt_leakage", f"contains {leak.group(0)!r}")
+
+    def _check_lengths(self, template: Template, attributes, query: str, positives: list[str], negatives: list[str]) -> None:
+        checks = []
+        if template.query_length and template.query_length in attributes:
+            checks.append(("query", template.query_length, [query]))
+        if template.document_length and template.document_length in attributes:
+            checks.append(("document", template.document_length, [*positives, *negatives]))
+        tolerance, slack = self.settings.length_tolerance, self.settings.length_slack_words
+        for what, attribute, texts in checks:
+            bounds = requested_words(attributes[attribute])
+            if bounds is None:
+                continue
+            low, high = bounds[0] * (1 - tolerance) - slack, bounds[1] * (1 + tolerance) + slack
+            for text in texts:
+                words = word_count(text)
+                if words < low:
+                    raise Rejection("too_short", f"{what} has {words:.0f} words; asked {attributes[attribute]!r} (min {low:.0f})")
+                if words > high:
+                    raise Rejection("too_long", f"{what} has {words:.0f} words; asked {attributes[attribute]!r} (max {high:.0f})")
+
+    def _same(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        return jaccard(set(a.split()), set(b.split())) >= self.settings.identical_jaccard
+
+    def _check_sameness(self, norm_query: str, norm_positive: str, negatives: list[str]) -> None:
+        if self._same(norm_query, norm_positive):
+            raise Rejection("query_equals_positive", "query and positive are the same text")
+        for negative in negatives:
+            if self._same(norm_positive, normalize(negative)):
+                raise Rejection("positive_equals_negative", "positive and negative are the same text")
+
+    def _check_echo(self, norm_query: str, norm_instruction: str) -> None:
+        if not norm_instruction:
+            return
+        query_words, instruction_words = norm_query.split(), norm_instruction.split()
+        if norm_query == norm_instruction or (len(query_words) >= 3 and norm_instruction.startswith(norm_query)):
+            raise Rejection("instruction_echo", "query repeats the task instruction")
+        if len(instruction_words) >= 4 and query_words[:3] == instruction_words[:3]:
+            raise Rejection("instruction_echo", f"query starts like the task instruction: {' '.join(query_words[:3])!r}")
+        if len(query_words) >= 3 and jaccard(set(query_words), set(instruction_words)) >= self.settings.echo_jaccard:
+            raise Rejection("instruction_echo", "query has the instruction's words")
+
+    def _check_copy(self, norm_query: str, chunk: str, attributes) -> None:
+        """Reject corpus queries that copy the chunk's title or one of its sentences."""
+        title = attributes.get("title", "")
+        lines = chunk.strip().split("\n", 1)
+        if not title and len(lines) == 2 and len(lines[0].split()) <= 20:
+            title = lines[0]
+        query_words = norm_query.split()
+        if title and (norm_query == normalize(title) or jaccard(set(query_words), set(normalize(title).split())) >= self.settings.title_jaccard):
+            raise Rejection("copies_chunk", f"query copies the title {title[:80]!r}")
+        n = min(self.settings.overlap_ngram, len(query_words))
+        grams = {tuple(query_words[i : i + n]) for i in range(len(query_words) - n + 1)}
+        if not grams:
+            return
+        for sentence in SENTENCE_END.split(chunk):
+            words = normalize(sentence).split()
+            sentence_grams = {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+            share = len(grams & sentence_grams) / len(grams)
+            if share >= self.settings.overlap_threshold:
+                raise Rejection("copies_chunk", f"{share:.0%} of the query's {n}-grams are in the sentence {sentence[:80]!r}")
+
+    def _check_language(self, template_id: str, attributes, query: str, positives: list[str], negatives: list[str]) -> str:
+        """The example's language: the requested one once verified, else the detected one."""
+        if template_id == "bitext":
+            source = language_code(attributes.get("source_language", attributes.get("language", "")))
+            target = language_code(attributes.get("target_language", ""))
+            self._verify(source, [query])
+            self._verify(target, [*positives, *negatives])
+            return f"{source}-{target}" if source and target else source or target
+        requested = language_code(attributes.get("language", ""))
+        checked = [query] if template_id == "classification" else [query, positives[0]]
+        if requested:
+            self._verify(requested, checked)
+            return requested
+        if self.detector is None:
+            return ""
+        longest = max(checked, key=len)
+        return self.detector.detect(longest) if len(longest) >= self.settings.language_min_chars else "und"
+
+    def _verify(self, requested: str, texts: list[str]) -> None:
+        if not requested or self.detector is None:
+            return
+        for text in texts:
+            if len(text) < self.settings.language_min_chars:
+                continue
+            detected = self.detector.detect(text)
+            if not same_language(detected, requested):
+                raise Rejection("language_mismatch", f"asked for {requested!r}, text is {detected!r}: {text[:60]!r}")
+
+    @staticmethod
+    def _example(raw, template, repairs, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:
+        attributes = dict(raw.attributes)
+        if repairs:
+            attributes["curator_repairs"] = ",".join(repairs)
+        example = pb.CuratedExample(
+            content_hash=content_hash(norm_query, norm_positive),
+            job_id=raw.job_id,
+            category=raw.category or template.category,
+            instruction=instruction,
+            query=query,
+            positives=positives,
+            negatives=negatives,
+            language=language,
+            provenance=pb.Provenance(
+                source=template.source,
+                example_id=raw.example_id,
+                task_id=raw.task_id,
+                template_id=raw.template_id,
+                template_version=raw.template_version,
+                model=raw.usage.model,
+                attributes=attributes,
+                chunk_id=raw.chunk_id,
+            ),
+        )
+        if raw.template_id == "sts":
+            try:
+                example.similarity = float(raw.attributes.get("high_score", "0"))
+            except ValueError:
+                pass
+        return example
+

@@ -1,0 +1,47 @@
+"""Language identification: langid's model and answers, faster."""
+
+import pytest
+from langid.langid import LanguageIdentifier, model
+
+from services.curator.language import LanguageDetector, language_code, same_language
+
+TEXTS = {
+    "en": "The nurse checks the blood pressure of every patient twice a day and writes it down.",
+    "de": "Die Pflegekraft misst zweimal täglich den Blutdruck jedes Patienten und schreibt ihn auf.",
+    "fr": "L'infirmière mesure la tension de chaque patient deux fois par jour et la note.",
+    "es": "La enfermera mide la presión arterial de cada paciente dos veces al día y la anota.",
+    "zh": "护士每天两次测量每位病人的血压并记录下来。",
+    "ru": "Медсестра дважды в день измеряет давление каждого пациента и записывает его.",
+    "ja": "看護師は毎日二回、すべての患者の血圧を測って記録します。",
+}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return LanguageDetector()
+
+
+@pytest.fixture(scope="module")
+def langid_reference():
+    return LanguageIdentifier.from_modelstring(model, norm_probs=False)
+
+
+@pytest.mark.parametrize("language", sorted(TEXTS))
+def test_detector_agrees_with_langid(detector, langid_reference, language):
+    assert detector.detect(TEXTS[language]) == langid_reference.classify(TEXTS[language])[0] == language
+
+
+def test_unpacked_model_is_cached_for_the_next_start(tmp_path):
+    LanguageDetector(cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("langid-*.npz")
+    assert LanguageDetector(cache_dir=tmp_path).detect(TEXTS["de"]) == "de"
+    assert cached.stat().st_size > 0
+
+
+@pytest.mark.parametrize(("value", "code"), [("en", "en"), ("en-US", "en"), ("English", "en"), ("Chinese", "zh"), ("zh_CN", "zh")])
+def test_language_attributes_are_read_as_iso_codes(value, code):
+    assert language_code(value) == code
+
+
+def test_confusable_languages_count_as_the_same():
+    assert same_language("id", "ms") and not same_language("de", "en")

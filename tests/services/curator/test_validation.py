@@ -1,0 +1,144 @@
+"""Per-example checks: each reject reason on a minimal bad example, and what a good one becomes."""
+
+import pytest
+
+from embedforge.v1 import messages_pb2 as pb
+from services.curator.settings import ValidationSettings
+from services.curator.text import content_hash, normalize
+from services.curator.validation import Rejection, Validator, requested_words
+from tests.services.curator.factory import RETRIEVAL_ATTRIBUTES, TASK, raw, retrieval, retrieval_answer
+
+GERMAN = (
+    "Die Patientin sollte die Tablette nach dem Frühstück mit Wasser einnehmen und Nebenwirkungen der Pflegekraft melden. "
+    "Der Arzt kann die Dosis anpassen, wenn sich die Nierenfunktion verändert oder andere Medikamente wirken. "
+) * 4
+CHUNK = (
+    "Storing insulin safely\n"
+    "Unopened insulin pens belong in the refrigerator between two and eight degrees. "
+    "A pen in use can stay at room temperature for up to four weeks. "
+    "Never freeze insulin and keep it away from direct sunlight."
+)
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return Validator(ValidationSettings())
+
+
+def reason_of(validator: Validator, example: pb.RawExample) -> str:
+    with pytest.raises(Rejection) as caught:
+        validator.curate(example)
+    return caught.value.reason
+
+
+def test_valid_retrieval_answer_becomes_a_curated_example(validator):
+    answer = retrieval_answer(1)
+    example = validator.curate(retrieval(1, answer=answer, usage=pb.LlmUsage(model="local/smollm2"), task_id="task-1"))
+    assert example.query == answer["user_query"]
+    assert list(example.positives) == [answer["positive_document"]]
+    assert list(example.negatives) == [answer["hard_negative_document"]]
+    assert example.instruction == TASK
+    assert example.language == "en"
+    assert example.category == pb.CATEGORY_RETRIEVAL
+    assert example.content_hash == content_hash(normalize(answer["user_query"]), normalize(answer["positive_document"]))
+    assert example.provenance.source == "generated"
+    assert example.provenance.example_id == "ex-job-1-1"
+    assert example.provenance.task_id == "task-1"
+    assert example.provenance.model == "local/smollm2"
+    assert example.provenance.attributes["num_words"] == "100"
+
+
+def test_repairs_are_recorded_in_provenance(validator):
+    answer = retrieval_answer(2)
+    fenced = "```json\n" + __import__("json").dumps(answer) + "\n```"
+    example = validator.curate(retrieval(2, answer=fenced))
+    assert example.provenance.attributes["curator_repairs"] == "code_fence"
+
+
+def test_echoed_field_labels_are_stripped(validator):
+    answer = {**retrieval_answer(3), "user_query": "Query: when should the tablet be taken"}
+    answer["positive_document"] = "**Document:** " + answer["positive_document"]
+    example = validator.curate(retrieval(3, answer=answer))
+    assert example.query == "when should the tablet be taken"
+    assert example.positives[0] == retrieval_answer(3)["positive_document"]
+
+
+@pytest.mark.parametrize(
+    ("template", "answer", "query", "positive", "negative"),
+    [
+        ("short_matching", {"input": "knee pain after running", "positive_document": "Runner's knee: causes and exercises"}, "knee pain after running", "Runner's knee: causes and exercises", None),
+        ("long_matching", {"input": "A long abstract about sleep.", "positive_document": "A long summary about rest."}, "A long abstract about sleep.", "A long summary about rest.", None),
+        ("sts", {"S1": "The nurse gave the child a vaccine.", "S2": "A child was vaccinated by the nurse.", "S3": "The nurse drove home."}, "The nurse gave the child a vaccine.", "A child was vaccinated by the nurse.", "The nurse drove home."),
+        ("classification", {"input_text": "The pills made me dizzy all day.", "label": "side effect", "misleading_label": "dosage question"}, "The pills made me dizzy all day.", "side effect", "dosage question"),
+        ("corpus_query", {"query": "how long can an open insulin pen stay out of the fridge"}, "how long can an open insulin pen stay out of the fridge", CHUNK, None),
+    ],
+)  # fmt: skip
+def test_each_template_maps_its_keys_to_query_positive_negative(validator, template, answer, query, positive, negative):
+    example = validator.curate(raw(f"e-{template}", template, answer, chunk_text=CHUNK, attributes={"language": "en", "high_score": "4.5"}))
+    assert (example.query, example.positives[0]) == (query, positive)
+    assert list(example.negatives) == ([negative] if negative else [])
+    if template == "sts":
+        assert example.similarity == 4.5
+        assert example.instruction == "Retrieve semantically similar text."
+
+
+def test_bitext_checks_source_and_target_languages(validator):
+    answer = {"S1": retrieval_answer(4)["positive_document"], "S2": GERMAN, "S3": GERMAN[::-1]}
+    attributes = {"source_language": "English", "target_language": "de"}
+    assert validator.curate(raw("b1", "bitext", answer, attributes=attributes)).language == "en-de"
+    assert reason_of(validator, raw("b2", "bitext", {**answer, "S2": retrieval_answer(5)["positive_document"]}, attributes=attributes)) == "language_mismatch"
+
+
+def test_imported_line_is_curated_with_imported_provenance(validator):
+    line = {"query": "what is runner's knee", "pos": ["Runner's knee is pain around the kneecap."], "neg": ["Tennis elbow is pain outside the elbow."], "prompt": "Find medical articles"}
+    example = validator.curate(raw("i1", "imported", line))
+    assert (example.query, list(example.positives), list(example.negatives), example.instruction) == (line["query"], line["pos"], line["neg"], line["prompt"])
+    assert example.provenance.source == "imported"
+
+
+BAD = {
+    "generation_failed": lambda: retrieval(10, error="rate_limited: 429 after 5 retries"),
+    "unknown_template": lambda: raw("u", "poetry", {"poem": "roses"}),
+    "oversized": lambda: retrieval(11, answer="x" * 200_001),
+    "invalid_json": lambda: retrieval(12, answer="I am not able to produce JSON today."),
+    "missing_key": lambda: retrieval(13, answer={k: v for k, v in retrieval_answer(13).items() if k != "hard_negative_document"}),
+    "wrong_type": lambda: retrieval(14, answer={**retrieval_answer(14), "user_query": ["two", "queries"]}),
+    "empty_text": lambda: retrieval(15, answer={**retrieval_answer(15), "user_query": "Query:   "}),
+    "prompt_leakage": lambda: retrieval(16, answer={**retrieval_answer(16), "positive_document": "As an AI language model, I cannot write medical advice."}),
+    "too_short": lambda: retrieval(17, answer={**retrieval_answer(17, doc_words=30)}),
+    "too_long": lambda: retrieval(18, answer={**retrieval_answer(18, doc_words=400)}),
+    "query_equals_positive": lambda: retrieval(19, answer={**retrieval_answer(19), "user_query": retrieval_answer(19)["positive_document"]}, attributes={**RETRIEVAL_ATTRIBUTES, "query_length": "at least 10 words"}),
+    "positive_equals_negative": lambda: retrieval(20, answer={**retrieval_answer(20), "hard_negative_document": retrieval_answer(20)["positive_document"].upper()}),
+    "instruction_echo": lambda: retrieval(21, answer={**retrieval_answer(21), "user_query": "Query: Retrieve patient information leaflets that answer a question"}),
+    "language_mismatch": lambda: retrieval(22, answer={**retrieval_answer(22), "positive_document": GERMAN}),
+    "copies_chunk": lambda: raw("c1", "corpus_query", {"query": "A pen in use can stay at room temperature for up to four weeks"}, chunk_text=CHUNK, attributes={"language": "en"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", sorted(BAD))
+def test_bad_example_is_rejected_with_its_reason(validator, reason):
+    assert reason_of(validator, BAD[reason]()) == reason
+
+
+def test_corpus_query_copying_the_title_is_rejected(validator):
+    example = raw("c2", "corpus_query", {"query": "storing insulin safely"}, chunk_text=CHUNK, attributes={"language": "en"})
+    with pytest.raises(Rejection, match="copies the title"):
+        validator.curate(example)
+
+
+def test_word_counts_within_tolerance_are_accepted(validator):
+    # 100 words asked, 60 written: inside the default 50% tolerance.
+    assert validator.curate(retrieval(30, answer=retrieval_answer(30, doc_words=60))).query
+
+
+def test_short_texts_are_not_language_checked(validator):
+    answer = {"input_text": "Mir ist schwindelig.", "label": "side effect", "misleading_label": "dosage"}
+    assert validator.curate(raw("s", "classification", answer, attributes={"language": "en"})).language == "en"
+
+
+@pytest.mark.parametrize(
+    ("value", "bounds"),
+    [("less than 5 words", (1, 4)), ("5 to 15 words", (5, 15)), ("at least 10 words", (10, float("inf"))), ("200", (200, 200)), ("any", None)],
+)
+def test_requested_word_counts_are_read_from_attributes(value, bounds):
+    assert requested_words(value) == bounds
