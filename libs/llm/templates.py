@@ -1,0 +1,71 @@
+"""Versioned prompt templates kept in YAML files, not in code.
+
+A template file holds::
+
+    id: retrieval            # stable name, recorded with every output
+    version: "3"             # bump when the wording changes
+    json_schema: {...}       # optional: the answer's JSON schema
+    attributes: {name: [choices, ...]}   # optional: values sampled per call
+    system: |                # optional
+      ...
+    user: |
+      ... {{ task }} ... {{ language }} ...   (Jinja2; missing variables are errors)
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+class TemplateError(ValueError):
+    """A template file that is malformed, or variables that do not fit it."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    id: str
+    version: str
+    user: str
+    system: str = ""
+    json_schema: dict | None = None
+    attributes: dict[str, list] = field(default_factory=dict)
+    path: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PromptTemplate":
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not data.get("id") or not data.get("version") or not data.get("user"):
+            raise TemplateError(f"{path}: a template needs id, version and user")
+        return cls(
+            id=str(data["id"]),
+            version=str(data["version"]),
+            user=data["user"],
+            system=data.get("system", "") or "",
+            json_schema=data.get("json_schema"),
+            attributes={k: list(v) for k, v in (data.get("attributes") or {}).items()},
+            path=str(path),
+        )
+
+    def render(self, **variables) -> list[dict]:
+        """Chat messages for these variables (raises TemplateError if one is missing)."""
+        try:
+            messages = [{"role": "system", "content": _env.from_string(self.system).render(**variables).strip()}] if self.system else []
+            messages.append({"role": "user", "content": _env.from_string(self.user).render(**variables).strip()})
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"template {self.id} v{self.version}: {exc}") from exc
+        return messages
+
+
+def load_templates(folder: str | Path) -> dict[str, PromptTemplate]:
+    """Every ``*.yaml`` template in ``folder``, by id."""
+    templates = {}
+    for path in sorted(Path(folder).glob("*.yaml")):
+        template = PromptTemplate.load(path)
+        if template.id in templates:
+            raise TemplateError(f"duplicate template id {template.id!r} in {folder}")
+        templates[template.id] = template
+    return templates
