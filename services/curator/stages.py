@@ -20,7 +20,7 @@ two examples that are duplicates of each other. Consumers dedup by key (content_
 
 import logging
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from opentelemetry import metrics
 
 from embedforge.v1 import messages_pb2 as pb
@@ -30,6 +30,7 @@ from libs.settings import KafkaSettings
 from libs.topics import Topic
 from services.curator.consistency import ConsistencyScorer
 from services.curator.dedup import DedupIndex
+from services.curator.reading import plain_consumer, read_to_end
 from services.curator.text import normalize
 from services.curator.validation import Rejection, Validator
 
@@ -71,6 +72,8 @@ class ValidateStage:
                 outputs.append(rejected(example.provenance.example_id, example.job_id, "negative_above_positive", detail, record.value, example.provenance))
                 continue
             outputs.append(Outgoing(CANDIDATES, example.job_id, pb.CurationCandidate(example=example, original_payload=record.value)))
+        passed = sum(1 for o in outputs if o.topic == CANDIDATES)
+        log.info("validated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "passed": passed})
         return outputs
 
 
@@ -80,13 +83,7 @@ class DedupLogReader:
     def __init__(self, settings: KafkaSettings, index: DedupIndex):
         self.index = index
         self.topic = physical_name(settings, DEDUP_LOG)
-        self.consumer = KafkaConsumer(
-            **settings.client_kwargs(),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_bytes=settings.max_message_bytes,
-            max_partition_fetch_bytes=settings.max_message_bytes,
-        )
+        self.consumer = plain_consumer(settings)
         self.positions: dict[int, int] = {}
 
     def catch_up(self, partition: int) -> int:
@@ -94,17 +91,13 @@ class DedupLogReader:
         tp = TopicPartition(self.topic, partition)
         self.consumer.assign([tp])
         self.consumer.seek(tp, self.positions.get(partition, 0))
-        end = self.consumer.end_offsets([tp])[tp]
         read = 0
-        while self.consumer.position(tp) < end:
-            for records in self.consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    example = pb.CuratedExample.FromString(record.value)
-                    self.index.add(example)
-                    read += 1
-        self.positions[partition] = end
+        for record in read_to_end(self.consumer, [tp]):
+            self.index.add(pb.CuratedExample.FromString(record.value))
+            read += 1
+        self.positions[partition] = self.consumer.position(tp)
         if read:
-            log.info("dedup state caught up", extra={"partition": partition, "entries": read, "offset": end})
+            log.info("dedup state caught up", extra={"partition": partition, "entries": read, "offset": self.positions[partition]})
         return read
 
     def close(self) -> None:
@@ -123,6 +116,8 @@ class DedupStage:
         for record in records:
             candidate: pb.CurationCandidate = record.message
             outputs.extend(self.decide(candidate))
+        accepted = sum(1 for o in outputs if o.topic == topics.EXAMPLES_CURATED)
+        log.info("deduplicated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "accepted": accepted})
         return outputs
 
     def decide(self, candidate: pb.CurationCandidate) -> list[Outgoing]:

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from embedforge.v1 import curator_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
@@ -21,6 +21,7 @@ from libs import topics
 from libs.kafka import physical_name
 from libs.settings import KafkaSettings
 from libs.topics import Topic
+from services.curator.reading import partitions_of, plain_consumer, read_to_end
 from services.curator.text import word_count
 
 log = logging.getLogger(__name__)
@@ -31,40 +32,15 @@ def category_name(category: int) -> str:
     return pb.Category.Name(category).removeprefix("CATEGORY_").lower()
 
 
-def _consumer(settings: KafkaSettings) -> KafkaConsumer:
-    return KafkaConsumer(
-        **settings.client_kwargs(),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=settings.max_message_bytes,
-        max_partition_fetch_bytes=settings.max_message_bytes,
-    )
-
-
-def _partitions(consumer: KafkaConsumer, name: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(name)
-    if not partitions:
-        raise RuntimeError(f"topic {name} does not exist")
-    return [TopicPartition(name, p) for p in sorted(partitions)]
-
-
 def scan(settings: KafkaSettings, topic: Topic) -> Iterator[tuple[str, object]]:
     """(key, message) of every record now in the topic, in partition order."""
-    consumer = _consumer(settings)
+    consumer = plain_consumer(settings)
     try:
-        tps = _partitions(consumer, physical_name(settings, topic))
+        tps = partitions_of(consumer, physical_name(settings, topic))
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > consumer.position(tp)}
-        while remaining:
-            for tp, records in consumer.poll(timeout_ms=1000).items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        yield record.key.decode(), topic.message_type.FromString(record.value)
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-                    consumer.pause(tp)
+        for record in read_to_end(consumer, tps):
+            yield record.key.decode(), topic.message_type.FromString(record.value)
     finally:
         consumer.close()
 
@@ -108,9 +84,10 @@ class OutcomeView:
         self.jobs: dict[str, JobStats] = defaultdict(JobStats)
         self.outcomes: dict[str, dict[str, str]] = {}  # awaited example ids -> "accepted" / reason, per waiter
         self.positions: dict[TopicPartition, int] = {}
+        self.highwaters: dict[TopicPartition, int] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="curator-view", daemon=True)
-        self._offsets = _consumer(settings)
+        self._offsets = plain_consumer(settings)
         self._offsets_lock = threading.Lock()
 
     def start(self) -> "OutcomeView":
@@ -124,10 +101,10 @@ class OutcomeView:
             self._offsets.close()
 
     def _run(self) -> None:
-        consumer = _consumer(self.settings)
+        consumer = plain_consumer(self.settings)
         curated = physical_name(self.settings, topics.EXAMPLES_CURATED)
         try:
-            tps = _partitions(consumer, curated) + _partitions(consumer, physical_name(self.settings, topics.EXAMPLES_REJECTED))
+            tps = partitions_of(consumer, curated) + partitions_of(consumer, physical_name(self.settings, topics.EXAMPLES_REJECTED))
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             while not self.stop_event.is_set():
@@ -141,6 +118,7 @@ class OutcomeView:
                                 self._rejected(record.key.decode(), pb.RejectedExample.FromString(record.value))
                     for tp in tps:
                         self.positions[tp] = consumer.position(tp)
+                        self.highwaters[tp] = consumer.highwater(tp) or 0
                     self.lock.notify_all()
         except Exception:  # noqa: BLE001 - the view is best effort; RPCs report it as unavailable
             log.exception("outcome view stopped")
@@ -172,14 +150,18 @@ class OutcomeView:
                 awaited[example_id] = outcome
 
     def wait_caught_up(self, timeout_s: float) -> None:
-        """Block until the view has read everything that was in its topics when called."""
+        """Block until the view has read everything that was in its topics when called.
+
+        See reading.py: the broker's end offset can point inside the last batch, so the view
+        must also have reached the high watermark its own fetches report.
+        """
         names = [physical_name(self.settings, t) for t in (topics.EXAMPLES_CURATED, topics.EXAMPLES_REJECTED)]
         with self._offsets_lock:
-            tps = [tp for name in names for tp in _partitions(self._offsets, name)]
+            tps = [tp for name in names for tp in partitions_of(self._offsets, name)]
             ends = self._offsets.end_offsets(tps)
         deadline = time.monotonic() + timeout_s
         with self.lock:
-            while any(self.positions.get(tp, 0) < end for tp, end in ends.items()):
+            while any(self.positions.get(tp, 0) < max(end, self.highwaters.get(tp, 0) if end else 0) for tp, end in ends.items()):
                 left = deadline - time.monotonic()
                 if left <= 0 or not self.thread.is_alive():
                     raise TimeoutError("the curated/rejected view is behind its topics")
