@@ -258,16 +258,21 @@ def build_servicer(settings: EmbedderSettings) -> EmbedderServicer:
     return EmbedderServicer(settings, store, model, state_file)
 
 
-def build(settings: EmbedderSettings) -> ServiceParts:
-    servicer = build_servicer(settings)
-    producer = ProtoProducer(settings.kafka, client_id="embedder")
+def consumer(settings: EmbedderSettings, servicer: EmbedderServicer, producer: ProtoProducer) -> ConsumerLoop:
+    """One loop for both topics: a model swap and document indexing never run at the same time."""
     subscriptions = [
         Subscription(topics.MODELS, per_message(servicer.model_ready)),
         Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True),
     ]
+    return ConsumerLoop(settings.kafka, "embedder", subscriptions, producer)
+
+
+def build(settings: EmbedderSettings) -> ServiceParts:
+    servicer = build_servicer(settings)
+    producer = ProtoProducer(settings.kafka, client_id="embedder")
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["EmbedderService"].full_name)],
-        consumers=[ConsumerLoop(settings.kafka, "embedder", subscriptions, producer)],
+        consumers=[consumer(settings, servicer, producer)],
         producer=producer,
         on_shutdown=[servicer.close],
     )

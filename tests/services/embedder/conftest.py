@@ -55,15 +55,21 @@ def settings(tmp_path) -> EmbedderSettings:
     return EmbedderSettings(state_dir=str(tmp_path / "state"), grpc_host="127.0.0.1", grpc_port=0, max_texts=64, max_text_chars=2000, max_request_chars=20000)
 
 
-def make_servicer(settings: EmbedderSettings, model: EmbeddingModel) -> EmbedderServicer:
+def new_servicer(settings: EmbedderSettings, model: EmbeddingModel) -> EmbedderServicer:
+    """A servicer over the embedded Qdrant store of ``settings.state_dir``, serving a loaded model."""
     state = Path(settings.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     return EmbedderServicer(settings, VectorStore(connect(path=str(state / "qdrant"))), model, state / "model.json")
 
 
 @pytest.fixture
+def make_servicer():
+    return new_servicer
+
+
+@pytest.fixture
 def servicer(settings, minilm):
-    serving = make_servicer(settings, minilm)
+    serving = new_servicer(settings, minilm)
     yield serving
     serving.close()
 

@@ -1,0 +1,81 @@
+"""The embedder's consumer against a real tansu broker: documents on forge.documents are
+indexed (and deleted), malformed documents are dead-lettered with the reason while the rest
+are indexed, and a forge.models event swaps the serving model."""
+
+import threading
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from embedforge.v1 import embedder_pb2 as api
+from embedforge.v1 import messages_pb2 as pb
+from libs import topics
+from libs.kafka import ProtoProducer, physical_name
+from services.embedder.service import consumer
+
+
+def wait_for(condition, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.2)
+
+
+def point_count(servicer) -> int:
+    return servicer.store.count("documents") if servicer.store.resolve("documents") else 0
+
+
+@pytest.fixture
+def running(kafka_settings, settings, servicer):
+    """The servicer's consumer loop running on a thread, and a producer to feed it."""
+    settings = settings.model_copy(update={"kafka": kafka_settings})
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    loop = consumer(settings, servicer, producer)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    yield servicer, producer
+    stop.set()
+    thread.join(timeout=30)
+    producer.close()
+
+
+def test_documents_on_the_topic_are_indexed_and_deleted(running):
+    servicer, producer = running
+    for i in range(6):
+        producer.send(topics.DOCUMENTS, f"d{i}", pb.Document(doc_id=f"d{i}", text=f"Kafka document {i} about ships.", metadata={"n": str(i)}))
+    producer.flush()
+    wait_for(lambda: point_count(servicer) == 6)
+    producer.send_and_wait(topics.DOCUMENTS, "d0", pb.Document(doc_id="d0", deleted=True))
+    wait_for(lambda: point_count(servicer) == 5)
+    hits = servicer.Search(api.SearchRequest(query="ships", filter={"n": "3"}), None).hits
+    assert [h.doc_id for h in hits] == ["d3"]
+
+
+def test_a_malformed_document_is_dead_lettered_and_the_others_are_indexed(running, kafka_settings):
+    servicer, producer = running
+    producer.send(topics.DOCUMENTS, "good-1", pb.Document(doc_id="good-1", text="A fine document."))
+    producer.send(topics.DOCUMENTS, "bad", pb.Document(doc_id="bad", text=""))
+    producer.send(topics.DOCUMENTS, "good-2", pb.Document(doc_id="good-2", text="Another fine document."))
+    producer.flush()
+    dead = KafkaConsumer(physical_name(kafka_settings, topics.DEAD_LETTER), bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500)
+    letters: list[pb.DeadLetter] = []
+    wait_for(lambda: letters.extend(pb.DeadLetter.FromString(r.value) for r in dead) or letters)
+    (letter,) = letters
+    assert (letter.key, letter.reason, letter.consumer_group) == (b"bad", "handler_error", "embedder")
+    assert "has no text" in letter.detail
+    wait_for(lambda: point_count(servicer) == 2)
+
+
+def test_a_model_ready_event_swaps_the_serving_model(running, tiny_model_path):
+    servicer, producer = running
+    producer.send_and_wait(topics.DOCUMENTS, "d", pb.Document(doc_id="d", text="Indexed before the swap."))
+    wait_for(lambda: point_count(servicer) == 1)
+    producer.send_and_wait(topics.MODELS, "tiny", pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=32, query_instruction="Find it"))
+    wait_for(lambda: servicer.current.spec.model_id == "tiny")
+    info = servicer.GetModelInfo(api.GetModelInfoRequest(), None)
+    assert (info.dimensions, info.query_instruction) == (32, "Find it")
+    assert servicer.store.resolve("documents") == "documents__tiny"
+    assert servicer.Search(api.SearchRequest(query="swap"), None).hits[0].doc_id == "d"

@@ -1,0 +1,90 @@
+"""The inference engine: folder declarations, agreement with sentence-transformers, order
+under length bucketing, bf16 quality, decoder last-token pooling with EOS."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaModel
+
+from services.embedder.engine import EmbeddingModel, length_batches, spec_from_folder
+
+TEXTS = [
+    "short",
+    "A considerably longer sentence that needs many more tokens than the others in this list, to force padding.",
+    "Medium length text about embeddings.",
+    "北京是中国的首都。",
+]
+
+
+def test_pooling_normalization_and_length_come_from_the_folder(minilm_path, tiny_model_path):
+    minilm = spec_from_folder(minilm_path)
+    tiny = spec_from_folder(tiny_model_path)
+    assert (minilm.pooling, minilm.normalize, minilm.max_length) == ("mean", True, 256)
+    assert (tiny.pooling, tiny.normalize, tiny.max_length) == ("cls", False, 128)
+
+
+def test_explicit_event_fields_override_the_folder(tiny_model_path):
+    spec = spec_from_folder(tiny_model_path, model_id="m7", pooling="mean", max_length=64, query_instruction="Find")
+    assert (spec.model_id, spec.pooling, spec.max_length, spec.query_instruction) == ("m7", "mean", 64, "Find")
+
+
+def test_a_folder_without_a_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not a model folder"):
+        spec_from_folder(str(tmp_path))
+
+
+def test_fp32_engine_matches_sentence_transformers(minilm_path):
+    engine = EmbeddingModel(spec_from_folder(minilm_path), dtype="fp32")
+    reference = SentenceTransformer(minilm_path, device="cpu").encode(TEXTS, convert_to_numpy=True)
+    np.testing.assert_allclose(engine.encode(engine.tokenize(TEXTS)), reference, atol=1e-5)
+
+
+def test_bf16_engine_stays_close_to_fp32(minilm_path):
+    fp32 = EmbeddingModel(spec_from_folder(minilm_path), dtype="fp32")
+    bf16 = EmbeddingModel(spec_from_folder(minilm_path), dtype="bf16")
+    a, b = fp32.encode(fp32.tokenize(TEXTS)), bf16.encode(bf16.tokenize(TEXTS))
+    assert (a * b).sum(axis=1).min() > 0.99
+
+
+def test_rows_come_back_in_input_order_whatever_the_batching(minilm):
+    ids = minilm.tokenize(TEXTS * 3)
+    together = minilm.encode(ids)
+    alone = np.concatenate([minilm.encode([row]) for row in ids])
+    np.testing.assert_allclose(together, alone, atol=2e-3)
+
+
+def test_length_batches_sort_by_length_and_respect_the_token_budget():
+    lengths = [5, 50, 7, 6, 49, 100, 5]
+    batches = length_batches(lengths, budget=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 100
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat)
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory, minilm_path):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.eos_token = "[unused0]"
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    LlamaModel(config).save_pretrained(folder)
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
+    return str(folder)
+
+
+def test_a_decoder_appends_eos_and_pools_its_last_token(tiny_decoder):
+    engine = EmbeddingModel(spec_from_folder(tiny_decoder), dtype="fp32")
+    assert engine.spec.pooling == "last_token"
+    ids = engine.tokenize(["one", "a longer input text"])
+    assert all(row[-1] == engine.tokenizer.eos_token_id for row in ids)
+    model = AutoModel.from_pretrained(tiny_decoder).eval()
+    with torch.inference_mode():
+        expected = [model(input_ids=torch.tensor([row])).last_hidden_state[0, -1].numpy() for row in ids]
+    np.testing.assert_allclose(engine.encode(ids), np.stack(expected), atol=1e-5)
