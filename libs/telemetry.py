@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -55,6 +56,12 @@ def setup_logging(service: str, settings: TelemetrySettings) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def service_resource(service: str) -> Resource:
+    """OTEL_SERVICE_NAME (set per release by the Helm chart) wins over the built-in name;
+    OTEL_RESOURCE_ATTRIBUTES (pod, namespace, node) is merged in by the SDK."""
+    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service), "service.namespace": "embedforge"})
+
+
 def setup_telemetry(service: str, settings: TelemetrySettings, span_exporter: SpanExporter | None = None) -> None:
     """Install the global tracer and meter providers and JSON logging.
 
@@ -62,7 +69,7 @@ def setup_telemetry(service: str, settings: TelemetrySettings, span_exporter: Sp
     ``span_exporter`` adds an exporter (tests pass an in-memory one).
     """
     setup_logging(service, settings)
-    resource = Resource.create({"service.name": service, "service.namespace": "embedforge"})
+    resource = service_resource(service)
     tracer_provider = TracerProvider(resource=resource)
     readers = []
     if settings.otlp_endpoint:

@@ -498,3 +498,12 @@ def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(re
     finally:
         serving.stop(0)
         draining.stop(0)
+
+
+@values_names
+def test_every_service_reports_traces_under_its_own_otel_service_name(renders, values):
+    docs = renders[values]
+    for service in SERVICES:
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["OTEL_SERVICE_NAME"].endswith(service), service
