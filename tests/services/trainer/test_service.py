@@ -1,0 +1,130 @@
+"""The trainer service against a real broker and a real gRPC server: runs from a dataset file
+and from a job's curated examples (auto-start), progress streaming, cancel, ModelReady."""
+
+import json
+import threading
+import time
+
+import grpc
+import pytest
+from kafka import KafkaConsumer
+from sentence_transformers import SentenceTransformer
+
+from embedforge.v1 import messages_pb2 as pb
+from embedforge.v1 import trainer_pb2 as api
+from embedforge.v1 import trainer_pb2_grpc as api_grpc
+from libs import topics
+from libs.grpc import GrpcServer
+from libs.kafka import ProtoProducer, physical_name
+from services.trainer.service import build
+from services.trainer.settings import TrainerSettings
+
+
+@pytest.fixture
+def trainer(kafka_settings, tmp_path):
+    """The service's parts (as run_service wires them) on a free loopback port."""
+    settings = TrainerSettings(state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0)
+    parts = build(settings)
+    server = GrpcServer(parts.grpc_services, "127.0.0.1", 0)
+    server.start()
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in parts.consumers]
+    for thread in threads:
+        thread.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    yield api_grpc.TrainerServiceStub(channel), settings
+    channel.close()
+    stop.set()
+    for hook in parts.on_shutdown:
+        hook()
+    server.stop(1)
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def spec(tiny_bert: str, **overrides) -> pb.TrainingSpec:
+    return pb.TrainingSpec(base_model=tiny_bert, batch_size=8, learning_rate=1e-3, **overrides)
+
+
+def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model(trainer, tiny_bert, dataset_file, beir_folder, kafka_settings):
+    stub, _ = trainer
+    run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=2), eval_paths=[beir_folder])).run
+    seen = [update.run for update in stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300)]
+    final = seen[-1]
+    assert final.state == api.RUN_STATE_SUCCEEDED, final.error
+    assert api.RUN_STATE_TRAINING in {r.state for r in seen}
+    assert final.step == final.total_steps > 0 and len(final.loss_curve) == final.total_steps
+    assert {(e.dataset, e.metric) for e in final.evals} >= {("beir", "ndcg@10"), ("dev", "ndcg@10")}
+    consumer = KafkaConsumer(physical_name(kafka_settings, topics.MODELS), bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    (record,) = list(consumer)
+    ready = pb.ModelReady.FromString(record.value)
+    assert ready.run_id == run.run_id and ready.dimensions == 32 and ready.pooling == "mean"
+    assert SentenceTransformer(ready.path, device="cpu").encode(["a query"]).shape == (1, 32)
+    assert [m.model_id for m in stub.ListModels(api.ListModelsRequest()).models] == [ready.model_id]
+
+
+def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_bert, kafka_settings, make_examples):
+    stub, _ = trainer
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    job = pb.Job(job_id="job1", spec=pb.JobSpec(domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)], training=spec(tiny_bert, auto_start=True, max_steps=2)))
+    producer.send_and_wait(topics.JOBS, job.job_id, job)
+    for example in make_examples(24):
+        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job1", instruction="Find the place", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
+    producer.flush()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            run = stub.GetRun(api.GetRunRequest(run_id="job1-auto")).run
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            time.sleep(0.3)
+    else:
+        pytest.fail("no run auto-started")
+    assert run.job_id == "job1"
+    assert json.loads(run.dataset_manifest)["examples"] >= 20  # target: 50% of the 40 planned examples
+    final = list(stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300))[-1].run
+    assert final.state == api.RUN_STATE_SUCCEEDED, final.error
+    assert stub.ListModels(api.ListModelsRequest(job_id="job1")).models[0].dataset_manifest == run.dataset_manifest
+
+
+def test_cancel_stops_a_running_run(trainer, tiny_bert, dataset_file):
+    stub, _ = trainer
+    run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=500))).run
+    for update in stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=120):
+        if update.run.state == api.RUN_STATE_TRAINING and update.run.step > 0:
+            break
+    cancelled = stub.CancelRun(api.CancelRunRequest(run_id=run.run_id), timeout=60).run
+    assert cancelled.state == api.RUN_STATE_CANCELLED
+    assert stub.GetRun(api.GetRunRequest(run_id=run.run_id)).run.step < cancelled.total_steps
+
+
+def test_start_run_is_idempotent_by_run_id(trainer, tiny_bert, dataset_file):
+    stub, _ = trainer
+    request = api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, max_steps=1), run_id="same")
+    first, second = stub.StartRun(request).run, stub.StartRun(request).run
+    assert first.run_id == second.run_id == "same" and first.created_at == second.created_at
+    stub.CancelRun(api.CancelRunRequest(run_id="same"))
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, message",
+    [
+        ({}, "either job_id"),
+        ({"dataset_path": "/nonexistent.jsonl"}, "cannot read"),
+        ({"job_id": "unknown-job"}, "no curated examples"),
+    ],
+)
+def test_bad_start_requests_are_invalid_argument(trainer, request_kwargs, message):
+    stub, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartRun(api.StartRunRequest(**request_kwargs))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+
+
+def test_unknown_run_is_not_found(trainer):
+    stub, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        stub.GetRun(api.GetRunRequest(run_id="nope"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
