@@ -2,9 +2,8 @@
 
     python -m services.embedder.ingest PATH [--collection NAME] [--publish]
 
-PATH is a JSONL file (one object per line with ``_id``/``id``/``doc_id``, ``text``, optional
-``title`` and ``metadata``; a BEIR ``corpus.jsonl`` is such a file) or a folder of .txt/.md
-files (doc id = path relative to the folder, title = file name). Settings come from the
+PATH is whatever libs.corpus reads: a JSONL file (``_id``/``id``, ``text``, optional ``title``
+and ``metadata``), a BEIR folder or its ``corpus.jsonl``, or a folder of .txt/.md files. Settings come from the
 same EMBEDDER_* environment as the service: without ``--publish`` the documents are indexed
 directly with the model the service would serve (its recorded model, else EMBEDDER_MODEL_PATH)
 into EMBEDDER_QDRANT_URL or the embedded store under EMBEDDER_STATE_DIR (which only one
@@ -21,7 +20,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from embedforge.v1 import messages_pb2 as pb
-from libs import topics
+from libs import corpus, topics
 from libs.kafka import ProtoProducer
 from services.embedder.engine import EmbeddingModel
 from services.embedder.indexing import Indexer, IndexStats
@@ -31,44 +30,16 @@ from services.embedder.sparse import Bm25
 from services.embedder.vectorstore import VectorStore, connect
 
 log = logging.getLogger(__name__)
-TEXT_SUFFIXES = (".txt", ".md")
-ID_KEYS = ("_id", "id", "doc_id")
 
 
 def read_documents(path: Path, collection: str = "") -> Iterator[pb.Document]:
-    """Documents of a JSONL file or a folder of .txt/.md files."""
-    if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file()):
-            yield pb.Document(doc_id=str(file.relative_to(path)), collection=collection, title=file.stem, text=file.read_text(encoding="utf-8"))
-        return
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        yield pb.Document(doc_id=path.name, collection=collection, title=path.stem, text=path.read_text(encoding="utf-8"))
-        return
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            doc_id = next((str(row[k]) for k in ID_KEYS if row.get(k) not in (None, "")), None)
-            if doc_id is None:
-                raise ValueError(f"{path}:{number}: no document id (one of {', '.join(ID_KEYS)})")
-            metadata = row.get("metadata") or {}
-            yield pb.Document(
-                doc_id=doc_id,
-                collection=collection,
-                title=str(row.get("title") or ""),
-                text=str(row.get("text") or ""),
-                metadata={str(k): str(v) for k, v in metadata.items()},
-            )
+    """The documents under ``path`` (see libs.corpus) as forge.documents messages."""
+    for source in corpus.read_documents(path):
+        yield pb.Document(doc_id=source.doc_id, collection=collection, title=source.title, text=source.text, metadata=source.metadata)
 
 
-def count_documents(path: Path) -> int | None:
-    if path.is_dir():
-        return sum(1 for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        return 1
-    with path.open(encoding="utf-8") as lines:
-        return sum(1 for line in lines if line.strip())
+def count_documents(path: Path) -> int:
+    return sum(1 for _ in corpus.read_documents(path))
 
 
 def batches(documents: Iterator[pb.Document], size: int) -> Iterator[list[pb.Document]]:
@@ -132,7 +103,7 @@ def ingest(path: Path, collection: str, settings: EmbedderSettings, batch_size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.embedder.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", type=Path, help="JSONL / BEIR corpus.jsonl file, .txt/.md file, or folder of .txt/.md files")
+    parser.add_argument("path", type=Path, help="JSONL file, BEIR folder or corpus.jsonl, or folder of .txt/.md files")
     parser.add_argument("--collection", default="", help="target collection (alias); default EMBEDDER_COLLECTION")
     parser.add_argument("--publish", action="store_true", help="send to the forge.documents topic instead of indexing here")
     parser.add_argument("--batch", type=int, default=256, help="documents per indexing step")

@@ -169,6 +169,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     def GetModelInfo(self, request: api.GetModelInfoRequest, context) -> api.GetModelInfoResponse:
         model = self.current
         spec = model.spec
+        physical = self.store.resolve(self.settings.collection)
+        points, documents = (self.store.count(physical), self.store.count_documents(physical)) if physical else (0, 0)
         return api.GetModelInfoResponse(
             model_id=spec.model_id,
             path=spec.path,
@@ -179,6 +181,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             dtype=model.dtype_name,
             query_instruction=spec.query_instruction,
             collection=self.settings.collection,
+            points=points,
+            documents=documents,
         )
 
     # Kafka

@@ -111,6 +111,11 @@ class VectorStore:
     def count(self, collection: str) -> int:
         return self.client.count(collection, exact=True).count
 
+    def count_documents(self, collection: str) -> int:
+        """Distinct documents: every document has exactly one chunk 0."""
+        first_chunks = models.Filter(must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))])
+        return self.client.count(collection, count_filter=first_chunks, exact=True).count
+
     # points
 
     def chunk_counts(self, physical: str, doc_ids: list[str]) -> dict[str, int]:

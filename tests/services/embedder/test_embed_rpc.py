@@ -83,10 +83,15 @@ def test_response_reports_model_dimensions_and_tokens(stub, minilm):
     assert response.tokens == sum(len(x) for x in minilm.tokenize(["one two", "three"]))
 
 
-def test_model_info_describes_the_serving_model(stub):
+def test_model_info_describes_the_serving_model_and_its_collection(stub, servicer):
     info = stub.GetModelInfo(api.GetModelInfoRequest())
     assert (info.model_id, info.dimensions, info.max_length, info.pooling, info.collection) == ("minilm", 384, 256, "mean", "documents")
     assert info.dtype in ("bf16", "fp32")
+    assert (info.points, info.documents) == (0, 0)
+    long_text = " ".join(f"word{i}" for i in range(600))
+    servicer.indexer.apply([pb.Document(doc_id="a", text=long_text), pb.Document(doc_id="b", text="short")], servicer.current, "documents")
+    info = stub.GetModelInfo(api.GetModelInfoRequest())
+    assert info.documents == 2 and info.points > 2
 
 
 def test_sixteen_concurrent_clients_get_their_own_results_in_order(stub, minilm):

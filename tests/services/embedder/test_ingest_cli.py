@@ -1,41 +1,20 @@
-"""Bulk loading from files: JSONL / BEIR corpus rows and folders of .txt/.md, through the CLI."""
+"""Bulk loading from files (read by libs.corpus) through the CLI."""
 
 import json
 import subprocess
 import sys
-
-import pytest
 
 from libs.local.runtime import REPO_ROOT, python_env
 from services.embedder.ingest import read_documents
 from services.embedder.vectorstore import VectorStore, connect
 
 
-def test_jsonl_rows_become_documents_with_id_title_text_and_metadata(tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        json.dumps({"_id": "b1", "title": "BEIR", "text": "beir row"}) + "\n\n" + json.dumps({"id": 7, "text": "plain row", "metadata": {"year": 2024}}) + "\n"
-    )
-    documents = list(read_documents(corpus, "c"))
-    assert [(d.doc_id, d.title, d.text, dict(d.metadata), d.collection) for d in documents] == [
-        ("b1", "BEIR", "beir row", {}, "c"),
-        ("7", "", "plain row", {"year": "2024"}, "c"),
-    ]
-
-
-def test_a_row_without_an_id_is_reported_with_its_line(tmp_path):
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text(json.dumps({"text": "no id"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1: no document id"):
-        list(read_documents(corpus))
-
-
-def test_a_folder_gives_its_txt_and_md_files_by_relative_path(tmp_path):
-    (tmp_path / "sub").mkdir()
+def test_files_become_document_messages_for_the_collection(tmp_path):
     (tmp_path / "a.txt").write_text("alpha")
-    (tmp_path / "sub" / "b.md").write_text("# beta")
-    (tmp_path / "skip.json").write_text("{}")
-    assert [(d.doc_id, d.title, d.text) for d in read_documents(tmp_path)] == [("a.txt", "a", "alpha"), ("sub/b.md", "b", "# beta")]
+    (tmp_path / "b.md").write_text("# Beta\nbeta text")
+    documents = list(read_documents(tmp_path, "notes"))
+    assert [(d.doc_id, d.title, d.collection) for d in documents] == [("a.txt", "a", "notes"), ("b.md", "Beta", "notes")]
+    assert dict(documents[0].metadata) == {"path": "a.txt"}
 
 
 def test_the_cli_indexes_a_corpus_into_the_embedded_store_idempotently(tmp_path):
