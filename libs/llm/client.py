@@ -237,12 +237,14 @@ def complete(
     backoff_initial_s: float = 1.0,
     backoff_max_s: float = 30.0,
     accumulator: UsageAccumulator | None = None,
+    validate: bool = True,
     **litellm_kwargs,
 ) -> Completion:
     """Call ``model`` through litellm and return its answer.
 
     With ``json_schema`` the backend is asked for schema-constrained output where it can
-    be, and the answer must parse and validate, or the call is retried. Rate limits (429,
+    be, and the answer must parse and validate, or the call is retried (``validate=False``:
+    the schema only steers decoding and the text comes back as it is). Rate limits (429,
     Retry-After honoured), timeouts, connection errors and 5xx are retried up to
     ``attempts`` times with exponential backoff and jitter; then :class:`LlmError` is
     raised with a reason code. Usage is added to ``accumulator`` for every attempt that
@@ -268,7 +270,7 @@ def complete(
             for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    completion = _call_once(model, messages, json_schema, kwargs, accumulator)
+                    completion = _call_once(model, messages, json_schema if validate else None, kwargs, accumulator)
                     completion.attempts = attempt
         except Exception as exc:  # noqa: BLE001 - every failure becomes an LlmError with a reason
             reason = failure_reason(exc)

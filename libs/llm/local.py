@@ -28,7 +28,7 @@ import torch
 from litellm import CustomLLM
 from opentelemetry import metrics, trace
 
-from libs.llm.sources import resolve_model
+from libs.llm.sources import ALIASES, resolve_model
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.llm.local")
@@ -36,6 +36,7 @@ meter = metrics.get_meter("embedforge.llm.local")
 batch_size_histogram = meter.create_histogram("llm.local.batch_size", description="Requests per batched generate")
 
 PROVIDER = "local"
+TOP_K = 64
 
 
 @dataclass
@@ -57,7 +58,7 @@ class LocalResult:
 
 
 class RowSampling:
-    """Per-row temperature (0 = greedy) followed by nucleus (top-p) filtering."""
+    """Per-row temperature (0 = greedy), then top-k (64) and nucleus (top-p) filtering."""
 
     def __init__(self, temperatures: list[float], top_p: float):
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
@@ -71,13 +72,14 @@ class RowSampling:
             best = scores[greedy].argmax(dim=-1, keepdim=True)
             forced = torch.full_like(scores[greedy], float("-inf")).scatter(-1, best, 0.0)
             scores[greedy] = forced
+        # Nucleus over the TOP_K best tokens: a full sort of a 150k vocabulary per step costs
+        # more than the model's forward pass on CPU.
+        top_scores, order = scores.topk(min(TOP_K, scores.shape[-1]), dim=-1)
         if self.top_p < 1.0:
-            sorted_scores, order = scores.sort(dim=-1, descending=True)
-            probs = sorted_scores.softmax(dim=-1)
+            probs = top_scores.softmax(dim=-1)
             drop = (probs.cumsum(dim=-1) - probs) > self.top_p
-            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-            scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-        return scores
+            top_scores = top_scores.masked_fill(drop, float("-inf"))
+        return torch.full_like(scores, float("-inf")).scatter(-1, order, top_scores)
 
 
 class GrammarConstraint:
@@ -148,6 +150,7 @@ class LocalEngine:
         self.repetition_penalty = float(getattr(self.model.generation_config, "repetition_penalty", None) or 1.0)
         self._compiler = None
         self._grammars: dict[str, object] = {}
+        self.batch_sizes: list[int] = []  # size of every batched generate, in order
         self._queue: queue.Queue[LocalRequest] = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name=f"local-llm-{name}", daemon=True)
         self._worker.start()
@@ -204,6 +207,7 @@ class LocalEngine:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         batch_size_histogram.record(len(batch), {"model": self.name})
+        self.batch_sizes.append(len(batch))
         with tracer.start_as_current_span("llm.local.generate", attributes={"llm.model": self.name, "llm.batch_size": len(batch)}):
             prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in batch]
             encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -254,6 +258,7 @@ _engines_lock = threading.Lock()
 
 def get_engine(name: str) -> LocalEngine:
     """The process-wide engine for ``name``, loaded on first use."""
+    name = ALIASES.get(name, name)
     with _engines_lock:
         if name not in _engines:
             _engines[name] = LocalEngine(name)

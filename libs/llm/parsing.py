@@ -5,6 +5,7 @@ import json
 import re
 
 _FENCE = re.compile(r"```(?:json|python|JSON)?\s*(.*?)```", re.DOTALL)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s+(.*\S)\s*$")
 
 
@@ -81,8 +82,20 @@ def parse_string_list(text: str) -> list[str]:
                 items = [i for i in items if i]
                 if items:
                     return items
+    if "[" in text:  # a truncated JSON list: keep its complete strings
+        quoted = [_unquote(m.group(0)) for m in _QUOTED.finditer(text[text.index("[") :])]
+        quoted = [q for q in quoted if q]
+        if quoted:
+            return quoted
     lines = [_LIST_ITEM.match(line) for line in text.splitlines()]
     return [m.group(1).strip().strip('"').strip() for m in lines if m and m.group(1).strip().strip('"').strip()]
+
+
+def _unquote(literal: str) -> str:
+    try:
+        return json.loads(literal).strip()
+    except json.JSONDecodeError:
+        return literal.strip('"').strip()
 
 
 def _item_text(value) -> str:

@@ -6,6 +6,7 @@ A template file holds::
     version: "3"             # bump when the wording changes
     json_schema: {...}       # optional: the answer's JSON schema
     attributes: {name: [choices, ...]}   # optional: values sampled per call
+    max_tokens: 512          # optional: answer length budget
     system: |                # optional
       ...
     user: |
@@ -33,6 +34,7 @@ class PromptTemplate:
     system: str = ""
     json_schema: dict | None = None
     attributes: dict[str, list] = field(default_factory=dict)
+    max_tokens: int = 512
     path: str = ""
 
     @classmethod
@@ -47,6 +49,7 @@ class PromptTemplate:
             system=data.get("system", "") or "",
             json_schema=data.get("json_schema"),
             attributes={k: list(v) for k, v in (data.get("attributes") or {}).items()},
+            max_tokens=int(data.get("max_tokens", 512)),
             path=str(path),
         )
 
