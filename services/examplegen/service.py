@@ -1,39 +1,162 @@
-"""Consumes tasks and corpus chunks; counts what it is asked to generate."""
+"""Consume tasks and corpus chunks, write training examples with the LLM, publish each
+RawExample (success or failure with reason) to forge.examples.raw as soon as it is done.
 
+Jobs with a corpus path are cut into chunks here and published to forge.corpus.chunks.
+Example ids are stable, and ids already published are kept in ``state_dir``, so a task
+reprocessed after a crash only writes the examples that were missing.
+"""
+
+import logging
+import random
 import threading
-from collections import Counter
+from pathlib import Path
 
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import examplegen_pb2_grpc as api_grpc
+from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
+from services.examplegen.corpus import chunk_document, chunk_id, read_corpus
+from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
+
+log = logging.getLogger(__name__)
+
+
+class PublishedLog:
+    """Example ids already published and acknowledged (one per line, fsynced by append)."""
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "published_examples.txt"
+        self._lock = threading.Lock()
+        self._ids = set(self.path.read_text().split()) if self.path.exists() else set()
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def __contains__(self, example_id: str) -> bool:
+        with self._lock:
+            return example_id in self._ids
+
+    def add(self, example_id: str) -> None:
+        with self._lock:
+            if example_id not in self._ids:
+                self._ids.add(example_id)
+                self._file.write(example_id + "\n")
+                self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Examplegen:
+    """The service's work: plan, skip what is already published, write, publish."""
+
+    def __init__(self, settings: ExamplegenSettings, producer: ProtoProducer, writer: ExampleWriter, published: PublishedLog):
+        self.settings = settings
+        self.producer = producer
+        self.writer = writer
+        self.published = published
+
+    def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
+        todo = [p for p in plans if p.raw.example_id not in self.published]
+        for plan in todo:
+            self.writer.stats.record_requested(plan.raw.job_id, 1)
+        if len(todo) < len(plans):
+            log.info("skipping examples already published", extra={"skipped": len(plans) - len(todo)})
+
+        def publish(raw: pb.RawExample) -> None:
+            self.producer.send_and_wait(topics.EXAMPLES_RAW, raw.example_id, raw)
+            self.published.add(raw.example_id)
+
+        self.writer.write(todo, publish)
+        return []
+
+    def handle_tasks(self, records: list[Received]) -> list[Outgoing]:
+        return self._generate([plan for r in records for plan in self.writer.plan_task(r.message)])
+
+    def handle_chunks(self, records: list[Received]) -> list[Outgoing]:
+        return self._generate([plan for r in records for plan in self.writer.plan_chunk(r.message)])
+
+    def handle_job(self, record: Received) -> list[Outgoing]:
+        """A job with a corpus path: publish the chunks to write queries for."""
+        job: pb.Job = record.message
+        return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.corpus_chunks(job)]
+
+    def corpus_chunks(self, job: pb.Job) -> list[pb.CorpusChunk]:
+        spec = job.spec
+        if not spec.corpus_path or spec.corpus_queries <= 0:
+            return []
+        chunks = [c for document in read_corpus(spec.corpus_path) for c in chunk_document(document, self.settings.chunk_words)]
+        if not chunks:
+            raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
+        rng = random.Random(f"{job.job_id}|{spec.seed}")
+        chosen = rng.sample(chunks, min(spec.corpus_queries, len(chunks)))
+        per_chunk, extra = divmod(spec.corpus_queries, len(chosen))
+        task = self.settings.corpus_task.format(domain=spec.domain)
+        messages = []
+        for position, chunk in enumerate(chosen):
+            messages.append(
+                pb.CorpusChunk(
+                    chunk_id=chunk_id(job.job_id, chunk.doc_id, chunk.index),
+                    job_id=job.job_id,
+                    doc_id=chunk.doc_id,
+                    title=chunk.title,
+                    text=chunk.text,
+                    task_description=task,
+                    num_queries=per_chunk + (1 if position < extra else 0),
+                    generator_model=spec.generator_model,
+                    languages=spec.languages,
+                    seed=spec.seed,
+                )
+            )
+        log.info("corpus chunked", extra={"job_id": job.job_id, "chunks": len(chunks), "published": len(messages)})
+        return messages
 
 
 class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
-    def __init__(self):
-        self.requested: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def record_request(self, record: Received) -> list[Outgoing]:
-        with self.lock:
-            self.requested[record.message.job_id] += max(1, getattr(record.message, "num_examples", 0) or getattr(record.message, "num_queries", 0))
-        return []
+    def __init__(self, stats: GenerationStats):
+        self.stats = stats
 
     def GetGenerationStats(self, request: api.GetGenerationStatsRequest, context) -> api.GetGenerationStatsResponse:
-        with self.lock:
-            requested = self.requested[request.job_id] if request.job_id else sum(self.requested.values())
-        return api.GetGenerationStatsResponse(job_id=request.job_id, requested=requested)
+        return self.stats.snapshot(request.job_id)
+
+
+def generation_config(settings: ExamplegenSettings) -> GenerationConfig:
+    return GenerationConfig(
+        default_model=settings.generator_model,
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        timeout_s=settings.llm_timeout_s,
+        attempts=settings.llm_attempts,
+        backoff_initial_s=settings.llm_backoff_initial_s,
+        backoff_max_s=settings.llm_backoff_max_s,
+        language_alpha=settings.language_alpha,
+        concurrency=settings.concurrency,
+        api_base=settings.llm_api_base,
+    )
 
 
 def build(settings: ExamplegenSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="examplegen")
-    servicer = ExamplegenServicer()
-    subscriptions = [Subscription(t, per_message(servicer.record_request)) for t in (topics.TASKS, topics.CORPUS_CHUNKS)]
+    stats = GenerationStats()
+    writer = ExampleWriter(generation_config(settings), stats)
+    published = PublishedLog(Path(settings.state_dir))
+    examplegen = Examplegen(settings, producer, writer, published)
+    if settings.preload_model and settings.generator_model.startswith("local/"):
+        from libs.llm import get_engine
+
+        threading.Thread(target=get_engine, args=(settings.generator_model.split("/", 1)[1],), daemon=True).start()
+    subscriptions = [
+        Subscription(topics.TASKS, examplegen.handle_tasks, batch=True),
+        Subscription(topics.CORPUS_CHUNKS, examplegen.handle_chunks, batch=True),
+        Subscription(topics.JOBS, per_message(examplegen.handle_job)),
+    ]
+    servicer = ExamplegenServicer(stats)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_ExamplegenServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["ExamplegenService"].full_name)],
         consumers=[ConsumerLoop(settings.kafka, "examplegen", subscriptions, producer)],
         producer=producer,
+        on_shutdown=[writer.close, published.close],
     )

@@ -17,7 +17,9 @@ class Reply:
 
 
 class FaultServer:
-    def __init__(self, script: list[Reply], default: Reply | None = None):
+    def __init__(self, script: list[Reply], default: Reply | None = None, choose=None):
+        """Replies come from ``choose(request_body)`` when given, else from the script, then ``default``."""
+        self.choose = choose
         self.script = list(script)
         self.default = default or Reply()
         self.requests: list[tuple[float, dict]] = []
@@ -32,7 +34,10 @@ class FaultServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 with server._lock:
                     server.requests.append((time.monotonic(), body))
-                    reply = server.script.pop(0) if server.script else server.default
+                    if server.choose is not None:
+                        reply = server.choose(body)
+                    else:
+                        reply = server.script.pop(0) if server.script else server.default
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 if reply.status != 200:

@@ -1,0 +1,155 @@
+"""examplegen against the real broker: its build() with real consumer loops, producer and
+loopback gRPC. LLMs: a recorded-response provider registered in litellm (recorded.py), a
+real OpenAI-compatible HTTP server injecting faults (tests/libs/llm/fault_server.py), and
+the local SmolLM2 provider."""
+
+import json
+import uuid
+
+import pytest
+
+from embedforge.v1 import examplegen_pb2 as api
+from embedforge.v1 import examplegen_pb2_grpc as api_grpc
+from embedforge.v1 import messages_pb2 as pb
+from libs import topics
+from services.examplegen.generation import example_id
+from services.examplegen.service import build
+from services.examplegen.settings import ExamplegenSettings
+from tests.libs.llm.fault_server import FaultServer, Reply
+from tests.services.examplegen.harness import Running, TopicReader, send
+from tests.services.examplegen.recorded import register_recorded
+
+RETRIEVAL_ANSWER = {"user_query": "q", "positive_document": "p", "hard_negative_document": "n"}
+
+
+def settings_for(kafka_settings, state_dir, **overrides) -> ExamplegenSettings:
+    values = {"generator_model": "recorded/generator", "llm_backoff_initial_s": 0.01, "llm_backoff_max_s": 0.05, **overrides}
+    return ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), **values)
+
+
+def task(category=pb.CATEGORY_RETRIEVAL, description="Retrieve tenancy rulings that answer a tenant's question", num_examples=2, **fields) -> pb.Task:
+    job_id = fields.pop("job_id", "job-" + uuid.uuid4().hex[:6])
+    return pb.Task(task_id=uuid.uuid4().hex, job_id=job_id, category=category, description=description, num_examples=num_examples, seed=3, **fields)
+
+
+@pytest.fixture
+def raw_reader(kafka_settings):
+    reader = TopicReader(kafka_settings, topics.EXAMPLES_RAW)
+    yield reader
+    reader.close()
+
+
+def test_task_examples_are_published_with_full_provenance(kafka_settings, tmp_path, raw_reader):
+    register_recorded()
+    sent = task(languages=[pb.LanguageWeight(language="zh", weight=1), pb.LanguageWeight(language="en", weight=1)], num_examples=3)
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        send(kafka_settings, topics.TASKS, sent.task_id, sent)
+        raws = raw_reader.wait_for(lambda m: len(m) >= 3)
+    assert sorted(r.example_id for r in raws) == sorted(example_id(sent.task_id, i) for i in range(3))
+    for raw in raws:
+        assert (raw.job_id, raw.task_id, raw.category, raw.task_description) == (sent.job_id, sent.task_id, sent.category, sent.description)
+        assert (raw.template_id, raw.template_version) == ("retrieval", "1")
+        assert raw.attributes["language"] in ("zh", "en")
+        assert {"query_type", "query_length", "clarity", "num_words", "difficulty"} <= set(raw.attributes)
+        assert set(json.loads(raw.raw_output)) == {"user_query", "positive_document", "hard_negative_document"}
+        assert (raw.usage.model, raw.usage.calls, raw.error) == ("recorded/generator", 1, "")
+        assert raw.usage.prompt_tokens > 0 and raw.usage.latency_s > 0
+        assert raw.created_at.seconds > 0
+
+
+def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_continues(kafka_settings, tmp_path, raw_reader, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    def choose(body):
+        prompt = body["messages"][-1]["content"]
+        if "RATE" in prompt:
+            return Reply(429, retry_after="0")
+        if "BROKEN" in prompt:
+            return Reply(500)
+        if "SLOW" in prompt:
+            return Reply(text=json.dumps(RETRIEVAL_ANSWER), delay_s=2.0)
+        if "GARBLED" in prompt:
+            return Reply(text='{"user_query": "q", "positive_document": ')
+        return Reply(text=json.dumps(RETRIEVAL_ANSWER))
+
+    with FaultServer([], choose=choose) as server:
+        settings = settings_for(kafka_settings, tmp_path, generator_model="openai/fault", llm_api_base=server.api_base, llm_attempts=2, llm_timeout_s=0.5)
+        words = ["RATE", "BROKEN", "SLOW", "GARBLED", "FINE"]
+        sent = {w: task(description=f"Retrieve {w} documents for tenants", num_examples=1) for w in words}
+        with Running(build(settings)) as running:
+            for t in sent.values():
+                send(kafka_settings, topics.TASKS, t.task_id, t)
+            raws = raw_reader.wait_for(lambda m: len(m) >= len(words))
+            stats = api_grpc.ExamplegenServiceStub(running.channel()).GetGenerationStats(api.GetGenerationStatsRequest())
+    by_task = {r.task_id: r for r in raws}
+    errors = {w: by_task[t.task_id].error.split(":", 1)[0] for w, t in sent.items()}
+    assert errors == {"RATE": "rate_limited", "BROKEN": "server_error", "SLOW": "timeout", "GARBLED": "invalid_json", "FINE": ""}
+    assert all(by_task[sent[w].task_id].usage.calls == 2 for w in ("RATE", "BROKEN", "SLOW", "GARBLED"))
+    assert json.loads(by_task[sent["FINE"].task_id].raw_output) == RETRIEVAL_ANSWER
+    assert (stats.succeeded, stats.failed) == (1, 4)
+    assert dict(stats.failures_by_reason) == {"rate_limited": 1, "server_error": 1, "timeout": 1, "invalid_json": 1}
+
+
+def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settings, tmp_path, raw_reader):
+    register_recorded()
+    corpus = tmp_path / "beir"
+    corpus.mkdir()
+    docs = [{"_id": f"d{i}", "title": f"Doc {i}", "text": f"Paragraph about topic {i}. " * 5} for i in range(3)]
+    (corpus / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    job = pb.Job(job_id="job-corpus-" + uuid.uuid4().hex[:6], spec=pb.JobSpec(domain="coastal engineering", corpus_path=str(corpus), corpus_queries=4, seed=1))
+    chunk_reader = TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
+    with Running(build(settings_for(kafka_settings, tmp_path / "state"))):
+        send(kafka_settings, topics.JOBS, job.job_id, job)
+        chunks = chunk_reader.wait_for(lambda m: len(m) >= 3)
+        raws = raw_reader.wait_for(lambda m: len(m) >= 4)
+    chunk_reader.close()
+    assert sorted(c.num_queries for c in chunks) == [1, 1, 2]
+    assert all(c.task_description == "Given a question about coastal engineering, retrieve passages from the documents that answer it" for c in chunks)
+    texts = {c.chunk_id: c.text for c in chunks}
+    for raw in raws:
+        assert (raw.category, raw.template_id, raw.job_id) == (pb.CATEGORY_CORPUS_GROUNDED, "corpus_query", job.job_id)
+        assert raw.chunk_text == texts[raw.chunk_id]
+        assert raw.attributes["doc_id"] in {"d0", "d1", "d2"}
+        assert "query" in json.loads(raw.raw_output)
+
+
+def test_a_redelivered_task_does_not_regenerate_published_examples(kafka_settings, tmp_path, raw_reader):
+    provider = register_recorded()
+    sent = task(num_examples=2)
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        send(kafka_settings, topics.TASKS, sent.task_id, sent)
+        raw_reader.wait_for(lambda m: len(m) >= 2)
+    calls = len(provider.prompts)
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        send(kafka_settings, topics.TASKS, sent.task_id, sent)
+        follow_up = task(num_examples=1)
+        send(kafka_settings, topics.TASKS, follow_up.task_id, follow_up)
+        raws = raw_reader.wait_for(lambda m: any(r.task_id == follow_up.task_id for r in m))
+    assert len(provider.prompts) == calls + 1
+    assert [r.task_id for r in raws].count(sent.task_id) == 2
+
+
+def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_settings, tmp_path):
+    register_recorded()
+    bad = task(category=pb.CATEGORY_CORPUS_GROUNDED)
+    dead = TopicReader(kafka_settings, topics.DEAD_LETTER)
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        send(kafka_settings, topics.TASKS, bad.task_id, bad)
+        letters = dead.wait_for(lambda m: len(m) >= 1)
+    dead.close()
+    assert letters[0].reason == "handler_error"
+    assert "corpus-grounded" in letters[0].detail
+
+
+def test_a_task_flows_to_raw_examples_with_the_local_smollm2_provider(kafka_settings, tmp_path, raw_reader):
+    sent = task(category=pb.CATEGORY_SHORT_MATCHING, description="Match a medical term with its plain-language definition", num_examples=2, generator_model="local/smollm2", languages=[pb.LanguageWeight(language="en")])
+    with Running(build(settings_for(kafka_settings, tmp_path, max_tokens=48, llm_attempts=2))):
+        send(kafka_settings, topics.TASKS, sent.task_id, sent)
+        raws = raw_reader.wait_for(lambda m: len(m) >= 2, timeout_s=240)
+    for raw in raws:
+        assert raw.usage.model == "local/smollm2"
+        assert raw.template_id == "short_matching"
+        if not raw.error:
+            assert set(json.loads(raw.raw_output)) == {"input", "positive_document"}
+            assert 0 < raw.usage.completion_tokens <= 48
+        else:
+            assert raw.error.startswith("invalid_json")
