@@ -25,6 +25,7 @@ from services.curator.validation import Validator
 from services.curator.views import OutcomeView, scan
 
 EXPORT_BLOCK_BYTES = 1 << 20
+VALIDATE_GROUP = "curator"
 
 
 class CuratorServicer(api_grpc.CuratorServiceServicer):
@@ -111,12 +112,13 @@ def build(settings: CuratorSettings) -> ServiceParts:
     reader = DedupLogReader(settings.kafka, index)
     dedup = DedupStage(index, reader)
     view = OutcomeView(settings.kafka).start()
+    group = settings.kafka.topic_prefix + VALIDATE_GROUP  # isolated like the topics
     servicer = CuratorServicer(settings, view, producer)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_CuratorServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["CuratorService"].full_name)],
         consumers=[
-            ConsumerLoop(settings.kafka, "curator", [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
-            ConsumerLoop(settings.kafka, "curator-dedup", [Subscription(CANDIDATES, dedup.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, group, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, f"{group}-dedup", [Subscription(CANDIDATES, dedup.handle, batch=True)], producer),
         ],
         producer=producer,
         on_shutdown=[view.stop, reader.close],

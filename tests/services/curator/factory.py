@@ -5,24 +5,27 @@ import random
 
 from embedforge.v1 import messages_pb2 as pb
 
-WORDS = (
+TOPIC_A = (
     "the patient should take the tablet with water after breakfast and report any side effects to the nurse "
     "a doctor may adjust the dose when the kidney function changes or when other medicines interact with it "
     "blood pressure readings are recorded twice a day and compared with the values from the previous week "
-    "children under twelve need a lower dose and a parent must supervise every treatment at home "
-    "the clinic opens early on monday and closes late on thursday so that working families can attend "
-    "vaccines are stored in a cold room and each batch is checked before it is given to anyone "
-    "insurance covers most of the cost but some tests require a written request from the family doctor "
-    "exercise sleep and a balanced diet help recovery after surgery more than most people expect"
+    "children under twelve need a lower dose and a parent must supervise every treatment at home"
 ).split()
+TOPIC_B = (
+    "the football team trained on the wet pitch before the cup final and the coach changed the tactics at half time "
+    "fresh bread pasta and tomato sauce were served at the festival while a band played old songs in the square "
+    "the railway company bought new trains for the mountain line and tickets became cheaper for students "
+    "painters and sculptors showed their work in the gallery and the museum opened a new wing for modern art"
+).split()
+WORDS = TOPIC_A + TOPIC_B
 TASK = "Retrieve patient information leaflets that answer a caregiver's question"
 
 
-def text(rng: random.Random, words: int) -> str:
-    """English-looking prose of about ``words`` words, as sentences."""
+def text(rng: random.Random, words: int, vocabulary: list[str] = WORDS) -> str:
+    """English-looking prose of ``words`` words, as sentences."""
     out, sentence = [], []
     for _ in range(words):
-        sentence.append(rng.choice(WORDS))
+        sentence.append(rng.choice(vocabulary))
         if len(sentence) >= rng.randint(8, 16):
             out.append(" ".join(sentence).capitalize() + ".")
             sentence = []
@@ -39,12 +42,12 @@ def raw(example_id: str, template_id: str, answer, job_id: str = "job-1", **fiel
 
 
 def retrieval_answer(seed: int, doc_words: int = 100) -> dict:
+    """A query made of its positive's words (so a reference model ranks the positive first)."""
     rng = random.Random(seed)
-    return {
-        "user_query": f"{text(rng, 8).rstrip('.')} {seed}?",
-        "positive_document": text(rng, doc_words),
-        "hard_negative_document": text(rng, doc_words),
-    }
+    positive = text(rng, doc_words, TOPIC_A)
+    content_words = [w for w in positive.lower().replace(".", "").split() if len(w) >= 5]
+    w = rng.sample(content_words, 5)
+    return {"user_query": f"what about {w[0]} {w[1]} and {w[2]} {w[3]} {w[4]} {seed}?", "positive_document": positive, "hard_negative_document": text(rng, doc_words, TOPIC_B)}
 
 
 RETRIEVAL_ATTRIBUTES = {"language": "en", "query_length": "5 to 15 words", "num_words": "100", "query_type": "common"}
