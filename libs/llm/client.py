@@ -128,6 +128,8 @@ def response_format_for(model: str, json_schema: dict) -> dict | None:
     (the prompt still asks for JSON and the answer is validated either way)."""
     provider = provider_of(model)
     supported = provider in SCHEMA_PROVIDERS
+    if not supported and any(p.get("provider") == provider for p in litellm.custom_provider_map):
+        return None  # another custom handler: nothing known about its structured output
     if not supported:
         try:
             supported = litellm.supports_response_schema(model=model)

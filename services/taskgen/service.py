@@ -1,7 +1,21 @@
-"""Job intake: SubmitJob publishes to forge.jobs; the jobs consumer registers each job."""
+"""Job intake and task brainstorming.
 
+SubmitJob validates a job and publishes it to forge.jobs; the jobs consumer registers it
+and hands it to the runner, which brainstorms tasks per category until each category's
+target count of distinct tasks is met and publishes them to forge.tasks (key: task_id).
+Job state lives in ``state_dir``, so after a restart unfinished jobs resume and tasks
+already published are not brainstormed again. Downstream topics (raw, curated, rejected
+examples, models) update each job's progress for GetJob/WatchJob.
+"""
+
+import hashlib
+import logging
+import queue
 import threading
 import uuid
+from pathlib import Path
+
+from opentelemetry import trace
 
 from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2 as api
@@ -9,90 +23,259 @@ from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 from libs import topics
 from libs.grpc import GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
+from libs.llm import UsageAccumulator
 from libs.service import ServiceParts
+from services.taskgen.brainstorm import BRAINSTORM_TEMPLATE, FIXED_TASKS, Brainstormer, normalize_task, task_id
+from services.taskgen.jobs import TERMINAL, JobStore
 from services.taskgen.settings import TaskgenSettings
 
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("embedforge.taskgen")
 WATCH_POLL_S = 0.5
 
 
-class JobRegistry:
-    """Jobs this replica has seen, with their status; changes wake watchers."""
+def validate_spec(spec: pb.JobSpec) -> None:
+    """Raise InvalidArgument with the offending field."""
+    if not spec.domain.strip():
+        raise InvalidArgument("spec.domain must describe the domain")
+    for i, target in enumerate(spec.categories):
+        if target.category not in BRAINSTORM_TEMPLATE and target.category not in FIXED_TASKS:
+            raise InvalidArgument(
+                f"spec.categories[{i}].category {pb.Category.Name(target.category) if target.category in pb.Category.values() else target.category} "
+                "cannot be brainstormed (corpus-grounded queries come from corpus_path and corpus_queries)"
+            )
+        if target.num_tasks < 1 or target.examples_per_task < 1:
+            raise InvalidArgument(f"spec.categories[{i}] needs num_tasks >= 1 and examples_per_task >= 1")
+    for i, language in enumerate(spec.languages):
+        if not language.language.strip() or language.weight < 0:
+            raise InvalidArgument(f"spec.languages[{i}] needs a language code and a weight >= 0")
+    if spec.corpus_queries < 0:
+        raise InvalidArgument("spec.corpus_queries must be >= 0")
+    if not spec.categories and not (spec.corpus_path and spec.corpus_queries > 0):
+        raise InvalidArgument("nothing to generate: give spec.categories, or spec.corpus_path with spec.corpus_queries")
 
-    def __init__(self):
-        self._jobs: dict[str, api.JobStatus] = {}
-        self._changed = threading.Condition()
 
-    def upsert(self, job: pb.Job) -> api.JobStatus:
-        with self._changed:
-            status = self._jobs.get(job.job_id)
-            if status is None:
-                status = api.JobStatus(job_id=job.job_id, spec=job.spec, state=api.JOB_STATE_QUEUED, created_at=job.created_at)
-                status.updated_at.GetCurrentTime()
-                self._jobs[job.job_id] = status
-                self._changed.notify_all()
-            return status
+class TaskgenRunner:
+    """Brainstorms one job at a time on its own thread; resumes unfinished jobs at start."""
 
-    def get(self, job_id: str) -> api.JobStatus:
-        with self._changed:
-            if job_id not in self._jobs:
-                raise NotFound(f"job {job_id!r} not found")
-            status = api.JobStatus()
-            status.CopyFrom(self._jobs[job_id])
-            return status
+    def __init__(self, store: JobStore, producer: ProtoProducer, brainstormer: Brainstormer, settings: TaskgenSettings):
+        self.store = store
+        self.producer = producer
+        self.brainstormer = brainstormer
+        self.settings = settings
+        self.stop = threading.Event()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._scheduled: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="taskgen-runner", daemon=True)
 
-    def list(self, limit: int) -> list[api.JobStatus]:
-        with self._changed:
-            jobs = sorted(self._jobs.values(), key=lambda j: j.created_at.ToNanoseconds(), reverse=True)
-            return jobs[: limit or None]
+    def start(self) -> None:
+        for job_id in self.store.unfinished():
+            log.info("resuming job", extra={"job_id": job_id})
+            self.schedule(job_id)
+        self._thread.start()
 
-    def wait_for_change(self, timeout_s: float) -> None:
-        with self._changed:
-            self._changed.wait(timeout_s)
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=5)
+
+    def schedule(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._scheduled:
+                return
+            self._scheduled.add(job_id)
+        self._queue.put(job_id)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                job_id = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.process(job_id)
+            except Exception as exc:  # noqa: BLE001 - a broken job must not stop the others
+                log.exception("job failed", extra={"job_id": job_id})
+                self.store.update(job_id, state=api.JOB_STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    def publish(self, job: pb.Job, category: int, description: str, tid: str, template_id: str = "", template_version: str = "") -> None:
+        target = next(c for c in job.spec.categories if c.category == category)
+        task = pb.Task(
+            task_id=tid,
+            job_id=job.job_id,
+            category=category,
+            description=description,
+            num_examples=target.examples_per_task,
+            generator_model=job.spec.generator_model,
+            languages=job.spec.languages,
+            seed=job.spec.seed,
+            brainstorm_model=(job.spec.brainstorm_model or self.settings.brainstorm_model) if template_id else "",
+            template_id=template_id,
+            template_version=template_version,
+        )
+        self.producer.send_and_wait(topics.TASKS, task.task_id, task)
+        self.store.add_task(task)
+
+    def process(self, job_id: str) -> None:
+        record = self.store.record(job_id)
+        job = record.job
+        self.store.update(job_id, state=api.JOB_STATE_BRAINSTORMING)
+        accumulator = UsageAccumulator()
+        shortfalls = []
+        with tracer.start_as_current_span("taskgen.job", attributes={"job_id": job_id}):
+            for target in job.spec.categories:
+                if target.category in FIXED_TASKS:
+                    self._publish_fixed(job, target, record.tasks)
+                else:
+                    published = self._brainstorm_category(job, target, accumulator)
+                    if published is None:
+                        return  # stopping: the job resumes after the restart
+                    if published < target.num_tasks:
+                        shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks")
+        for usage in accumulator.totals().values():
+            self.store.add_usage(job_id, pb.LlmUsage(model=usage.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, latency_s=usage.latency_s, calls=usage.calls))
+        error = "; ".join(shortfalls)
+        if record.tasks or job.spec.corpus_queries > 0:
+            self.store.update(job_id, state=api.JOB_STATE_GENERATING, error=error)
+        else:
+            self.store.update(job_id, state=api.JOB_STATE_FAILED, error=error or "no task could be brainstormed")
+        log.info("job brainstormed", extra={"job_id": job_id, "tasks": len(record.tasks), "shortfalls": error})
+
+    def _publish_fixed(self, job: pb.Job, target: pb.CategoryTarget, existing: dict) -> None:
+        description = FIXED_TASKS[target.category]
+        for index in range(target.num_tasks):
+            tid = hashlib.sha256(f"{job.job_id}|{target.category}|fixed|{index}".encode()).hexdigest()[:24]
+            if tid not in existing:
+                self.publish(job, target.category, description, tid)
+
+    def _brainstorm_category(self, job: pb.Job, target: pb.CategoryTarget, accumulator: UsageAccumulator) -> int | None:
+        """Brainstorm until ``num_tasks`` distinct tasks are published; None when stopping."""
+        record = self.store.record(job.job_id)
+        have = record.tasks_in(target.category)
+        seen = {normalize_task(t) for t in have}
+        template = self.brainstormer.template(target.category)
+        rounds = 0
+        while len(have) < target.num_tasks and rounds < self.settings.max_rounds_per_category:
+            if self.stop.is_set():
+                return None
+            rounds += 1
+            count = min(self.settings.brainstorm_batch, max(target.num_tasks - len(have), 5))
+            ideas = self.brainstormer.brainstorm(job.spec.domain, target.category, count, job.spec.brainstorm_model, accumulator)
+            if self.stop.is_set():
+                return None
+            for idea in ideas:
+                key = normalize_task(idea)
+                if key in seen:
+                    continue
+                seen.add(key)
+                self.publish(job, target.category, idea, task_id(job.job_id, target.category, idea), template.id, template.version)
+                have.append(idea)
+                if len(have) >= target.num_tasks:
+                    break
+            log.info("brainstorm round", extra={"job_id": job.job_id, "category": pb.Category.Name(target.category), "round": rounds, "ideas": len(ideas), "tasks": len(have)})
+        return len(have)
 
 
 class TaskgenServicer(api_grpc.TaskgenServiceServicer):
-    def __init__(self, registry: JobRegistry, producer: ProtoProducer):
-        self.registry = registry
+    def __init__(self, store: JobStore, producer: ProtoProducer):
+        self.store = store
         self.producer = producer
 
     def SubmitJob(self, request: api.SubmitJobRequest, context) -> api.SubmitJobResponse:
-        if not request.spec.domain.strip():
-            raise InvalidArgument("spec.domain must describe the domain")
-        job = pb.Job(job_id=request.job_id or uuid.uuid4().hex, spec=request.spec)
+        validate_spec(request.spec)
+        job_id = request.job_id or uuid.uuid4().hex
+        try:
+            return api.SubmitJobResponse(job=self.store.get(job_id))
+        except NotFound:
+            pass  # a new job
+        job = pb.Job(job_id=job_id, spec=request.spec)
         job.created_at.GetCurrentTime()
         self.producer.send_and_wait(topics.JOBS, job.job_id, job)
-        return api.SubmitJobResponse(job=self.registry.upsert(job))
+        status, _ = self.store.add(job)
+        return api.SubmitJobResponse(job=status)
 
     def GetJob(self, request: api.GetJobRequest, context) -> api.GetJobResponse:
-        return api.GetJobResponse(job=self.registry.get(request.job_id))
+        return api.GetJobResponse(job=self.store.get(request.job_id))
 
     def ListJobs(self, request: api.ListJobsRequest, context) -> api.ListJobsResponse:
-        return api.ListJobsResponse(jobs=self.registry.list(request.limit))
+        return api.ListJobsResponse(jobs=self.store.list_jobs(request.limit))
 
     def WatchJob(self, request: api.WatchJobRequest, context):
         last = None
         while context.is_active():
-            status = self.registry.get(request.job_id)
-            if status != last:
+            status = self.store.get(request.job_id)
+            comparable = api.JobStatus()
+            comparable.CopyFrom(status)
+            comparable.ClearField("updated_at")
+            if comparable != last:
                 yield api.WatchJobResponse(job=status)
-                last = status
-            if status.state in (api.JOB_STATE_SUCCEEDED, api.JOB_STATE_FAILED):
+                last = comparable
+            if status.state in TERMINAL:
                 return
-            self.registry.wait_for_change(WATCH_POLL_S)
+            self.store.wait_for_change(WATCH_POLL_S)
+
+
+class ProgressCounter:
+    """Downstream topics -> job progress (generated, failed, accepted, rejected, model)."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+
+    def raw_examples(self, records: list[Received]) -> list[Outgoing]:
+        jobs = set()
+        for record in records:
+            raw: pb.RawExample = record.message
+            failed = bool(raw.error)
+            if self.store.count(raw.job_id, examples_generated=0 if failed else 1, examples_failed=1 if failed else 0):
+                self.store.add_usage(raw.job_id, raw.usage)
+                jobs.add(raw.job_id)
+        self.store.flush(jobs)
+        return []
+
+    def curated(self, records: list[Received]) -> list[Outgoing]:
+        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, examples_accepted=1)}
+        self.store.flush(jobs)
+        return []
+
+    def rejected(self, records: list[Received]) -> list[Outgoing]:
+        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, examples_rejected=1)}
+        self.store.flush(jobs)
+        return []
+
+    def model_ready(self, record: Received) -> list[Outgoing]:
+        model: pb.ModelReady = record.message
+        self.store.update(model.job_id, model_id=model.model_id, state=api.JOB_STATE_SUCCEEDED)
+        return []
 
 
 def build(settings: TaskgenSettings) -> ServiceParts:
-    registry = JobRegistry()
+    store = JobStore(Path(settings.state_dir))
     producer = ProtoProducer(settings.kafka, client_id="taskgen")
+    brainstormer = Brainstormer(settings.brainstorm_model, settings.brainstorm_max_tokens, settings.brainstorm_temperature, settings.llm_timeout_s, settings.llm_attempts, settings.llm_api_base)
+    runner = TaskgenRunner(store, producer, brainstormer, settings)
 
     def register_job(record: Received) -> list[Outgoing]:
-        registry.upsert(record.message)
+        job: pb.Job = record.message
+        validate_spec(job.spec)
+        store.add(job)
+        if job.job_id in store.unfinished():
+            runner.schedule(job.job_id)
         return []
 
-    consumer = ConsumerLoop(settings.kafka, "taskgen", [Subscription(topics.JOBS, per_message(register_job))], producer)
-    servicer = TaskgenServicer(registry, producer)
+    progress = ProgressCounter(store)
+    subscriptions = [
+        Subscription(topics.JOBS, per_message(register_job)),
+        Subscription(topics.EXAMPLES_RAW, progress.raw_examples, batch=True),
+        Subscription(topics.EXAMPLES_CURATED, progress.curated, batch=True),
+        Subscription(topics.EXAMPLES_REJECTED, progress.rejected, batch=True),
+        Subscription(topics.MODELS, per_message(progress.model_ready)),
+    ]
+    consumer = ConsumerLoop(settings.kafka, "taskgen", subscriptions, producer)
+    runner.start()
+    servicer = TaskgenServicer(store, producer)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TaskgenService"].full_name)],
         consumers=[consumer],
         producer=producer,
+        on_shutdown=[runner.close],
     )

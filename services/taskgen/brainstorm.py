@@ -1,0 +1,82 @@
+"""Task brainstorming (E5-mistral step 1): ask the LLM for a list of task descriptions per
+category, conditioned on the job's domain; parse robustly; dedup; give stable task ids."""
+
+import hashlib
+import re
+from pathlib import Path
+
+from embedforge.v1 import messages_pb2 as pb
+from libs.llm import LlmError, UsageAccumulator, complete
+from libs.llm.parsing import parse_string_list
+from libs.llm.templates import PromptTemplate, load_templates
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+BRAINSTORM_TEMPLATE = {
+    pb.CATEGORY_RETRIEVAL: "brainstorm_retrieval",
+    pb.CATEGORY_SHORT_MATCHING: "brainstorm_short_matching",
+    pb.CATEGORY_LONG_MATCHING: "brainstorm_long_matching",
+    pb.CATEGORY_CLASSIFICATION: "brainstorm_classification",
+}
+# STS and bitext need no brainstorm: the paper uses one fixed instruction for each.
+FIXED_TASKS = {
+    pb.CATEGORY_STS: "Retrieve semantically similar text.",
+    pb.CATEGORY_BITEXT: "Retrieve parallel sentences.",
+}
+MIN_TASK_CHARS = 12
+MAX_TASK_CHARS = 400
+
+
+def normalize_task(text: str) -> str:
+    """Dedup key: case-folded words without punctuation."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def clean_task(text: str) -> str | None:
+    """A usable task sentence, or None (too short/long, or not a sentence)."""
+    text = re.sub(r"\s+", " ", text).strip().strip("\"'").strip()
+    text = re.sub(r"^(?:task\s*\d*\s*[:.-]\s*)", "", text, flags=re.IGNORECASE)
+    if not (MIN_TASK_CHARS <= len(text) <= MAX_TASK_CHARS) or len(normalize_task(text).split()) < 3:
+        return None
+    return text
+
+
+def task_id(job_id: str, category: int, description: str) -> str:
+    """Stable id of a task: the same job, category and text always give the same id."""
+    return hashlib.sha256(f"{job_id}|{category}|{normalize_task(description)}".encode()).hexdigest()[:24]
+
+
+class Brainstormer:
+    def __init__(self, model: str, max_tokens: int, temperature: float, timeout_s: float, attempts: int, api_base: str = "", templates_dir: Path = TEMPLATES_DIR):
+        self.model = model
+        self.api_base = api_base
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.templates = load_templates(templates_dir)
+
+    def template(self, category: int) -> PromptTemplate:
+        return self.templates[BRAINSTORM_TEMPLATE[category]]
+
+    def brainstorm(self, domain: str, category: int, count: int, model: str = "", accumulator: UsageAccumulator | None = None) -> list[str]:
+        """One brainstorm call: cleaned task sentences (may be fewer or more than ``count``;
+        empty when the call failed for good)."""
+        template = self.template(category)
+        messages = template.render(domain=domain, count=count)
+        model = model or self.model
+        try:
+            answer = complete(
+                model,
+                messages,
+                json_schema=template.json_schema,
+                max_tokens=min(template.max_tokens, self.max_tokens),
+                temperature=self.temperature,
+                timeout_s=self.timeout_s,
+                attempts=self.attempts,
+                accumulator=accumulator,
+                validate=False,  # a truncated list still holds usable tasks
+                **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
+            )
+        except LlmError:
+            return []
+        return [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]

@@ -1,0 +1,44 @@
+"""Brainstorm parsing, cleaning and dedup (services.taskgen.brainstorm). The LLM is a
+recorded-response provider registered in litellm (recorded.py)."""
+
+from embedforge.v1 import messages_pb2 as pb
+from services.taskgen.brainstorm import Brainstormer, clean_task, normalize_task, task_id
+from tests.services.taskgen.recorded import register_script
+
+
+def brainstormer() -> Brainstormer:
+    return Brainstormer("scripted/brainstorm", max_tokens=256, temperature=1.0, timeout_s=10, attempts=1)
+
+
+def test_messy_answer_gives_clean_task_sentences():
+    register_script(['Here are tasks:\n```python\n["Retrieve rulings on lease disputes.", "  Task 2: Find statutes on eviction notices ", "ok", "Retrieve rulings on lease disputes"]\n```'])
+    tasks = brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 4)
+    assert tasks == ["Retrieve rulings on lease disputes.", "Find statutes on eviction notices", "Retrieve rulings on lease disputes"]
+
+
+def test_prompt_is_conditioned_on_the_domain_and_count():
+    provider = register_script(['["Classify tenant complaints by urgency"]'])
+    brainstormer().brainstorm("tenancy law", pb.CATEGORY_CLASSIFICATION, 7)
+    assert "tenancy law" in provider.prompts[0] and "about 7 elements" in provider.prompts[0]
+
+
+def test_a_failed_call_gives_no_tasks():
+    register_script(["I'm sorry, I cannot do that."])
+    assert brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 3) == []
+
+
+def test_dedup_key_ignores_case_punctuation_and_spacing():
+    assert normalize_task("Retrieve  rulings, on LEASE disputes.") == normalize_task("retrieve rulings on lease disputes")
+
+
+def test_too_short_items_are_dropped():
+    assert clean_task("ok") is None
+    assert clean_task("Find it") is None
+    assert clean_task('"Match symptoms with likely diagnoses"') == "Match symptoms with likely diagnoses"
+
+
+def test_task_ids_are_stable_and_depend_on_job_category_and_text():
+    first = task_id("job", pb.CATEGORY_RETRIEVAL, "Retrieve rulings.")
+    assert first == task_id("job", pb.CATEGORY_RETRIEVAL, "retrieve rulings")
+    assert first != task_id("job", pb.CATEGORY_CLASSIFICATION, "Retrieve rulings.")
+    assert first != task_id("other", pb.CATEGORY_RETRIEVAL, "Retrieve rulings.")
