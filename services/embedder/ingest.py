@@ -24,7 +24,7 @@ from libs import corpus, topics
 from libs.kafka import ProtoProducer
 from services.embedder.engine import EmbeddingModel
 from services.embedder.indexing import Indexer, IndexStats
-from services.embedder.service import startup_spec
+from services.embedder.service import contextualizer, startup_spec
 from services.embedder.settings import EmbedderSettings
 from services.embedder.sparse import Bm25
 from services.embedder.vectorstore import VectorStore, connect
@@ -70,6 +70,7 @@ def direct_indexer(settings: EmbedderSettings, store: VectorStore) -> Indexer:
         chunk_tokens=settings.chunk_tokens,
         overlap_tokens=settings.chunk_overlap,
         upsert_batch=settings.upsert_batch,
+        contextualize=contextualizer(settings),
     )
 
 

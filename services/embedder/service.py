@@ -28,6 +28,7 @@ from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscrip
 from libs.modeling.pooling import format_query
 from libs.service import ServiceParts
 from services.embedder.batching import DynamicBatcher
+from services.embedder.contextual import Contextualizer
 from services.embedder.engine import EmbeddingModel, ModelSpec, slug, spec_from_folder
 from services.embedder.indexing import Indexer
 from services.embedder.settings import EmbedderSettings
@@ -62,6 +63,10 @@ def startup_spec(settings: EmbedderSettings, state_file: Path) -> ModelSpec:
     )
 
 
+def contextualizer(settings: EmbedderSettings) -> Contextualizer | None:
+    return Contextualizer(settings.context_model, settings.context_max_tokens) if settings.context_model else None
+
+
 def finish_vectors(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
     """Matryoshka truncation to ``dimensions`` (0 keeps all), then unit length if asked."""
     if dimensions:
@@ -85,6 +90,7 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             chunk_tokens=settings.chunk_tokens,
             overlap_tokens=settings.chunk_overlap,
             upsert_batch=settings.upsert_batch,
+            contextualize=contextualizer(settings),
         )
         self.current = model
         self.loaded: dict[str, EmbeddingModel] = {slug(model.spec.model_id): model}

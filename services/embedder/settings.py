@@ -34,4 +34,6 @@ class EmbedderSettings(ServiceSettings):
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     bm25_avg_length: float = Field(150.0, description="Average chunk length in BM25 terms (the avgdl of BM25).")
+    context_model: str = Field("", description="litellm model that writes a context per chunk (contextual retrieval), e.g. local/smollm2; empty = off.")
+    context_max_tokens: int = Field(80, description="Longest chunk context the LLM may write.")
     hybrid_candidates: int = Field(50, description="Candidates each retriever contributes to RRF fusion.")
