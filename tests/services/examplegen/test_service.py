@@ -1,7 +1,7 @@
 """examplegen against the real broker: its build() with real consumer loops, producer and
-loopback gRPC. LLMs: a recorded-response provider registered in litellm (recorded.py), a
-real OpenAI-compatible HTTP server injecting faults (tests/libs/llm/fault_server.py), and
-the local SmolLM2 provider."""
+loopback gRPC. LLMs: a recorded-response provider registered in litellm (recorded.py) and a
+real OpenAI-compatible HTTP server injecting faults (tests/libs/llm/fault_server.py); the
+local SmolLM2 provider runs in tests/services/taskgen/test_job_to_examples.py."""
 
 import json
 import uuid
@@ -138,18 +138,3 @@ def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_se
     dead.close()
     assert letters[0].reason == "handler_error"
     assert "corpus-grounded" in letters[0].detail
-
-
-def test_a_task_flows_to_raw_examples_with_the_local_smollm2_provider(kafka_settings, tmp_path, raw_reader):
-    sent = task(category=pb.CATEGORY_SHORT_MATCHING, description="Match a medical term with its plain-language definition", num_examples=2, generator_model="local/smollm2", languages=[pb.LanguageWeight(language="en")])
-    with Running(build(settings_for(kafka_settings, tmp_path, max_tokens=48, llm_attempts=2))):
-        send(kafka_settings, topics.TASKS, sent.task_id, sent)
-        raws = raw_reader.wait_for(lambda m: len(m) >= 2, timeout_s=240)
-    for raw in raws:
-        assert raw.usage.model == "local/smollm2"
-        assert raw.template_id == "short_matching"
-        if not raw.error:
-            assert set(json.loads(raw.raw_output)) == {"input", "positive_document"}
-            assert 0 < raw.usage.completion_tokens <= 48
-        else:
-            assert raw.error.startswith("invalid_json")
