@@ -52,7 +52,7 @@ def main() -> None:
     done = set()
     if OUTPUT.exists():
         done = {(r["corpus"], r["doc_id"]) for r in map(json.loads, OUTPUT.read_text().splitlines())}
-    writer = ExampleWriter(GenerationConfig(default_model=GENERATOR, concurrency=args.batch), GenerationStats())
+    writer = ExampleWriter(GenerationConfig(default_model=GENERATOR, concurrency=args.batch, timeout_s=3600.0, attempts=2), GenerationStats())
     validator = Validator(ValidationSettings())
     todo_by_corpus = {}
     for corpus, (language, task) in CORPORA.items():
@@ -68,7 +68,7 @@ def main() -> None:
     # Interleave the corpora in proportion to their size, so every prefix covers both.
     todo = sorted((item for items in todo_by_corpus.values() for item in items),
                   key=lambda item: todo_by_corpus[item[0]].index(item) / len(todo_by_corpus[item[0]]))
-    started = time.perf_counter()
+    started, failures = time.perf_counter(), 0
     with Progress() as progress, open(OUTPUT, "a", encoding="utf-8") as out:
         bar = progress.add_task("generating queries", total=len(todo))
         for start in range(0, len(todo), args.batch):
@@ -77,6 +77,9 @@ def main() -> None:
             writer.write([plan for _, _, plan in batch], lambda raw: raws.__setitem__(raw.example_id, raw))
             for corpus, doc_id, plan in batch:
                 raw = raws[plan.raw.example_id]
+                if raw.error:  # not cached: a later run retries it
+                    failures += 1
+                    continue
                 row = {"corpus": corpus, "doc_id": doc_id, "query": "", "instruction": raw.task_description, "accepted": False, "reason": ""}
                 try:
                     curated = validator.curate(raw)
@@ -87,7 +90,7 @@ def main() -> None:
             out.flush()
             progress.advance(bar, len(batch))
     writer.close()
-    print(json.dumps({"generated": len(todo), "seconds": round(time.perf_counter() - started, 1)}))
+    print(json.dumps({"planned": len(todo), "failed_not_cached": failures, "seconds": round(time.perf_counter() - started, 1)}))
 
 
 if __name__ == "__main__":
