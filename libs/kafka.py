@@ -15,7 +15,7 @@ from google.protobuf import message as protobuf_message
 from google.protobuf.message import Message
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Link, SpanKind
@@ -194,6 +194,7 @@ class ConsumerLoop:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
             max_poll_records=self.settings.max_poll_records,
+            max_poll_interval_ms=self.settings.max_poll_interval_ms,
             fetch_max_bytes=self.settings.max_message_bytes,
             max_partition_fetch_bytes=self.settings.max_message_bytes,
         )
@@ -213,7 +214,12 @@ class ConsumerLoop:
                 self.producer.flush()
                 for future in futures:
                     future.get(timeout=30)
-                consumer.commit()
+                try:
+                    consumer.commit()
+                except CommitFailedError as exc:
+                    # The group moved on (a batch outlived max_poll_interval_ms, or a rebalance):
+                    # the partitions' new owner reprocesses from the last commit; keys make it idempotent.
+                    log.warning("commit refused after a rebalance; batch will be redelivered", extra={"group": self.group_id, "detail": str(exc)[:300]})
                 batch_seconds.record(time.perf_counter() - started, {"group": self.group_id})
         finally:
             consumer.close(autocommit=False)

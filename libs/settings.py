@@ -20,6 +20,7 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(45000, description="Consumer group session timeout; local mode uses 6000.")
     heartbeat_interval_ms: int = Field(3000, description="Consumer heartbeat; local mode uses 1000.")
     max_poll_records: int = Field(100, description="Records per poll: the commit batch size.")
+    max_poll_interval_ms: int = Field(600000, description="Longest processing of one poll batch before the group reassigns its partitions.")
     max_message_bytes: int = Field(8 * 1024 * 1024, description="Largest produced/fetched message.")
     topic_prefix: str = Field("", description="Prepended to every topic name (test isolation, multi-tenant clusters).")
 

@@ -1,6 +1,7 @@
-"""`make run`: start the local pipeline (broker + five services), show it healthy, stop cleanly.
+"""`make run`: start the local pipeline (broker + five services), run a job end to end, and
+print its report; with --continuous keep everything up until Ctrl-C for more jobs.
 
-Usage: python -m libs.local run [--continuous] [--run-dir .run]
+Usage: python -m libs.local run [--job JOB.yaml] [--continuous] [--run-dir .run]
 """
 
 import argparse
@@ -10,41 +11,59 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markdown import Markdown
 from rich.table import Table
 
-from libs.local.runtime import SERVICES, LocalRuntime
+from libs.jobspec import load_job_spec
+from libs.local.pipeline import progress_bars, run_job
+from libs.local.report import write_report
+from libs.local.runtime import REPO_ROOT, SERVICES, LocalRuntime
 
 console = Console()
+DEMO_JOB = REPO_ROOT / "examples" / "demo" / "job.yaml"
+
+
+def start(runtime: LocalRuntime) -> None:
+    started = time.monotonic()
+    with progress_bars(console) as progress:
+        step = progress.add_task("broker + topics", total=1)
+        runtime.start_broker()
+        progress.update(step, completed=1)
+        step = progress.add_task("services healthy", total=len(SERVICES))
+        for name in SERVICES:
+            runtime.start_service(name)
+        for name in SERVICES:
+            runtime.wait_healthy(name)
+            progress.advance(step)
+    runtime.supervise()
+    table = Table(title=f"EmbedForge local runtime (up in {time.monotonic() - started:.1f}s)")
+    for column in ("service", "pid", "gRPC", "health", "log"):
+        table.add_column(column)
+    table.add_row("broker (tansu)", str(runtime.broker.process.pid), runtime.broker.bootstrap, "listening", str(runtime.run_dir / "logs" / "broker.log"))
+    for name, proc in runtime.processes.items():
+        table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
+    console.print(table)
 
 
 def run(args: argparse.Namespace) -> int:
+    spec = load_job_spec(args.job)
     runtime = LocalRuntime(Path(args.run_dir))
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    started = time.monotonic()
+    codes: dict[str, int] = {}
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
-            step = progress.add_task("broker + topics", total=1)
-            runtime.start_broker()
-            progress.update(step, completed=1)
-            step = progress.add_task("services healthy", total=len(SERVICES))
-            for name in SERVICES:
-                runtime.start_service(name)
-            for name in SERVICES:
-                runtime.wait_healthy(name)
-                progress.advance(step)
-        table = Table(title=f"EmbedForge local runtime (up in {time.monotonic() - started:.1f}s)")
-        for column in ("service", "pid", "gRPC", "health", "log"):
-            table.add_column(column)
-        table.add_row("broker (tansu)", str(runtime.broker.process.pid), runtime.broker.bootstrap, "listening", str(runtime.run_dir / "logs" / "broker.log"))
-        for name, proc in runtime.processes.items():
-            table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
-        console.print(table)
+        start(runtime)
+        console.print(f"Submitting job [bold]{spec.name or args.job}[/bold] ({args.job})")
+        with progress_bars(console) as progress:
+            report = run_job(runtime, spec, progress)
+        paths = write_report(report, Path(args.run_dir) / "reports" / report["job"]["job_id"])
+        console.print(Markdown(paths["markdown"].read_text()))
+        console.print(f"Report: {paths['markdown']}, {paths['json']}, {paths['loss_curve']}")
         if args.continuous:
-            console.print("Running until Ctrl-C.")
+            console.print(f"Services keep running; submit more jobs to taskgen at {runtime.processes['taskgen'].target}. Ctrl-C stops.")
             stop.wait()
+    except KeyboardInterrupt:
+        console.print("Interrupted; stopping.")
     finally:
         codes = runtime.stop()
         console.print("stopped: " + ", ".join(f"{name}={code}" for name, code in codes.items()))
@@ -54,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m libs.local")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="start the local pipeline")
-    run_parser.add_argument("--continuous", action="store_true", help="keep services running until Ctrl-C")
-    run_parser.add_argument("--job", help="job spec YAML to submit")
-    run_parser.add_argument("--run-dir", default=".run", help="logs and service state")
+    run_parser = sub.add_parser("run", help="run a job through the local pipeline")
+    run_parser.add_argument("--job", default=str(DEMO_JOB), help="job spec YAML (default: the demo job)")
+    run_parser.add_argument("--continuous", action="store_true", help="keep services running after the job until Ctrl-C")
+    run_parser.add_argument("--run-dir", default=".run", help="logs, service state and reports")
     args = parser.parse_args()
     raise SystemExit(run(args))
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,10 @@ class LocalRuntime:
         self.topic_prefix = topic_prefix
         self.broker: TansuBroker | None = None
         self.processes: dict[str, ServiceProcess] = {}
+        self.restarts: dict[str, int] = {}
+        self._owns_broker = False
+        self._lock = threading.Lock()
+        self._supervising = threading.Event()
 
     @property
     def kafka_settings(self) -> KafkaSettings:
@@ -71,6 +76,7 @@ class LocalRuntime:
 
     def start_broker(self, broker: TansuBroker | None = None) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._owns_broker = broker is None
         self.broker = broker or TansuBroker(log_path=self.run_dir / "logs" / "broker.log").start()
         ensure_topics(self.kafka_settings)
 
@@ -90,8 +96,8 @@ class LocalRuntime:
         env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
         return env
 
-    def start_service(self, name: str) -> ServiceProcess:
-        port = free_port()
+    def start_service(self, name: str, port: int | None = None) -> ServiceProcess:
+        port = port or free_port()
         log_path = self.run_dir / "logs" / f"{name}.log"
         (self.run_dir / "state" / name).mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
@@ -117,8 +123,28 @@ class LocalRuntime:
                 if time.monotonic() > deadline:
                     raise
 
+    def supervise(self, interval_s: float = 1.0) -> None:
+        """Restart any service process that exits on its own, on the same port (as Kubernetes
+        restarts a crashed container); runs in a background thread until :meth:`stop`."""
+
+        def watch() -> None:
+            while self._supervising.is_set():
+                time.sleep(interval_s)
+                with self._lock:
+                    if not self._supervising.is_set():
+                        return
+                    for name, service in list(self.processes.items()):
+                        if service.process.poll() is not None:
+                            log.warning("%s exited with %s; restarting", name, service.process.returncode)
+                            self.restarts[name] = self.restarts.get(name, 0) + 1
+                            self.start_service(name, port=service.port)
+
+        self._supervising.set()
+        threading.Thread(target=watch, name="supervisor", daemon=True).start()
+
     def stop_service(self, name: str, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
-        service = self.processes.pop(name)
+        with self._lock:
+            service = self.processes.pop(name)
         if service.process.poll() is None:
             service.process.send_signal(signum)
             try:
@@ -129,11 +155,14 @@ class LocalRuntime:
         return service.process.returncode
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every service (they drain), then the broker; returns exit codes."""
+        """SIGTERM every service (they drain), then the broker if this runtime started it; returns exit codes."""
+        self._supervising.clear()
+        with self._lock:  # wait out a supervisor pass in progress
+            pass
         for service in self.processes.values():
             if service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
         codes = {name: self.stop_service(name) for name in list(self.processes)}
-        if self.broker:
+        if self.broker and self._owns_broker:
             self.broker.stop()
         return codes

@@ -99,3 +99,32 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
     garbage = next(pb.DeadLetter.FromString(r.value) for r in letters if r.key == b"garbage")
     assert garbage.value == b"\xff\xff\xff\xff" and garbage.source_topic == tasks and garbage.consumer_group == "dlq-test"
     assert [pb.RawExample.FromString(r.value).example_id for r in outputs] == ["good"]
+
+
+def test_batch_outliving_the_poll_interval_is_redelivered_and_the_consumer_keeps_running(kafka_settings, caplog):
+    """The group reassigns partitions of a consumer whose batch takes longer than
+    max_poll_interval_ms; its commit is refused, and the record is processed again."""
+    settings = kafka_settings.model_copy(update={"max_poll_interval_ms": 3000})
+    producer = ProtoProducer(settings, client_id="test")
+    producer.send_and_wait(topics.TASKS, "slow", pb.Task(task_id="slow"))
+    calls = []
+
+    def handle(record: Received):
+        calls.append(record.offset)
+        if len(calls) == 1:
+            time.sleep(8)  # outlives the poll interval: the group moves on without us
+        yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id))
+
+    stop = threading.Event()
+    loop = ConsumerLoop(settings, "slow-test", [Subscription(topics.TASKS, per_message(handle))], producer)
+    thread = threading.Thread(target=loop.run, args=(stop,))
+    thread.start()
+    try:
+        outputs = consume_all(settings, topics.EXAMPLES_RAW, expected=2, timeout_s=60)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join()
+    assert len(calls) >= 2 and len(set(calls)) == 1
+    assert {r.key for r in outputs} == {b"slow"}
+    assert any("commit refused" in r.getMessage() for r in caplog.records)

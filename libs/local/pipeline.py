@@ -1,0 +1,144 @@
+"""Drive one job through the running services, as a user would: publish the job's
+documents, submit the job over gRPC, follow every stage with progress bars, start training
+once the curated set is complete, wait for the embedder to serve and index the new model,
+run a sample hybrid search, and collect the report."""
+
+import time
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import json_format
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from embedforge.v1 import curator_pb2, curator_pb2_grpc, embedder_pb2, embedder_pb2_grpc
+from embedforge.v1 import examplegen_pb2, examplegen_pb2_grpc, messages_pb2 as pb
+from embedforge.v1 import taskgen_pb2, taskgen_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from libs import topics
+from libs.corpus import read_documents
+from libs.grpc import traced_channel
+from libs.kafka import ProtoProducer
+from libs.local.runtime import LocalRuntime
+
+POLL_S = 1.0
+TERMINAL_RUN_STATES = (trainer_pb2.RUN_STATE_SUCCEEDED, trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_CANCELLED)
+
+
+class PipelineError(RuntimeError):
+    """A stage failed or stalled; the message says which and why."""
+
+
+@dataclass
+class Clients:
+    taskgen: taskgen_pb2_grpc.TaskgenServiceStub
+    examplegen: examplegen_pb2_grpc.ExamplegenServiceStub
+    curator: curator_pb2_grpc.CuratorServiceStub
+    trainer: trainer_pb2_grpc.TrainerServiceStub
+    embedder: embedder_pb2_grpc.EmbedderServiceStub
+
+    @classmethod
+    def connect(cls, runtime: LocalRuntime) -> "Clients":
+        def channel(name: str) -> grpc.Channel:
+            return traced_channel(runtime.processes[name].target)
+
+        return cls(
+            taskgen_pb2_grpc.TaskgenServiceStub(channel("taskgen")),
+            examplegen_pb2_grpc.ExamplegenServiceStub(channel("examplegen")),
+            curator_pb2_grpc.CuratorServiceStub(channel("curator")),
+            trainer_pb2_grpc.TrainerServiceStub(channel("trainer")),
+            embedder_pb2_grpc.EmbedderServiceStub(channel("embedder")),
+        )
+
+
+def publish_documents(runtime: LocalRuntime, spec: pb.JobSpec, job_id: str) -> int:
+    """The job's documents go to forge.documents for indexing, keyed by document id."""
+    producer = ProtoProducer(runtime.kafka_settings, client_id="make-run")
+    count = 0
+    for doc in read_documents(spec.corpus_path):
+        producer.send(topics.DOCUMENTS, doc.doc_id, pb.Document(doc_id=doc.doc_id, collection=spec.collection, title=doc.title, text=doc.text, metadata=doc.metadata, job_id=job_id))
+        count += 1
+    producer.flush()
+    producer.close()
+    return count
+
+
+def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_timeout_s: float = 600.0) -> dict:
+    clients = Clients.connect(runtime)
+    started = time.monotonic()
+    job = clients.taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec)).job
+    documents = publish_documents(runtime, spec, job.job_id) if spec.corpus_path else 0
+
+    bars = {
+        "tasks": progress.add_task("brainstorm: tasks", total=None),
+        "generated": progress.add_task("examplegen: examples", total=None),
+        "curated": progress.add_task("curator: accepted+rejected", total=None),
+    }
+    last_change, last_counts = time.monotonic(), None
+    while True:
+        status = clients.taskgen.GetJob(taskgen_pb2.GetJobRequest(job_id=job.job_id)).job
+        generation = clients.examplegen.GetGenerationStats(examplegen_pb2.GetGenerationStatsRequest(job_id=job.job_id))
+        dataset = clients.curator.GetDatasetStats(curator_pb2.GetDatasetStatsRequest(job_id=job.job_id))
+        generated = generation.succeeded + generation.failed
+        curated = dataset.accepted + dataset.rejected
+        progress.update(bars["tasks"], completed=status.tasks_published, total=status.tasks_target or None)
+        progress.update(bars["generated"], completed=generated, total=status.examples_target or None)
+        progress.update(bars["curated"], completed=curated, total=status.examples_target or None)
+        if status.state == taskgen_pb2.JOB_STATE_FAILED:
+            raise PipelineError(f"job failed in taskgen: {status.error}")
+        counts = (status.tasks_published, generated, curated)
+        if counts != last_counts:
+            last_change, last_counts = time.monotonic(), counts
+        elif time.monotonic() - last_change > stall_timeout_s:
+            raise PipelineError(f"no progress for {stall_timeout_s:.0f}s (tasks, generated, curated) = {counts}")
+        if status.examples_target and generated >= status.examples_target and curated >= generated:
+            break
+        time.sleep(POLL_S)
+    generation_s = time.monotonic() - started
+
+    run = clients.trainer.StartRun(
+        trainer_pb2.StartRunRequest(job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, corpus_path=spec.corpus_path, run_id=f"{job.job_id}-run")
+    ).run
+    training_bar = progress.add_task("trainer: steps", total=None)
+    for update in clients.trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):
+        run = update.run
+        progress.update(training_bar, completed=run.step, total=run.total_steps or None, description=f"trainer: {trainer_pb2.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}")
+    if run.state != trainer_pb2.RUN_STATE_SUCCEEDED:
+        raise PipelineError(f"training run {run.run_id} ended {trainer_pb2.RunState.Name(run.state)}: {run.error}")
+    training_s = time.monotonic() - started - generation_s
+
+    index_bar = progress.add_task("embedder: serving + indexing", total=documents or None)
+    deadline = time.monotonic() + stall_timeout_s
+    while True:
+        info = clients.embedder.GetModelInfo(embedder_pb2.GetModelInfoRequest())
+        progress.update(index_bar, completed=min(info.documents, documents))
+        if info.model_id == run.model_id and info.documents >= documents:
+            break
+        if time.monotonic() > deadline:
+            raise PipelineError(f"embedder did not serve model {run.model_id} with {documents} documents indexed (serving {info.model_id!r}, {info.documents} documents)")
+        time.sleep(POLL_S)
+
+    sample_query = spec.sample_query or (run.evals and "") or spec.domain
+    search = clients.embedder.Search(embedder_pb2.SearchRequest(query=sample_query, collection=spec.collection, top_k=3, mode=embedder_pb2.SEARCH_MODE_HYBRID))
+    final = clients.taskgen.GetJob(taskgen_pb2.GetJobRequest(job_id=job.job_id)).job
+    return {
+        "job": {"job_id": job.job_id, "name": spec.name, "domain": spec.domain, "generator_model": spec.generator_model, "documents": documents},
+        "timings": {"total_s": time.monotonic() - started, "generation_s": generation_s, "training_s": training_s},
+        "generation": json_format.MessageToDict(generation, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+        "curation": json_format.MessageToDict(dataset, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+        "usage": [json_format.MessageToDict(u, preserving_proto_field_name=True, always_print_fields_with_no_presence=True) for u in list(final.usage) + list(generation.usage)],
+        "training": {
+            "run_id": run.run_id,
+            "steps": run.step,
+            "train_examples": run.train_examples,
+            "dev_examples": run.dev_examples,
+            "loss_curve": [[p.step, p.loss] for p in run.loss_curve],
+            "dataset_manifest": run.dataset_manifest,
+        },
+        "evaluation": [{"dataset": e.dataset, "metric": e.metric, "base": e.base, "tuned": e.tuned} for e in run.evals],
+        "model": {"model_id": run.model_id, "path": run.model_path},
+        "index": {"collection": info.collection, "points": info.points, "documents": info.documents},
+        "sample_search": {"query": sample_query, "hits": [{"score": h.score, "doc_id": h.doc_id, "text": h.text} for h in search.hits]},
+    }
+
+
+def progress_bars(console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)
