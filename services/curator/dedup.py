@@ -3,8 +3,9 @@
 Exact: the content hash (normalized query + positive). Near: MinHash of word bigrams of
 query + positive, indexed in a datasketch MinHashLSH and confirmed by the estimated
 Jaccard. Signatures use datasketch's affine32 scheme and permutations but are computed
-for all shingles at once with numpy (crc32 shingle hashes), so a MinHash costs one
-(shingles x permutations) array operation instead of a Python loop per shingle.
+for all shingles at once with numpy (rolling hashes of the words), so a MinHash costs a
+few array operations instead of a Python loop per shingle; the LSH gets a light
+:class:`Signature` (the hash values) instead of a full datasketch MinHash object.
 """
 
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class MinHasher:
     BASE = np.uint64(0x100000001B3)
     BIGRAM = np.uint64(0x9E3779B97F4A7C15)
 
-    def __init__(self, num_perm: int = 64, max_bytes: int = 2048, seed: int = 1):
+    def __init__(self, num_perm: int = 64, max_bytes: int = 1024, seed: int = 1):
         self.num_perm = num_perm
         self.max_bytes = max_bytes
         self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
@@ -74,14 +75,31 @@ class MinHasher:
                 return words
             return words[:-1] * self.BIGRAM + words[1:]
 
-    def minhash(self, normalized: str) -> MinHash:
+    def minhash(self, normalized: str) -> "Signature":
         hashed = self.shingle_hashes(normalized)
         if hashed.size:
             folded = (hashed ^ (hashed >> np.uint64(32))).astype(np.uint32)
             values = (fmix32(folded)[:, None] * self.a + self.b).min(axis=0)
         else:
             values = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-        return MinHash(hashvalues=values, permutations=self.permutations, scheme=SCHEME)
+        return Signature(values)
+
+
+class Signature:
+    """MinHash values as MinHashLSH reads them (``hashvalues``, ``len``, ``scheme``)."""
+
+    __slots__ = ("hashvalues",)
+    scheme = SCHEME
+
+    def __init__(self, hashvalues: np.ndarray):
+        self.hashvalues = hashvalues
+
+    def __len__(self) -> int:
+        return len(self.hashvalues)
+
+    def jaccard(self, other: "Signature") -> float:
+        """Estimated Jaccard similarity: the share of equal hash values."""
+        return float(np.count_nonzero(self.hashvalues == other.hashvalues)) / len(self.hashvalues)
 
 
 @dataclass
@@ -101,13 +119,13 @@ class JobIndex:
     num_perm: int
     accepted: dict[str, str] = field(default_factory=dict)
     example_ids: dict[str, str] = field(default_factory=dict)
-    signatures: dict[str, MinHash] = field(default_factory=dict)
+    signatures: dict[str, Signature] = field(default_factory=dict)
     lsh: MinHashLSH = field(init=False)
 
     def __post_init__(self):
         self.lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
 
-    def check(self, content_hash: str, signature: MinHash) -> Verdict:
+    def check(self, content_hash: str, signature: Signature) -> Verdict:
         if content_hash in self.accepted:
             return Verdict("duplicate", content_hash, 1.0)
         best = Verdict()
@@ -117,7 +135,7 @@ class JobIndex:
                 best = Verdict("near_duplicate", other, similarity)
         return best
 
-    def add(self, content_hash: str, example_id: str, signature: MinHash) -> None:
+    def add(self, content_hash: str, example_id: str, signature: Signature) -> None:
         if content_hash in self.accepted:
             return
         self.accepted[content_hash] = example_id
@@ -129,7 +147,7 @@ class JobIndex:
 class DedupIndex:
     """Per-job indexes: the dedup scope is a job, whose curated set is one dataset."""
 
-    def __init__(self, threshold: float = 0.7, num_perm: int = 64, max_bytes: int = 2048):
+    def __init__(self, threshold: float = 0.7, num_perm: int = 64, max_bytes: int = 1024):
         self.hasher = MinHasher(num_perm, max_bytes)
         self.threshold = threshold
         self.jobs: dict[str, JobIndex] = {}
@@ -139,7 +157,7 @@ class DedupIndex:
             self.jobs[job_id] = JobIndex(self.threshold, self.hasher.num_perm)
         return self.jobs[job_id]
 
-    def signature(self, example: pb.CuratedExample) -> MinHash:
+    def signature(self, example: pb.CuratedExample) -> Signature:
         """MinHash of the normalized query and first positive."""
         return self.hasher.minhash(f"{normalize(example.query)} {normalize(example.positives[0])}")
 

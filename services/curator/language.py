@@ -88,10 +88,10 @@ class LanguageDetector:
         self.classes = arrays["classes"].tolist()
 
     def detect(self, text: str) -> str:
-        """The most likely ISO 639-1 code of the text's leading characters."""
+        """The most likely ISO 639-1 code of the text's first ``probe_chars`` UTF-8 bytes."""
         next_move, state, visited = self.next_move, 0, []
         visit = visited.append
-        for byte in text[: self.probe_chars].encode("utf-8", errors="ignore"):
+        for byte in text[: self.probe_chars].encode("utf-8", errors="ignore")[: self.probe_chars]:
             state = next_move[(state << 8) + byte]
             visit(state)
         if not visited:

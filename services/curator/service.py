@@ -112,13 +112,12 @@ def build(settings: CuratorSettings) -> ServiceParts:
     reader = DedupLogReader(settings.kafka, index)
     dedup = DedupStage(index, reader)
     view = OutcomeView(settings.kafka).start()
-    group = settings.kafka.topic_prefix + VALIDATE_GROUP  # isolated like the topics
     servicer = CuratorServicer(settings, view, producer)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_CuratorServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["CuratorService"].full_name)],
         consumers=[
-            ConsumerLoop(settings.kafka, group, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
-            ConsumerLoop(settings.kafka, f"{group}-dedup", [Subscription(CANDIDATES, dedup.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, VALIDATE_GROUP, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, f"{VALIDATE_GROUP}-dedup", [Subscription(CANDIDATES, dedup.handle, batch=True)], producer),
         ],
         producer=producer,
         on_shutdown=[view.stop, reader.close],

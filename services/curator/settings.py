@@ -18,7 +18,7 @@ class ValidationSettings(BaseModel):
     title_jaccard: float = Field(0.8, description="Token-set Jaccard of a corpus query vs the chunk title that makes it a copy.")
     check_language: bool = Field(True, description="Reject texts whose detected language differs from the requested one.")
     language_min_chars: int = Field(40, description="Texts shorter than this are not language-checked (too little signal).")
-    language_probe_chars: int = Field(200, description="Only this many leading characters are language-identified.")
+    language_probe_chars: int = Field(200, description="Only this many leading UTF-8 bytes of a text are language-identified.")
 
 
 class DedupSettings(BaseModel):
@@ -26,7 +26,7 @@ class DedupSettings(BaseModel):
 
     near_duplicate_threshold: float = Field(0.7, description="Estimated Jaccard of word-bigram sets at or above which an example is a near-duplicate.")
     num_perm: int = Field(64, description="MinHash permutations.")
-    max_bytes: int = Field(2048, description="Leading bytes of normalized query + positive that the MinHash sees.")
+    max_bytes: int = Field(1024, description="Leading bytes of normalized query + positive that the MinHash sees.")
     partitions: int = Field(6, description="Partitions of the internal candidates and dedup-log topics (both must match).")
 
 

@@ -13,7 +13,7 @@ from embedforge.v1 import messages_pb2 as pb
 from services.curator.language import LanguageDetector, language_code, same_language
 from services.curator.parsing import ParseError, parse_object
 from services.curator.settings import ValidationSettings
-from services.curator.text import content_hash, jaccard, normalize, strip_label, word_count
+from services.curator.text import content_hash, jaccard, normalize, normalize_instruction, strip_label, word_count
 
 IMPORTED = "imported"
 LEAKAGE = re.compile(
@@ -25,6 +25,11 @@ LEAKAGE = re.compile(
 # Literal fragments of every LEAKAGE match: cheap substring tests gate the slower regex.
 LEAKAGE_HINTS = ("as an", "language model", "here is", "here's", "i cannot", "i can't", "i am unable", "i'm sorry", "<|", "{", "your task", "your mission", "you have been")
 SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
+
+
+def bigrams(normalized: str) -> set:
+    words = normalized.split()
+    return set(zip(words, words[1:])) if len(words) > 1 else set(words)
 
 
 class Rejection(Exception):
@@ -147,7 +152,7 @@ class Validator:
         self._check_lengths(template, raw.attributes, query, positives, negatives)
         norm_query, norm_positive = normalize(query), normalize(positives[0])
         self._check_sameness(norm_query, norm_positive, negatives)
-        self._check_echo(norm_query, normalize(instruction))
+        self._check_echo(norm_query, normalize_instruction(instruction))
         if raw.template_id == "corpus_query":
             self._check_copy(norm_query, raw.chunk_text, raw.attributes)
         language = self._check_language(raw.template_id, raw.attributes, query, positives, negatives)
@@ -185,9 +190,13 @@ class Validator:
                     raise Rejection("too_long", f"{what} has {words:.0f} words; asked {attributes[attribute]!r} (max {high:.0f})")
 
     def _same(self, a: str, b: str) -> bool:
+        """Equal normalized texts, or word-bigram sets with Jaccard >= identical_jaccard."""
         if a == b:
             return True
-        return jaccard(set(a.split()), set(b.split())) >= self.settings.identical_jaccard
+        shorter, longer = sorted((len(a), len(b)))
+        if shorter < 0.7 * longer:  # far too different in length to share 90% of their bigrams
+            return False
+        return jaccard(bigrams(a), bigrams(b)) >= self.settings.identical_jaccard
 
     def _check_sameness(self, norm_query: str, norm_positive: str, negatives: list[str]) -> None:
         if self._same(norm_query, norm_positive):
@@ -233,7 +242,7 @@ class Validator:
             source = language_code(attributes.get("source_language", attributes.get("language", "")))
             target = language_code(attributes.get("target_language", ""))
             self._verify(source, [query])
-            self._verify(target, [*positives, *negatives])
+            self._verify(target, [positives[0]])
             return f"{source}-{target}" if source and target else source or target
         requested = language_code(attributes.get("language", ""))
         checked = [query] if template_id == "classification" else [query, positives[0]]

@@ -105,21 +105,26 @@ def run_workload(kafka, waves) -> tuple[set[str], Counter]:
 
 
 def test_two_replicas_accept_the_same_set_as_one(broker, tmp_path):
+    """One run after the other: consumer groups are named per service, not per topic prefix."""
     jobs = jobs_on_every_partition("replicas")
     waves = workload(jobs)
     single_kafka, split_kafka = isolated_kafka(broker), isolated_kafka(broker)
     single = curator_runtime(broker, single_kafka, tmp_path / "single")
+    start(single)
+    try:
+        single_accepted, single_outcomes = run_workload(single_kafka, waves)
+    finally:
+        single.stop_service("curator")
     replicas = [curator_runtime(broker, split_kafka, tmp_path / f"replica-{n}") for n in range(2)]
-    for runtime in (single, *replicas):
+    for runtime in replicas:
         runtime.start_service("curator")
-    for runtime in (single, *replicas):
+    for runtime in replicas:
         runtime.wait_healthy("curator", timeout_s=120)
     time.sleep(4)  # let both replicas join the group before the data arrives
     try:
-        single_accepted, single_outcomes = run_workload(single_kafka, waves)
         split_accepted, split_outcomes = run_workload(split_kafka, waves)
     finally:
-        for runtime in (single, *replicas):
+        for runtime in replicas:
             runtime.stop_service("curator")
     assert split_accepted == single_accepted
     assert split_outcomes == single_outcomes == Counter({"accepted": 45, "duplicate": 15, "near_duplicate": 9})
@@ -132,7 +137,7 @@ class Progress:
 
     def __init__(self, kafka):
         self.outputs = [TopicReader(kafka, CANDIDATES), TopicReader(kafka, topics.EXAMPLES_REJECTED)]
-        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.topic_prefix + VALIDATE_GROUP, enable_auto_commit=False)
+        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=VALIDATE_GROUP, enable_auto_commit=False)
         name = physical_name(kafka, topics.EXAMPLES_RAW)
         self.raw = [TopicPartition(name, p) for p in range(PARTITIONS)]
 
