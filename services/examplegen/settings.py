@@ -5,7 +5,7 @@ from libs.settings import KafkaSettings, ServiceSettings
 
 
 class ExamplegenKafkaSettings(KafkaSettings):
-    max_poll_records: int = Field(4, description="Tasks per poll: a poll's examples are generated together, so keep it small.")
+    max_poll_records: int = Field(4, description="Tasks per poll: a poll's examples are generated together (batched by the local provider).")
     max_poll_interval_ms: int = Field(1_800_000, description="A poll's generation may take many minutes on CPU.")
 
 
