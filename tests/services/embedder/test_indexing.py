@@ -2,6 +2,7 @@
 known-query search (dense and hybrid) on xquad-en, state across a restart, re-index on swap."""
 
 import json
+import threading
 
 import pytest
 
@@ -135,3 +136,29 @@ def test_a_model_event_with_the_wrong_dimensions_is_refused_and_the_old_model_ke
     with pytest.raises(ValueError, match="says 64 dimensions"):
         servicer.swap(pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=64))
     assert servicer.current.spec.model_id == "minilm"
+
+
+def test_searches_run_safely_while_documents_are_being_indexed(servicer):
+    """The embedded store has no locking of its own: searches from gRPC threads and upserts
+    from the consumer must not corrupt each other."""
+    index(servicer, [pb.Document(doc_id="seed", text="The first document.")])
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def search():
+        while not done.is_set():
+            try:
+                servicer.Search(api.SearchRequest(query="document", top_k=5), None)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=search) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for batch in range(5):
+        index(servicer, [pb.Document(doc_id=f"b{batch}-{i}", text=f"Document {i} of batch {batch}.") for i in range(40)])
+    done.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert count(servicer) == 201
