@@ -29,7 +29,6 @@ from services.embedder.settings import EmbedderSettings
 from services.embedder.sparse import Bm25
 from services.embedder.vectorstore import VectorStore, connect
 
-log = logging.getLogger(__name__)
 
 
 def read_documents(path: Path, collection: str = "") -> Iterator[pb.Document]:
