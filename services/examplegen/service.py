@@ -18,7 +18,8 @@ from libs import topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
-from services.examplegen.corpus import chunk_document, chunk_id, read_corpus
+from libs.corpus import read_documents
+from services.examplegen.corpus import chunk_document, chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
 
@@ -88,7 +89,7 @@ class Examplegen:
         spec = job.spec
         if not spec.corpus_path or spec.corpus_queries <= 0:
             return []
-        chunks = [c for document in read_corpus(spec.corpus_path) for c in chunk_document(document, self.settings.chunk_words)]
+        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, self.settings.chunk_words)]
         if not chunks:
             raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

@@ -138,3 +138,15 @@ def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_se
     dead.close()
     assert letters[0].reason == "handler_error"
     assert "corpus-grounded" in letters[0].detail
+
+
+def test_a_job_whose_corpus_cannot_be_read_is_dead_lettered_with_the_reason(kafka_settings, tmp_path):
+    register_recorded()
+    job = pb.Job(job_id="job-nocorpus", spec=pb.JobSpec(domain="law", corpus_path=str(tmp_path / "missing"), corpus_queries=2))
+    dead = TopicReader(kafka_settings, topics.DEAD_LETTER)
+    with Running(build(settings_for(kafka_settings, tmp_path / "state"))):
+        send(kafka_settings, topics.JOBS, job.job_id, job)
+        letters = dead.wait_for(lambda m: len(m) >= 1)
+    dead.close()
+    assert letters[0].reason == "handler_error"
+    assert "missing" in letters[0].detail
