@@ -31,7 +31,6 @@ from libs.topics import Topic
 from services.curator.consistency import ConsistencyScorer
 from services.curator.dedup import DedupIndex
 from services.curator.reading import plain_consumer, read_to_end
-from services.curator.text import normalize
 from services.curator.validation import Rejection, Validator
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Text measures shared by the checks and the dedup: normalization, tokens, word counts."""
+"""Text measures shared by the checks and the dedup: normalization, word counts, label stripping, content hash."""
 
 import hashlib
 import re
