@@ -22,6 +22,7 @@ from opentelemetry import metrics, trace
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 log = logging.getLogger(__name__)
+litellm.suppress_debug_info = True  # failures are logged once, structured, below
 tracer = trace.get_tracer("embedforge.llm")
 meter = metrics.get_meter("embedforge.llm")
 calls_counter = meter.create_counter("llm.calls", description="LLM calls by model and outcome")
