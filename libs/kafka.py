@@ -48,6 +48,11 @@ class DecodeError(Exception):
         self.detail = detail
 
 
+class TransientError(Exception):
+    """Raised by a handler when the failure is not the record's fault (a dependency is down):
+    the loop stops without committing, so the record is processed again after a restart."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A message a handler wants produced: topic, idempotency key and value."""
@@ -178,7 +183,7 @@ class ConsumerLoop:
 
     def __init__(self, settings: KafkaSettings, group_id: str, subscriptions: Sequence[Subscription], producer: ProtoProducer):
         self.settings = settings
-        self.group_id = group_id
+        self.group_id = settings.topic_prefix + group_id  # isolated like the topics
         self.producer = producer
         self.subscriptions = {physical_name(settings, s.topic): s for s in subscriptions}
         self.ready = threading.Event()
@@ -251,6 +256,8 @@ class ConsumerLoop:
             with tracer.start_as_current_span(f"process {subscription.topic.name}", kind=SpanKind.CONSUMER, links=links):
                 try:
                     outputs = list(subscription.handle(decoded))
+                except TransientError:
+                    raise
                 except Exception:  # noqa: BLE001 - isolate the bad record(s) below
                     log.exception("batch handler failed; retrying records one by one", extra={"topic": topic_name})
                 else:
@@ -268,6 +275,8 @@ class ConsumerLoop:
         ) as span:
             try:
                 outputs = list(subscription.handle([received]))
+            except TransientError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a bad message must not stop the consumer
                 span.record_exception(exc)
                 log.exception("handler failed; dead-lettering", extra={"topic": subscription.topic.name, "offset": received.offset})

@@ -26,7 +26,7 @@ class CommittedOffsets:
     """Reads the forwarder group's committed offsets without joining the group."""
 
     def __init__(self, settings):
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id="forwarder", enable_auto_commit=False)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic_prefix + "forwarder", enable_auto_commit=False)
         name = physical_name(settings, topics.TASKS)
         self.partitions = [TopicPartition(name, p) for p in self.consumer.partitions_for_topic(name)]
 

@@ -97,7 +97,7 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
     reasons = {r.key.decode(): pb.DeadLetter.FromString(r.value).reason for r in letters}
     assert reasons == {"no-headers": "missing_message_type", "wrong-type": "wrong_message_type", "garbage": "undecodable", "boom": "handler_error"}
     garbage = next(pb.DeadLetter.FromString(r.value) for r in letters if r.key == b"garbage")
-    assert garbage.value == b"\xff\xff\xff\xff" and garbage.source_topic == tasks and garbage.consumer_group == "dlq-test"
+    assert garbage.value == b"\xff\xff\xff\xff" and garbage.source_topic == tasks and garbage.consumer_group == kafka_settings.topic_prefix + "dlq-test"
     assert [pb.RawExample.FromString(r.value).example_id for r in outputs] == ["good"]
 
 
@@ -128,3 +128,29 @@ def test_batch_outliving_the_poll_interval_is_redelivered_and_the_consumer_keeps
     assert len(calls) >= 2 and len(set(calls)) == 1
     assert {r.key for r in outputs} == {b"slow"}
     assert any("commit refused" in r.getMessage() for r in caplog.records)
+
+
+def test_transient_handler_failure_stops_the_loop_without_committing_or_dead_lettering(kafka_settings):
+    from libs.kafka import TransientError
+
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    producer.send_and_wait(topics.TASKS, "t", pb.Task(task_id="t"))
+
+    def handle(record: Received):
+        raise TransientError("dedup log unreadable")
+
+    loop = ConsumerLoop(kafka_settings, "transient-test", [Subscription(topics.TASKS, per_message(handle))], producer)
+    with pytest.raises(TransientError):
+        loop.run(threading.Event())
+    seen = []
+    retry = ConsumerLoop(kafka_settings, "transient-test", [Subscription(topics.TASKS, per_message(lambda r: seen.append(r.key) or []))], producer)
+    stop = threading.Event()
+    thread = threading.Thread(target=retry.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    thread.join()
+    assert seen == ["t"]
+    assert consume_all(kafka_settings, topics.DEAD_LETTER, expected=1, timeout_s=2) == []

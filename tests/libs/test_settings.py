@@ -9,7 +9,7 @@ from libs.local.runtime import SERVICES, env_prefix
 
 def settings_class(name: str):
     module = importlib.import_module(f"services.{name}.settings")
-    return next(v for k, v in vars(module).items() if k.endswith("Settings") and k != "ServiceSettings")
+    return next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "model_config", {}).get("env_prefix") == env_prefix(name))
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -65,7 +65,7 @@ def test_malformed_records_on_every_input_topic_are_dead_lettered_by_their_consu
             for attempt in ("first", "second"):  # the second proves the consumer kept going
                 key = f"{name}:{topic.name}:{attempt}"
                 raw.send(physical_name(settings, topic), key=key.encode(), value=b"\x08\x96\x01 not a protobuf of this type")
-                expected.add((name, key))
+                expected.add((settings.topic_prefix + name, key))  # consumer groups are prefixed like topics
     raw.flush()
     consumer = KafkaConsumer(physical_name(settings, topics.DEAD_LETTER), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500)
     seen, deadline = set(), time.monotonic() + 90

@@ -137,7 +137,7 @@ class Progress:
 
     def __init__(self, kafka):
         self.outputs = [TopicReader(kafka, CANDIDATES), TopicReader(kafka, topics.EXAMPLES_REJECTED)]
-        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=VALIDATE_GROUP, enable_auto_commit=False)
+        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.topic_prefix + VALIDATE_GROUP, enable_auto_commit=False)
         name = physical_name(kafka, topics.EXAMPLES_RAW)
         self.raw = [TopicPartition(name, p) for p in range(PARTITIONS)]
 
