@@ -17,6 +17,7 @@ from typing import get_type_hints
 import torch
 import torch.distributed as dist
 
+from libs.corpus import read_documents
 from libs.evaluation.retrieval import dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
@@ -88,17 +89,8 @@ def save_run_config(config: RunConfig, path: str | Path) -> None:
 
 
 def read_corpus(path: str | Path) -> list[str]:
-    """Documents from a JSONL file ({"text"[, "title"]} per line, e.g. a BEIR corpus.jsonl) or a BEIR folder."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "corpus.jsonl"
-    texts = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                texts.append(f"{row.get('title', '')} {row['text']}".strip() if isinstance(row, dict) else str(row))
-    return texts
+    """Mining candidates from the job's documents (any layout libs.corpus reads), as ``title text``."""
+    return [f"{doc.title} {doc.text}".strip() for doc in read_documents(path)]
 
 
 def init_distributed() -> tuple[int, int]:
