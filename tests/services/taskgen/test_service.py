@@ -151,11 +151,15 @@ def test_job_progress_follows_downstream_topics_until_the_model_is_ready(kafka_s
         send(kafka_settings, topics.EXAMPLES_RAW, "e2", pb.RawExample(example_id="e2", job_id=job_id, error="timeout: slow", usage=pb.LlmUsage(model="local/smollm2", calls=2)))
         send(kafka_settings, topics.EXAMPLES_CURATED, "c1", pb.CuratedExample(content_hash="c1", job_id=job_id))
         send(kafka_settings, topics.EXAMPLES_REJECTED, "e2", pb.RejectedExample(example_id="e2", job_id=job_id, reason="generation_failed"))
+        counted = None
+        for update in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60):
+            counted = update.job
+            if (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1):
+                break
         send(kafka_settings, topics.MODELS, "m1", pb.ModelReady(model_id="m1", job_id=job_id))
-        updates = [u.job for u in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60)]
-    final = updates[-1]
+        final = [u.job for u in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60)][-1]
+    assert (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1)
     assert final.state == api.JOB_STATE_SUCCEEDED and final.model_id == "m1"
-    assert (final.examples_generated, final.examples_accepted, final.examples_rejected) == (1, 1, 1)
     local = next(u for u in final.usage if u.model == "local/smollm2")
     assert (local.prompt_tokens, local.completion_tokens, local.calls) == (100, 40, 3)
 
