@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class PublishedLog:
-    """Example ids already published and acknowledged (one per line, fsynced by append)."""
+    """Example ids already published and acknowledged (one per line, flushed on each append)."""
 
     def __init__(self, state_dir: Path):
         state_dir.mkdir(parents=True, exist_ok=True)
