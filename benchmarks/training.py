@@ -58,6 +58,8 @@ def split_pairs(limit: int) -> list[tuple[str, str]]:
         cut = max(text.find(". "), text.find("。"))
         if 20 < cut < len(text) - 40:
             pairs.append((text[: cut + 1], text[cut + 1 :].strip()))
+    # Distinct copies (numbered) when more pairs are asked for than the corpora hold.
+    pairs += [(f"{q} ({k})", f"{p} ({k})") for k in range(1, 1 + limit // max(1, len(pairs))) for q, p in pairs]
     return pairs[:limit]
 
 
@@ -124,7 +126,7 @@ def peak_memory_child(args) -> None:
     torch.set_num_threads(THREADS)
     examples = [TrainExample(q, p) for q, p in split_pairs(args.batch)]
     embedder = Embedder(ModelConfig(minilm(), max_length=args.max_length))
-    embedder.encode([p for _, p in examples[:8]])
+    embedder.encode([e.positive for e in examples[:8]])
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     config = TrainConfig(output_dir=str(WORK / "mem"), batch_size=args.batch, negatives_per_query=0, checkpoint_every=0, max_steps=1, gradcache_chunk_size=args.chunk)
     started = time.perf_counter()
