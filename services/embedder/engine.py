@@ -5,7 +5,8 @@ normalization from ``modules.json`` (a ``Normalize`` module), max length from
 ``sentence_bert_config.json``. Speed comes from running the whole model in bf16 where the
 hardware has native bf16 (AVX-512 BF16 / AMX, or a CUDA GPU), ``torch.inference_mode``, and
 length bucketing: texts are sorted by token count and cut into batches under a padded-token
-budget, so short texts never pad up to long ones and batches of short texts are wide.
+budget, so short texts never pad up to long ones and batches of short texts are wide. On CPU
+in bf16 the linear layers' weights are packed once for oneDNN instead of on every call.
 """
 
 import json
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.activations import GELUActivation
 
 from libs.modeling.pooling import POOLING_MODES, pool
 
@@ -27,6 +29,8 @@ tokens_counter = meter.create_counter("embedder.tokens", description="Tokens emb
 padding_counter = meter.create_counter("embedder.padding_tokens", description="Padding tokens computed")
 
 DECODER_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2"}
+# Output blocks computing LayerNorm(dropout(dense(x)) + residual) in their forward.
+RESIDUAL_OUTPUT_BLOCKS = {"BertSelfOutput", "BertOutput", "RobertaSelfOutput", "RobertaOutput", "XLMRobertaSelfOutput", "XLMRobertaOutput"}
 ST_POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token"))
 
 
@@ -129,6 +133,61 @@ def is_decoder(hf_config) -> bool:
     return hf_config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in archs)
 
 
+class PackedLinear(torch.nn.Module):
+    """``nn.Linear`` with its weight packed once into oneDNN's blocked layout (what
+    torch.compile's CPU freezing does), so bf16 matmuls skip the per-call weight reorder.
+    Same results as the ``nn.Linear`` it replaces; inference only."""
+
+    def __init__(self, linear: torch.nn.Linear, rows_hint: int, activation: str = "none"):
+        super().__init__()
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), rows_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.activation = activation  # "none", or "gelu" fused into the matmul (exact, erf-based)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else "")
+
+
+def has_exact_gelu(module: torch.nn.Module) -> bool:
+    """BERT-style intermediate block: ``dense`` then the exact GELU of transformers."""
+    act = getattr(module, "intermediate_act_fn", None)
+    return isinstance(getattr(module, "dense", None), torch.nn.Linear) and isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
+
+
+class PackedResidualOutput(torch.nn.Module):
+    """BERT-style output block, ``LayerNorm(dense(x) + residual)``, with the residual add fused
+    into the packed matmul (dropout is a no-op at inference)."""
+
+    def __init__(self, block: torch.nn.Module, rows_hint: int):
+        super().__init__()
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(block.dense.weight.detach(), rows_hint)
+        self.bias = None if block.dense.bias is None else block.dense.bias.detach()
+        self.LayerNorm = block.LayerNorm
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        fused = torch.ops.mkldnn._linear_pointwise.binary(hidden_states, input_tensor.contiguous(), self.packed_weight, self.bias, "add")
+        return self.LayerNorm(fused)
+
+
+def pack_linears(model: torch.nn.Module, rows_hint: int) -> None:
+    """Pack every ``nn.Linear`` of a CPU bf16 model (:class:`PackedLinear`), fusing the GELU of
+    BERT-style intermediate blocks and the residual add of their output blocks into the matmul."""
+    for name, child in list(model.named_children()):
+        if type(child).__name__ in RESIDUAL_OUTPUT_BLOCKS:
+            setattr(model, name, PackedResidualOutput(child, rows_hint))
+        elif type(child) is torch.nn.Linear:
+            setattr(model, name, PackedLinear(child, rows_hint))
+        else:
+            if has_exact_gelu(child):
+                child.dense = PackedLinear(child.dense, rows_hint, activation="gelu")
+                child.intermediate_act_fn = torch.nn.Identity()
+            pack_linears(child, rows_hint)
+
+
+def packing_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+
+
 def length_batches(lengths: list[int], budget: int) -> list[list[int]]:
     """Indices sorted by length, cut so that rows x longest row stays within ``budget`` tokens."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -163,6 +222,8 @@ class EmbeddingModel:
             raise ValueError(f"{spec.path}: decoder model without an EOS token to pool")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
         self.model = AutoModel.from_pretrained(spec.path, dtype=self.dtype, attn_implementation="sdpa").to(self.device).eval()
+        if packing_supported(self.device, self.dtype):
+            pack_linears(self.model, batch_tokens)
         self.dimensions = int(hf_config.hidden_size)
         log.info(
             "model loaded",

@@ -37,7 +37,7 @@ def test_concurrent_requests_share_forward_steps_and_get_their_own_rows(minilm_p
     batcher.close()
     assert model.steps < 8
     for request, vectors in zip(texts, results):
-        np.testing.assert_allclose(vectors, model.encode(model.tokenize(request)), atol=2e-3)
+        np.testing.assert_allclose(vectors, model.encode(model.tokenize(request)), atol=5e-3)
 
 
 def test_each_request_is_computed_by_the_model_it_was_submitted_with(minilm, tiny_model_path):
@@ -56,4 +56,4 @@ def test_a_large_request_is_split_into_budget_sized_items_and_reassembled_in_ord
     texts = [f"text number {i} " + "padding words " * (i % 7) for i in range(40)]
     vectors = batcher.embed(minilm, minilm.tokenize(texts))
     batcher.close()
-    np.testing.assert_allclose(vectors, minilm.encode(minilm.tokenize(texts)), atol=2e-3)
+    np.testing.assert_allclose(vectors, minilm.encode(minilm.tokenize(texts)), atol=5e-3)

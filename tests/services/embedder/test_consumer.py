@@ -64,7 +64,7 @@ def test_a_malformed_document_is_dead_lettered_and_the_others_are_indexed(runnin
     letters: list[pb.DeadLetter] = []
     wait_for(lambda: letters.extend(pb.DeadLetter.FromString(r.value) for r in dead) or letters)
     (letter,) = letters
-    assert (letter.key, letter.reason, letter.consumer_group) == (b"bad", "handler_error", "embedder")
+    assert (letter.key, letter.reason, letter.consumer_group) == (b"bad", "handler_error", f"{kafka_settings.topic_prefix}embedder")
     assert "has no text" in letter.detail
     wait_for(lambda: point_count(servicer) == 2)
 

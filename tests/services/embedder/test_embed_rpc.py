@@ -110,7 +110,7 @@ def test_sixteen_concurrent_clients_get_their_own_results_in_order(stub, minilm)
         results = list(pool.map(client, range(16)))
     for index, rounds in enumerate(results):
         for vectors in rounds:
-            np.testing.assert_allclose(vectors, expected[index], atol=2e-3)
+            np.testing.assert_allclose(vectors, expected[index], atol=5e-3)
 
 
 def test_model_swap_under_load_loses_no_request(stub, servicer, tiny_model_path):

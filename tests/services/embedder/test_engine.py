@@ -53,7 +53,7 @@ def test_rows_come_back_in_input_order_whatever_the_batching(minilm):
     ids = minilm.tokenize(TEXTS * 3)
     together = minilm.encode(ids)
     alone = np.concatenate([minilm.encode([row]) for row in ids])
-    np.testing.assert_allclose(together, alone, atol=2e-3)
+    np.testing.assert_allclose(together, alone, atol=5e-3)
 
 
 def test_length_batches_sort_by_length_and_respect_the_token_budget():
@@ -88,3 +88,11 @@ def test_a_decoder_appends_eos_and_pools_its_last_token(tiny_decoder):
     with torch.inference_mode():
         expected = [model(input_ids=torch.tensor([row])).last_hidden_state[0, -1].numpy() for row in ids]
     np.testing.assert_allclose(engine.encode(ids), np.stack(expected), atol=1e-5)
+
+
+def test_bf16_on_cpu_packs_every_linear_layer_and_fuses_gelu_and_residual_adds(minilm_path):
+    engine = EmbeddingModel(spec_from_folder(minilm_path), dtype="bf16")
+    kinds = {type(m).__name__ for m in engine.model.modules()}
+    assert "Linear" not in kinds
+    assert {"PackedLinear", "PackedResidualOutput"} <= kinds
+    assert not any(type(m).__name__ == "GELUActivation" for m in engine.model.modules())
