@@ -164,19 +164,21 @@ def dtype_part(name: str, engine: LocalEngine, max_tokens: int) -> None:
     console.print(results)
 
 
-def json_part(model: str, engine: LocalEngine, examples: int, batch: int) -> None:
+def json_part(model: str, engine: LocalEngine, examples: int, batch: int, constrained: bool, unconstrained: bool) -> None:
     engine.max_batch = batch
     with Progress(console=console) as progress:
-        constrained = json_validity(model, examples, True, progress, batch)
-        save({"json_examples": examples, "json_batch": batch, "json_valid_rate_constrained": constrained["strict"]})
-        unconstrained = json_validity(model, examples, False, progress, batch)
-    save({"json_valid_rate_unconstrained": unconstrained["strict"], "json_valid_rate_unconstrained_lenient": unconstrained["lenient"]})
+        if constrained:
+            rates = json_validity(model, examples, True, progress, batch)
+            save({"json_examples": examples, "json_batch": batch, "json_valid_rate_constrained": rates["strict"]})
+        if unconstrained:
+            rates = json_validity(model, examples, False, progress, batch)
+            save({"json_valid_rate_unconstrained": rates["strict"], "json_valid_rate_unconstrained_lenient": rates["lenient"]})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="local model name (the make run default)")
-    parser.add_argument("--parts", default="batching,dtype,json", help="comma-separated: batching, dtype, json")
+    parser.add_argument("--parts", default="batching,dtype,json", help="comma-separated: batching, dtype, json (= json_constrained + json_unconstrained)")
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--json-batch", type=int, default=50, help="rows per batched generate in the JSON part")
     parser.add_argument("--batch-tokens", type=int, default=48)
@@ -190,8 +192,8 @@ def main() -> None:
         batching_part(model, engine, args.batch_tokens)
     if "dtype" in parts:
         dtype_part(args.model, engine, args.batch_tokens)
-    if "json" in parts:
-        json_part(model, engine, args.examples, args.json_batch)
+    if parts & {"json", "json_constrained", "json_unconstrained"}:
+        json_part(model, engine, args.examples, args.json_batch, bool(parts & {"json", "json_constrained"}), bool(parts & {"json", "json_unconstrained"}))
     results = json.loads(RESULTS.read_text())
     table = Table(title="generation benchmark")
     table.add_column("figure")
