@@ -132,10 +132,14 @@ def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
 
 def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> Embedder:
     """Train (resuming from the run folder's checkpoint if there is one) and save the result."""
-    rank, _ = init_distributed()
+    rank, world_size = init_distributed()
     torch.manual_seed(config.train.seed)
     embedder = Embedder(config.model)
-    train_config = TrainConfig(**{**asdict(config.train), "output_dir": config.run_dir, "default_instruction": config.train.default_instruction or config.instruction})
+    # A small dataset trains with every example in one batch rather than not at all.
+    batch_size = max(world_size, min(config.train.batch_size, len(train) // world_size * world_size))
+    if batch_size != config.train.batch_size:
+        log.warning("batch size lowered to the dataset size", extra={"requested": config.train.batch_size, "used": batch_size})
+    train_config = TrainConfig(**{**asdict(config.train), "batch_size": batch_size, "output_dir": config.run_dir, "default_instruction": config.train.default_instruction or config.instruction})
     trainer = Trainer(embedder, train, train_config)
     started = time.perf_counter()
 

@@ -76,3 +76,12 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp
     assert ddp_losses == pytest.approx(single_losses, abs=1e-4)
     expected = load_trained(tmp_path / "single" / "trained").encode(PROBES)
     assert torch.allclose(load_trained(distributed / "trained").encode(PROBES), expected, atol=1e-4)
+
+
+def test_dataset_smaller_than_the_batch_trains_in_one_batch(tmp_path, tiny_bert):
+    data = tmp_path / "small.jsonl"
+    data.write_text("".join(json.dumps({"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [], "prompt": ""}) + "\n" for i in range(4)))
+    out = tmp_path / "small"
+    run_cli(["train", "--data", str(data), "--model", tiny_bert, "--out", str(out), "--bf16", "off", "--batch-size", "32", "--events", str(out / "events.jsonl")], in_process=True)
+    assert (out / "trained").exists()
+    assert [e for e in events(out) if "loss" in e]
