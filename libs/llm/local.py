@@ -9,7 +9,7 @@ temperature, token limit and optional JSON schema; schemas are enforced with xgr
 (a token bitmask per row), so even a 135M model answers with valid JSON.
 
 Environment: EMBEDFORGE_LLM_DTYPE (bfloat16|float32, default bfloat16),
-EMBEDFORGE_LLM_THREADS (torch threads, default torch's), EMBEDFORGE_LLM_MAX_BATCH (16),
+EMBEDFORGE_LLM_THREADS (torch threads, default: cores - 1), EMBEDFORGE_LLM_MAX_BATCH (16),
 EMBEDFORGE_LLM_BATCH_WAIT_MS (30), EMBEDFORGE_LLM_TOP_P (0.95).
 """
 
@@ -132,9 +132,11 @@ class LocalEngine:
         self.max_batch = max_batch or int(os.environ.get("EMBEDFORGE_LLM_MAX_BATCH", "16"))
         self.batch_wait_s = batch_wait_s if batch_wait_s is not None else float(os.environ.get("EMBEDFORGE_LLM_BATCH_WAIT_MS", "30")) / 1000
         self.top_p = float(os.environ.get("EMBEDFORGE_LLM_TOP_P", "0.95"))
-        threads = os.environ.get("EMBEDFORGE_LLM_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
+        # One core is left to the service's I/O threads: on a busy 2-core box, 2 OpenMP
+        # threads spin against each other and a decode step gets ~10x slower.
+        threads = int(os.environ.get("EMBEDFORGE_LLM_THREADS", "0")) or max(1, (os.cpu_count() or 2) - 1)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         self.dtype = getattr(torch, dtype or os.environ.get("EMBEDFORGE_LLM_DTYPE", "bfloat16"))
         started = time.perf_counter()
         path = resolve_model(name)
