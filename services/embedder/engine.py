@@ -21,6 +21,7 @@ from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
+from libs.modeling.embedder import bf16_supported, sentence_transformers_pooling
 from libs.modeling.pooling import POOLING_MODES, pool
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,7 @@ padding_counter = meter.create_counter("embedder.padding_tokens", description="P
 DECODER_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2"}
 # Output blocks computing LayerNorm(dropout(dense(x)) + residual) in their forward.
 RESIDUAL_OUTPUT_BLOCKS = {"BertSelfOutput", "BertOutput", "RobertaSelfOutput", "RobertaOutput", "XLMRobertaSelfOutput", "XLMRobertaOutput"}
-ST_POOLING_KEYS = (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token"))
 
-
-def bf16_supported() -> bool:
-    """True where bf16 matmuls are native: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 / AMX."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def model_id_of(path: str) -> str:
@@ -71,24 +61,6 @@ class ModelSpec:
     base_model: str = ""
 
 
-def folder_pooling(path: Path) -> str | None:
-    """The pooling a sentence-transformers folder declares, in libs.modeling.pooling names."""
-    config_file = path / "1_Pooling" / "config.json"
-    for module in read_modules(path):
-        if module.get("type", "").endswith("Pooling"):
-            config_file = path / module.get("path", "1_Pooling") / "config.json"
-    if not config_file.is_file():
-        return None
-    config = json.loads(config_file.read_text())
-    mode = config.get("pooling_mode")
-    if mode in ("mean", "cls", "lasttoken"):
-        return "last_token" if mode == "lasttoken" else mode
-    for key, name in ST_POOLING_KEYS:
-        if config.get(key):
-            return name
-    return None
-
-
 def read_modules(path: Path) -> list[dict]:
     try:
         return json.loads((path / "modules.json").read_text())
@@ -112,7 +84,7 @@ def spec_from_folder(
         raise ValueError(f"{path} is not a model folder (no config.json)")
     hf_config = AutoConfig.from_pretrained(path)
     decoder = is_decoder(hf_config)
-    chosen_pooling = pooling or folder_pooling(folder) or ("last_token" if decoder else "mean")
+    chosen_pooling = pooling or sentence_transformers_pooling(str(folder)) or ("last_token" if decoder else "mean")
     if chosen_pooling not in POOLING_MODES:
         raise ValueError(f"unknown pooling {chosen_pooling!r}; expected one of {POOLING_MODES}")
     normalize = any(m.get("type", "").endswith("Normalize") for m in read_modules(folder))
