@@ -17,7 +17,7 @@ from tests.services.examplegen.harness import Running, TopicReader
 
 
 def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings, tmp_path):
-    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), brainstorm_model="local/smollm2", brainstorm_max_tokens=48, max_rounds_per_category=2, llm_attempts=1)
+    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), brainstorm_model="local/smollm2", brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3, llm_attempts=1)
     examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), generator_model="local/smollm2", max_tokens=40, llm_attempts=1)
     spec = pb.JobSpec(
         domain="home cooking recipes",
