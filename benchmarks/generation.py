@@ -13,8 +13,8 @@ Writes benchmarks/results/generation.json:
   faster one).
 - json_valid_rate_constrained / _unconstrained: share of N retrieval-example generations
   (template services/examplegen/templates/retrieval.yaml, sampled attributes, English,
-  num_words fixed to 50 to bound CPU time) whose text parses as JSON and satisfies the
-  template's schema; `_unconstrained_lenient` also accepts JSON found inside code fences or
+  num_words fixed to 50 to bound CPU time, the answer budget examplegen gives that prompt)
+  whose text parses as JSON and satisfies the template's schema; `_unconstrained_lenient` also accepts JSON found inside code fences or
   prose (what a forgiving parser would recover).
 """
 
@@ -82,18 +82,27 @@ def json_validity(model: str, count: int, constrained: bool, progress: Progress,
     languages = LanguageSampler([pb.LanguageWeight(language="en", weight=1)])
     schema = template.json_schema
     task = progress.add_task(f"retrieval examples ({'constrained' if constrained else 'unconstrained'})", total=count)
-    strict = lenient = 0
+    strict = lenient = truncated = 0
     lock = threading.Lock()
 
     def one(index: int) -> None:
-        nonlocal strict, lenient
+        nonlocal strict, lenient, truncated
         attributes = sample_attributes(template, rng_for("bench", index), languages)
         attributes["num_words"] = "50"
         messages = template.render(task=TASKS[index % len(TASKS)], **template_variables(attributes))
+        finish_reason = ""
         try:
-            text = complete(
-                model, messages, json_schema=schema if constrained else None, max_tokens=384, temperature=0.8, timeout_s=7200, attempts=1, validate=False
-            ).text
+            answer = complete(
+                model,
+                messages,
+                json_schema=schema if constrained else None,
+                max_tokens=template.answer_budget(attributes),
+                temperature=0.8,
+                timeout_s=7200,
+                attempts=1,
+                validate=False,
+            )
+            text, finish_reason = answer.text, answer.finish_reason
         except LlmError:
             text = ""
         ok_strict = ok_lenient = False
@@ -112,11 +121,12 @@ def json_validity(model: str, count: int, constrained: bool, progress: Progress,
         with lock:
             strict += ok_strict
             lenient += ok_lenient
+            truncated += finish_reason == "length"
         progress.advance(task)
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(count)))
-    return {"strict": strict / count, "lenient": lenient / count}
+    return {"strict": strict / count, "lenient": lenient / count, "truncated": truncated / count}
 
 
 def save(results: dict) -> None:
@@ -169,10 +179,10 @@ def json_part(model: str, engine: LocalEngine, examples: int, batch: int, constr
     with Progress(console=console) as progress:
         if constrained:
             rates = json_validity(model, examples, True, progress, batch)
-            save({"json_examples": examples, "json_batch": batch, "json_valid_rate_constrained": rates["strict"]})
+            save({"json_examples": examples, "json_batch": batch, "json_valid_rate_constrained": rates["strict"], "json_truncated_rate_constrained": rates["truncated"]})
         if unconstrained:
             rates = json_validity(model, examples, False, progress, batch)
-            save({"json_valid_rate_unconstrained": rates["strict"], "json_valid_rate_unconstrained_lenient": rates["lenient"]})
+            save({"json_valid_rate_unconstrained": rates["strict"], "json_valid_rate_unconstrained_lenient": rates["lenient"], "json_truncated_rate_unconstrained": rates["truncated"]})
 
 
 def main() -> None:

@@ -6,13 +6,15 @@ A template file holds::
     version: "3"             # bump when the wording changes
     json_schema: {...}       # optional: the answer's JSON schema
     attributes: {name: [choices, ...]}   # optional: values sampled per call
-    max_tokens: 512          # optional: answer length budget
+    max_tokens: 512          # optional: answer length budget (tokens)
+    max_tokens_per_word: 5   # optional: extra budget per word the prompt's num_words asks for
     system: |                # optional
       ...
     user: |
       ... {{ task }} ... {{ language }} ...   (Jinja2; missing variables are errors)
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class PromptTemplate:
     json_schema: dict | None = None
     attributes: dict[str, list] = field(default_factory=dict)
     max_tokens: int = 512
+    max_tokens_per_word: float = 0.0
     path: str = ""
 
     @classmethod
@@ -50,8 +53,15 @@ class PromptTemplate:
             json_schema=data.get("json_schema"),
             attributes={k: list(v) for k, v in (data.get("attributes") or {}).items()},
             max_tokens=int(data.get("max_tokens", 512)),
+            max_tokens_per_word=float(data.get("max_tokens_per_word", 0)),
             path=str(path),
         )
+
+    def answer_budget(self, attributes: dict[str, str]) -> int:
+        """Answer tokens for these attributes: ``max_tokens`` plus ``max_tokens_per_word`` per
+        word that ``num_words`` asks for ("50", "at least 200"), so a prompt asking for long
+        documents gets room to finish its JSON instead of being cut off."""
+        return self.max_tokens + round(self.max_tokens_per_word * requested_words(attributes.get("num_words", "")))
 
     def render(self, **variables) -> list[dict]:
         """Chat messages for these variables (raises TemplateError if one is missing)."""
@@ -61,6 +71,12 @@ class PromptTemplate:
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template {self.id} v{self.version}: {exc}") from exc
         return messages
+
+
+def requested_words(value: str) -> int:
+    """The word count in a num_words attribute ("at least 200" -> 200; none -> 0)."""
+    match = re.search(r"\d+", value)
+    return int(match.group()) if match else 0
 
 
 def load_templates(folder: str | Path) -> dict[str, PromptTemplate]:

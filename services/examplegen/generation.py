@@ -152,7 +152,7 @@ class ExampleWriter:
         planned = []
         for index in range(max(task.num_examples, 1)):
             rng = rng_for(task.seed, task.task_id, index)
-            attributes = sample_attributes(template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT)
+            attributes = sample_attributes(template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT, max_tokens=self.config.max_tokens)
             raw = pb.RawExample(
                 example_id=example_id(task.task_id, index),
                 job_id=task.job_id,
@@ -175,7 +175,7 @@ class ExampleWriter:
         planned = []
         for index in range(max(chunk.num_queries, 1)):
             rng = rng_for(chunk.seed, chunk.chunk_id, index)
-            attributes = sample_attributes(template, rng, languages)
+            attributes = sample_attributes(template, rng, languages, max_tokens=self.config.max_tokens)
             raw = pb.RawExample(
                 example_id=example_id(chunk.chunk_id, index),
                 job_id=chunk.job_id,
@@ -199,7 +199,7 @@ class ExampleWriter:
                 plan.model,
                 plan.messages,
                 json_schema=plan.template.json_schema,
-                max_tokens=min(plan.template.max_tokens, self.config.max_tokens),
+                max_tokens=min(plan.template.answer_budget(dict(plan.raw.attributes)), self.config.max_tokens),
                 temperature=self.config.temperature,
                 timeout_s=self.config.timeout_s,
                 attempts=self.config.attempts,

@@ -71,9 +71,18 @@ def rng_for(*parts) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def sample_attributes(template: PromptTemplate, rng: random.Random, languages: LanguageSampler, bitext: bool = False) -> dict[str, str]:
-    """One value per template attribute, plus the language(s)."""
-    attributes = {name: str(rng.choice(choices)) for name, choices in sorted(template.attributes.items())}
+def sample_attributes(template: PromptTemplate, rng: random.Random, languages: LanguageSampler, bitext: bool = False, max_tokens: int = 0) -> dict[str, str]:
+    """One value per template attribute, plus the language(s).
+
+    With ``max_tokens``, ``num_words`` is drawn only from the values whose answer budget fits
+    in it (the smallest value if none does): never ask for more text than may be written.
+    """
+    attributes = {}
+    for name, choices in sorted(template.attributes.items()):
+        if name == "num_words" and max_tokens:
+            fitting = [c for c in choices if template.answer_budget({name: str(c)}) <= max_tokens]
+            choices = fitting or [min(choices, key=lambda c: template.answer_budget({name: str(c)}))]
+        attributes[name] = str(rng.choice(choices))
     if bitext:
         source, target = languages.sample_pair(rng)
         attributes["source_language"] = source

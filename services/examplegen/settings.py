@@ -15,7 +15,7 @@ class ExamplegenSettings(ServiceSettings):
     kafka: ExamplegenKafkaSettings = ExamplegenKafkaSettings()
     generator_model: str = Field("local/qwen2.5-coder-0.5b-instruct", description="litellm model used when a task or chunk names none.")
     llm_api_base: str = Field("", description="Base URL for remote models that need one (hosted_vllm/..., an OpenAI-compatible server).")
-    max_tokens: int = Field(1024, description="Upper bound on answer tokens (templates set their own, lower budgets).")
+    max_tokens: int = Field(1024, description="Upper bound on answer tokens. Templates derive their budget from num_words; num_words values whose budget exceeds this bound are not sampled.")
     temperature: float = Field(0.8, description="Sampling temperature of example generation.")
     llm_timeout_s: float = Field(300.0, description="Per-call timeout.")
     llm_attempts: int = Field(4, description="Attempts per example (rate limits, timeouts, 5xx, invalid JSON) before it is published as failed.")

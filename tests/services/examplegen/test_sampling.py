@@ -57,3 +57,22 @@ def test_attributes_are_reproducible_per_task_and_index():
     first = sample_attributes(template, rng_for(1, "task-a", 0), languages)
     assert first == sample_attributes(template, rng_for(1, "task-a", 0), languages)
     assert any(sample_attributes(template, rng_for(1, "task-a", i), languages) != first for i in range(1, 5))
+
+
+def test_answer_budget_grows_with_the_words_the_prompt_asks_for():
+    template = TEMPLATES["retrieval"]
+    assert template.answer_budget({"num_words": "50"}) < template.answer_budget({"num_words": "500"})
+    # Two documents of at least 500 words cannot fit in a flat 1024-token answer.
+    assert template.answer_budget({"num_words": "500"}) > 2 * 500 * 2
+    assert TEMPLATES["classification"].answer_budget({"num_words": "at least 200"}) > TEMPLATES["classification"].answer_budget({"num_words": "less than 10"})
+    assert TEMPLATES["sts"].answer_budget({}) == TEMPLATES["sts"].max_tokens
+
+
+def test_a_token_cap_restricts_num_words_to_values_whose_answer_fits():
+    template, languages = TEMPLATES["retrieval"], LanguageSampler([pb.LanguageWeight(language="en")])
+    rng = random.Random(11)
+    draws = Counter(sample_attributes(template, rng, languages, max_tokens=1024)["num_words"] for _ in range(600))
+    assert set(draws) == {"50", "100"}
+    assert all(template.answer_budget({"num_words": w}) <= 1024 for w in draws)
+    tiny = {sample_attributes(template, rng, languages, max_tokens=10)["num_words"] for _ in range(50)}
+    assert tiny == {"50"}  # nothing fits: the shortest request
