@@ -5,6 +5,7 @@ Usage: python -m libs.local run [--job JOB.yaml] [--continuous] [--run-dir .run]
 """
 
 import argparse
+import json
 import signal
 import threading
 import time
@@ -36,6 +37,8 @@ def start(runtime: LocalRuntime) -> None:
             runtime.wait_healthy(name)
             progress.advance(step)
     runtime.supervise()
+    endpoints = {name: proc.target for name, proc in runtime.processes.items()} | {"kafka": runtime.broker.bootstrap}
+    (runtime.run_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")  # for examples/client.py
     table = Table(title=f"EmbedForge local runtime (up in {time.monotonic() - started:.1f}s)")
     for column in ("service", "pid", "gRPC", "health", "log"):
         table.add_column(column)

@@ -116,11 +116,11 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
             raise PipelineError(f"embedder did not serve model {run.model_id} with {documents} documents indexed (serving {info.model_id!r}, {info.documents} documents)")
         time.sleep(POLL_S)
 
-    sample_query = spec.sample_query or (run.evals and "") or spec.domain
+    sample_query = spec.sample_query or spec.domain
     search = clients.embedder.Search(embedder_pb2.SearchRequest(query=sample_query, collection=spec.collection, top_k=3, mode=embedder_pb2.SEARCH_MODE_HYBRID))
     final = clients.taskgen.GetJob(taskgen_pb2.GetJobRequest(job_id=job.job_id)).job
     return {
-        "job": {"job_id": job.job_id, "name": spec.name, "domain": spec.domain, "generator_model": spec.generator_model, "documents": documents},
+        "job": {"job_id": job.job_id, "name": spec.name, "domain": spec.domain, "generator_model": spec.generator_model, "documents": documents, "tasks": final.tasks_published},
         "timings": {"total_s": time.monotonic() - started, "generation_s": generation_s, "training_s": training_s},
         "generation": json_format.MessageToDict(generation, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
         "curation": json_format.MessageToDict(dataset, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),

@@ -33,8 +33,8 @@ def render_markdown(report: dict) -> str:
         "## Data",
         "",
         *_table(
-            ["generated", "generation failures", "accepted", "rejected"],
-            [[gen["succeeded"], gen["failed"], cur["accepted"], cur["rejected"]]],
+            ["tasks brainstormed", "documents", "generated", "generation failures", "accepted", "rejected"],
+            [[job.get("tasks", 0), job.get("documents", 0), gen["succeeded"], gen["failed"], cur["accepted"], cur["rejected"]]],
         ),
         "",
         *_counts("Rejected by reason", cur.get("rejected_by_reason", {})),

@@ -1,0 +1,92 @@
+"""A gRPC client for a running EmbedForge (`make run CONTINUOUS=1`, or the services in a cluster).
+
+    # submit a job and follow it until its model is trained
+    PYTHONPATH=.:gen .venv/bin/python examples/client.py submit examples/demo/job.yaml --watch
+    # jobs and their progress
+    PYTHONPATH=.:gen .venv/bin/python examples/client.py jobs
+    # hybrid search in a collection with the model the embedder serves
+    PYTHONPATH=.:gen .venv/bin/python examples/client.py search "the ring is red" --collection helios-support
+
+Addresses come from `.run/endpoints.json` (written by `make run`) unless given with
+--taskgen / --embedder (host:port, e.g. a port-forwarded Service in Kubernetes).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import grpc
+
+from embedforge.v1 import embedder_pb2, embedder_pb2_grpc, taskgen_pb2, taskgen_pb2_grpc
+from libs.jobspec import load_job_spec
+
+ENDPOINTS = Path(".run") / "endpoints.json"
+
+
+def address(args: argparse.Namespace, service: str) -> str:
+    given = getattr(args, service)
+    if given:
+        return given
+    if not Path(args.endpoints).is_file():
+        raise SystemExit(f"no --{service} address and no {args.endpoints}: start `make run CONTINUOUS=1` first")
+    return json.loads(Path(args.endpoints).read_text())[service]
+
+
+def describe(job: taskgen_pb2.JobStatus) -> str:
+    state = taskgen_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    line = f"{job.job_id} {job.spec.name or '-'} {state}: tasks {job.tasks_published}/{job.tasks_target}, examples generated {job.examples_generated}/{job.examples_target}, accepted {job.examples_accepted}, rejected {job.examples_rejected}"
+    return line + (f", model {job.model_id}" if job.model_id else "") + (f", error: {job.error}" if job.error else "")
+
+
+def submit(args: argparse.Namespace) -> None:
+    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(grpc.insecure_channel(address(args, "taskgen")))
+    job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=load_job_spec(args.job), job_id=args.job_id)).job
+    print(describe(job))
+    if args.watch:  # a server stream: one status per change, until SUCCEEDED or FAILED
+        for update in taskgen.WatchJob(taskgen_pb2.WatchJobRequest(job_id=job.job_id)):
+            print(describe(update.job))
+
+
+def jobs(args: argparse.Namespace) -> None:
+    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(grpc.insecure_channel(address(args, "taskgen")))
+    for job in taskgen.ListJobs(taskgen_pb2.ListJobsRequest(limit=args.limit)).jobs:
+        print(describe(job))
+
+
+def search(args: argparse.Namespace) -> None:
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(address(args, "embedder")))
+    mode = embedder_pb2.SEARCH_MODE_HYBRID if args.mode == "hybrid" else embedder_pb2.SEARCH_MODE_DENSE
+    response = embedder.Search(embedder_pb2.SearchRequest(query=args.query, collection=args.collection, top_k=args.top_k, mode=mode))
+    for rank, hit in enumerate(response.hits, start=1):
+        print(f"{rank}. {hit.score:.4f} {hit.doc_id}: {' '.join(hit.text.split())[:100]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoints", default=str(ENDPOINTS), help="service addresses written by make run")
+    parser.add_argument("--taskgen", default="", help="taskgen host:port")
+    parser.add_argument("--embedder", default="", help="embedder host:port")
+    commands = parser.add_subparsers(dest="command", required=True)
+    submit_parser = commands.add_parser("submit", help="submit a job spec YAML")
+    submit_parser.add_argument("job")
+    submit_parser.add_argument("--job-id", default="", help="idempotency key: the same id twice returns the first job")
+    submit_parser.add_argument("--watch", action="store_true", help="follow the job until it succeeds or fails")
+    submit_parser.set_defaults(handler=submit)
+    jobs_parser = commands.add_parser("jobs", help="list jobs")
+    jobs_parser.add_argument("--limit", type=int, default=20)
+    jobs_parser.set_defaults(handler=jobs)
+    search_parser = commands.add_parser("search", help="search a collection")
+    search_parser.add_argument("query")
+    search_parser.add_argument("--collection", default="")
+    search_parser.add_argument("--top-k", type=int, default=5)
+    search_parser.add_argument("--mode", choices=("hybrid", "dense"), default="hybrid")
+    search_parser.set_defaults(handler=search)
+    args = parser.parse_args()
+    try:
+        args.handler(args)
+    except grpc.RpcError as error:
+        raise SystemExit(f"{error.code().name}: {error.details()}") from None
+
+
+if __name__ == "__main__":
+    main()
