@@ -1,8 +1,9 @@
 """Consume curated examples into per-job datasets; run fine-tuning jobs; publish ModelReady.
 
 forge.jobs tells the trainer each job's training spec, eval sets and planned size;
-forge.examples.curated fills the job's dataset. StartRun (or the auto-start, when a job's
-curated set reaches its target) snapshots the dataset and launches a run process; when it
+forge.examples.curated fills the job's dataset and forge.examples.rejected counts the other
+outcomes. StartRun (or the auto-start, when a job's curated set reaches its target share of the
+planned examples, or when every planned example has an outcome) snapshots the dataset and launches a run process; when it
 has exported the model, a ModelReady goes to forge.models.
 """
 
@@ -31,7 +32,7 @@ from libs.service import ServiceParts
 from services.trainer.pipeline import MergeConfig, RunConfig
 from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
-from services.trainer.store import CuratedStore, JobStore, planned_examples
+from services.trainer.store import CuratedStore, JobStore, RejectedLog, planned_examples
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.models_file = root / "models.jsonl"
         self.curated = CuratedStore(root / "curated")
         self.jobs = JobStore(root / "jobs")
+        self.rejected = RejectedLog(root / "rejected")
         self.lock = threading.Lock()
         self.models_lock = threading.Lock()
         self.runs = RunManager(self.runs_dir, settings.max_concurrent_runs, settings.run_threads, self.publish)
@@ -100,14 +102,25 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.maybe_auto_start(message.job_id)
         return []
 
+    def record_rejected(self, record: Received) -> list[Outgoing]:
+        message: pb.RejectedExample = record.message
+        if message.job_id and message.example_id:
+            self.rejected.add(message.job_id, message.example_id)
+            self.maybe_auto_start(message.job_id)
+        return []
+
     def maybe_auto_start(self, job_id: str) -> None:
+        """Start ``{job}-auto`` once the curated set is big enough, or complete (every planned
+        example accepted or rejected: no more data will come, however much was rejected)."""
         job = self.jobs.get(job_id)
-        if job is None or not job.spec.training.auto_start:
+        if job is None or not job.spec.training.auto_start or self.runs.get(f"{job_id}-auto") is not None:
             return
-        target = max(self.settings.auto_start_min_examples, math.ceil(self.settings.auto_start_fraction * planned_examples(job.spec)))
-        if self.curated.count(job_id) < target or self.runs.get(f"{job_id}-auto") is not None:
+        planned, accepted = planned_examples(job.spec), self.curated.count(job_id)
+        target = max(self.settings.auto_start_min_examples, math.ceil(self.settings.auto_start_fraction * planned))
+        complete = accepted > 0 and accepted + self.rejected.count(job_id) >= planned
+        if accepted < target and not complete:
             return
-        log.info("auto-starting run", extra={"job_id": job_id, "examples": self.curated.count(job_id), "target": target})
+        log.info("auto-starting run", extra={"job_id": job_id, "examples": accepted, "target": target, "complete": complete})
         self.start(api.StartRunRequest(job_id=job_id, run_id=f"{job_id}-auto"))
 
     # ----- runs
@@ -208,7 +221,11 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
 def build(settings: TrainerSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="trainer")
     servicer = TrainerServicer(settings, producer)
-    subscriptions = [Subscription(topics.EXAMPLES_CURATED, per_message(servicer.record_curated)), Subscription(topics.JOBS, per_message(servicer.record_job))]
+    subscriptions = [
+        Subscription(topics.EXAMPLES_CURATED, per_message(servicer.record_curated)),
+        Subscription(topics.EXAMPLES_REJECTED, per_message(servicer.record_rejected)),
+        Subscription(topics.JOBS, per_message(servicer.record_job)),
+    ]
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TrainerServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TrainerService"].full_name)],
         consumers=[ConsumerLoop(settings.kafka, "trainer", subscriptions, producer)],

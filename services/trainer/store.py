@@ -93,6 +93,32 @@ class CuratedStore:
         return dataset, json.dumps(summary, ensure_ascii=False)
 
 
+class RejectedLog:
+    """Ids of each job's rejected examples (append-only text per job, deduplicated): with the
+    curated count it tells when every planned example has an outcome."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.ids = {p.stem: set(p.read_text(encoding="utf-8").split()) for p in self.root.glob("*.txt")}
+
+    def add(self, job_id: str, example_id: str) -> int:
+        if not job_id or "/" in job_id or job_id.startswith(".") or not example_id or any(c.isspace() for c in example_id):
+            raise ValueError(f"invalid job id {job_id!r} or example id {example_id!r}")
+        with self.lock:
+            ids = self.ids.setdefault(job_id, set())
+            if example_id not in ids:
+                ids.add(example_id)
+                with open(self.root / f"{job_id}.txt", "a", encoding="utf-8") as handle:
+                    handle.write(example_id + "\n")
+            return len(ids)
+
+    def count(self, job_id: str) -> int:
+        with self.lock:
+            return len(self.ids.get(job_id, ()))
+
+
 class JobStore:
     """Jobs seen on forge.jobs (their training spec, eval sets and target size), persisted as JSON."""
 

@@ -89,6 +89,37 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     assert stub.ListModels(api.ListModelsRequest(job_id="job1")).models[0].dataset_manifest == run.dataset_manifest
 
 
+def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, tiny_bert, kafka_settings, make_examples):
+    """Most examples rejected: the accepted share never reaches its target, but no more data can come."""
+    stub, _ = trainer
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    job = pb.Job(job_id="job2", spec=pb.JobSpec(domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=30)], training=spec(tiny_bert, auto_start=True, max_steps=1)))
+    producer.send_and_wait(topics.JOBS, job.job_id, job)
+    for example in make_examples(6):
+        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job2", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
+    rejected = [pb.RejectedExample(example_id=f"r{i}", job_id="job2", reason="invalid_json") for i in range(24)]
+    for message in rejected[:-1] + rejected[:5]:  # one outcome still missing; some delivered twice
+        producer.send(topics.EXAMPLES_REJECTED, message.example_id, message)
+    producer.flush()
+    time.sleep(3)
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.GetRun(api.GetRunRequest(run_id="job2-auto"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    producer.send_and_wait(topics.EXAMPLES_REJECTED, rejected[-1].example_id, rejected[-1])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            run = stub.GetRun(api.GetRunRequest(run_id="job2-auto")).run
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            time.sleep(0.3)
+    else:
+        pytest.fail("no run auto-started with every outcome in")
+    assert json.loads(run.dataset_manifest)["examples"] == 6
+
+
 def test_cancel_stops_a_running_run(trainer, tiny_bert, dataset_file):
     stub, _ = trainer
     run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=500))).run
