@@ -206,28 +206,35 @@ class ConsumerLoop:
         consumer.subscribe(list(self.subscriptions))
         log.info("consumer started", extra={"group": self.group_id, "topics": list(self.subscriptions)})
         try:
-            while not stop.is_set():
-                polled = consumer.poll(timeout_ms=200)
-                if consumer.assignment():
-                    self.ready.set()
-                if not polled:
-                    continue
-                started = time.perf_counter()
-                futures = []
-                for partition, records in polled.items():
-                    futures.extend(self._process(partition.topic, records))
-                self.producer.flush()
-                for future in futures:
-                    future.get(timeout=30)
-                try:
-                    consumer.commit()
-                except CommitFailedError as exc:
-                    # The group moved on (a batch outlived max_poll_interval_ms, or a rebalance):
-                    # the partitions' new owner reprocesses from the last commit; keys make it idempotent.
-                    log.warning("commit refused after a rebalance; batch will be redelivered", extra={"group": self.group_id, "detail": str(exc)[:300]})
-                batch_seconds.record(time.perf_counter() - started, {"group": self.group_id})
+            self._consume(consumer, stop)
+        except TransientError as exc:
+            if not stop.is_set():
+                raise
+            log.info("stopped mid-batch; the uncommitted batch is processed again after restart", extra={"group": self.group_id, "detail": str(exc)[:300]})
         finally:
             consumer.close(autocommit=False)
+
+    def _consume(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=200)
+            if consumer.assignment():
+                self.ready.set()
+            if not polled:
+                continue
+            started = time.perf_counter()
+            futures = []
+            for partition, records in polled.items():
+                futures.extend(self._process(partition.topic, records))
+            self.producer.flush()
+            for future in futures:
+                future.get(timeout=30)
+            try:
+                consumer.commit()
+            except CommitFailedError as exc:
+                # The group moved on (a batch outlived max_poll_interval_ms, or a rebalance):
+                # the partitions' new owner reprocesses from the last commit; keys make it idempotent.
+                log.warning("commit refused after a rebalance; batch will be redelivered", extra={"group": self.group_id, "detail": str(exc)[:300]})
+            batch_seconds.record(time.perf_counter() - started, {"group": self.group_id})
 
     def _process(self, topic_name: str, records) -> list:
         dead_before = self.dead_lettered

@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServiceParts:
-    """What a service runs: gRPC services, consumer loops, and hooks called on shutdown."""
+    """What a service runs: gRPC services, consumer loops, and hooks: ``on_stop`` as soon as a
+    stop is requested (interrupt long work, e.g. a generate in flight), ``on_shutdown`` after
+    the consumers have stopped (release resources)."""
 
     grpc_services: list[GrpcService]
     consumers: Sequence[ConsumerLoop] = ()
     producer: ProtoProducer | None = None
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -58,6 +61,8 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
 
     stop.wait()
     log.info("draining")
+    for hook in parts.on_stop:
+        hook()
     server.stop(settings.shutdown_grace_s)
     for thread in threads:
         thread.join(timeout=settings.shutdown_grace_s)

@@ -161,6 +161,8 @@ def _status_code(exc: BaseException) -> int | None:
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, InvalidJsonOutput):
         return "invalid_json"
+    if _stopped(exc):
+        return "stopped"
     if isinstance(exc, litellm.RateLimitError) or _status_code(exc) == 429:
         return "rate_limited"
     if isinstance(exc, (litellm.Timeout, TimeoutError)):
@@ -175,6 +177,19 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, (litellm.BadRequestError, litellm.NotFoundError)) or (code is not None and 400 <= code < 500):
         return "bad_request"
     return "unknown"
+
+
+def _stopped(exc: BaseException) -> bool:
+    """The in-process model was shut down (litellm may wrap the provider's EngineStopped)."""
+    from libs.llm.local import EngineStopped
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, EngineStopped) or "EngineStopped" in type(exc).__name__ or "is shut down" in str(exc):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 RETRYABLE = {"invalid_json", "rate_limited", "timeout", "connection_error", "server_error"}

@@ -112,14 +112,21 @@ class GrammarConstraint:
 
 
 class RowTokenLimit:
-    """Stops each row at its own ``max_tokens``."""
+    """Stops each row at its own ``max_tokens``, and every row once ``aborted`` is set."""
 
-    def __init__(self, limits: list[int], prompt_length: int):
+    def __init__(self, limits: list[int], prompt_length: int, aborted: threading.Event):
         self.limits = torch.tensor(limits)
         self.prompt_length = prompt_length
+        self.aborted = aborted
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.aborted.is_set():
+            return torch.ones(input_ids.shape[0], dtype=torch.bool)
         return (input_ids.shape[1] - self.prompt_length) >= self.limits
+
+
+class EngineStopped(RuntimeError):
+    """The engine was shut down (the process is stopping): the request was not answered."""
 
 
 class LocalEngine:
@@ -154,13 +161,23 @@ class LocalEngine:
         self._grammars: dict[str, object] = {}
         self.batch_sizes: list[int] = []  # size of every batched generate, in order
         self._queue: queue.Queue[LocalRequest] = queue.Queue()
+        self._aborted = threading.Event()
         self._worker = threading.Thread(target=self._serve, name=f"local-llm-{name}", daemon=True)
         self._worker.start()
         log.info("local model loaded", extra={"model": name, "path": str(path), "dtype": str(self.dtype), "load_s": round(time.perf_counter() - started, 2)})
 
     def submit(self, request: LocalRequest) -> Future:
+        if self._aborted.is_set():
+            request.future.set_exception(EngineStopped(f"local model {self.name} is shut down"))
+            return request.future
         self._queue.put(request)
         return request.future
+
+    def abort(self) -> None:
+        """Stop the generate in flight within a decode step and fail every waiting request with
+        :class:`EngineStopped` (a stopping process must not wait minutes for a long batch)."""
+        self._aborted.set()
+        self._queue.put(LocalRequest([], 0, 0.0))  # wakes the worker if it is idle
 
     def generate(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.7, json_schema: dict | None = None) -> LocalResult:
         """Blocking convenience around :meth:`submit`."""
@@ -185,6 +202,9 @@ class LocalEngine:
     def _serve(self) -> None:
         while True:
             batch = [self._queue.get()]
+            if self._aborted.is_set():
+                self._fail_waiting(batch)
+                continue
             deadline = time.monotonic() + self.batch_wait_s
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
@@ -193,17 +213,35 @@ class LocalEngine:
                 except queue.Empty:
                     break
             batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if self._aborted.is_set():
+                self._fail_waiting(batch)
+                continue
             if not batch:
                 continue
             try:
                 results = self._run(batch)
+                if self._aborted.is_set():
+                    raise EngineStopped(f"local model {self.name} is shut down")
             except Exception as exc:  # noqa: BLE001 - fail the requests, keep serving
-                log.exception("local generation failed", extra={"model": self.name, "batch": len(batch)})
+                if not isinstance(exc, EngineStopped):
+                    log.exception("local generation failed", extra={"model": self.name, "batch": len(batch)})
                 for request in batch:
                     request.future.set_exception(exc)
                 continue
             for request, result in zip(batch, results):
                 request.future.set_result(result)
+
+    def _fail_waiting(self, batch: list[LocalRequest]) -> None:
+        while True:
+            for request in batch:
+                future = request.future
+                if future.done() or not (future.running() or future.set_running_or_notify_cancel()):
+                    continue
+                future.set_exception(EngineStopped(f"local model {self.name} is shut down"))
+            try:
+                batch = [self._queue.get_nowait()]
+            except queue.Empty:
+                return
 
     def _run(self, batch: list[LocalRequest]) -> list[LocalResult]:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
@@ -235,7 +273,7 @@ class LocalEngine:
                     **encoded,
                     generation_config=config,
                     logits_processor=LogitsProcessorList(processors),
-                    stopping_criteria=StoppingCriteriaList([RowTokenLimit(limits, prompt_length)]),
+                    stopping_criteria=StoppingCriteriaList([RowTokenLimit(limits, prompt_length, self._aborted)]),
                 )
         results = []
         attention = encoded["attention_mask"]
@@ -265,6 +303,14 @@ def get_engine(name: str) -> LocalEngine:
         if name not in _engines:
             _engines[name] = LocalEngine(name)
         return _engines[name]
+
+
+def abort_engines() -> None:
+    """Abort every loaded engine (on process shutdown)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+    for engine in engines:
+        engine.abort()
 
 
 def _schema_of(response_format) -> tuple[dict | None, bool]:

@@ -14,7 +14,9 @@ from opentelemetry import metrics
 
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
+from libs.kafka import TransientError
 from libs.llm import LlmError, UsageAccumulator, complete
+from libs.llm.local import abort_engines
 from libs.llm.templates import PromptTemplate, load_templates
 from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
 
@@ -131,6 +133,13 @@ class ExampleWriter:
         if missing:
             raise ValueError(f"templates missing from {templates_dir}: {sorted(missing)}")
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="examplegen-llm")
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Interrupt writing (the process is stopping): in-process models abort their batch, and
+        :meth:`write` publishes nothing more, so the unfinished records are redone after a restart."""
+        self._stopping.set()
+        abort_engines()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -228,6 +237,8 @@ class ExampleWriter:
         futures = [self._pool.submit(self.write_one, plan) for plan in plans]
         for future in as_completed(futures):
             raw = future.result()
+            if self._stopping.is_set():
+                raise TransientError("examplegen is stopping; unfinished examples are written after restart")
             publish(raw)
             self.stats.record(raw)
         return len(futures)

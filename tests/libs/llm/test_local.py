@@ -4,13 +4,14 @@ batching mechanics."""
 
 import json
 import threading
+import time
 
 import jsonschema
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from libs.llm import complete, get_engine, register_model_path, resolve_model
+from libs.llm import LlmError, complete, get_engine, register_model_path, resolve_model
 
 SCHEMA = {
     "type": "object",
@@ -89,3 +90,34 @@ def test_greedy_decoding_is_deterministic(tiny_model):
     first = complete(tiny_model, messages, max_tokens=6, temperature=0.0)
     second = complete(tiny_model, messages, max_tokens=6, temperature=0.0)
     assert first.text == second.text
+
+
+LONG = {"type": "object", "properties": {"story": {"type": "string", "minLength": 4000}}, "required": ["story"], "additionalProperties": False}
+
+
+def test_abort_stops_a_long_generate_and_fails_waiting_requests_without_retries():
+    """What a stopping examplegen does: the batch in flight ends within a decode step. (The
+    grammar's minLength guarantees a generate far longer than the test waits.)"""
+    register_model_path("smollm2-abort", resolve_model("smollm2"))
+    engine = get_engine("smollm2-abort")
+    outcome = {}
+
+    def ask(name: str, max_tokens: int) -> None:
+        try:
+            outcome[name] = complete("local/smollm2-abort", [{"role": "user", "content": "Tell a story."}], json_schema=LONG, max_tokens=max_tokens, temperature=0.0, attempts=4)
+        except LlmError as error:
+            outcome[name] = error
+
+    long_request = threading.Thread(target=ask, args=("long", 2000))
+    long_request.start()
+    deadline = time.monotonic() + 60
+    while not engine.batch_sizes and time.monotonic() < deadline:  # the generate has started
+        time.sleep(0.05)
+    time.sleep(1.0)
+    aborted_at = time.monotonic()
+    engine.abort()
+    long_request.join(timeout=30)
+    assert time.monotonic() - aborted_at < 5, "the generate did not stop"
+    assert isinstance(outcome["long"], LlmError) and outcome["long"].reason == "stopped" and outcome["long"].attempts == 1
+    ask("after", 8)
+    assert isinstance(outcome["after"], LlmError) and outcome["after"].reason == "stopped"

@@ -38,6 +38,8 @@ class Running:
 
     def stop(self) -> None:
         self.stop_event.set()
+        for hook in self.parts.on_stop:
+            hook()
         self.server.stop(1.0)
         for thread in self.threads:
             thread.join(timeout=30)

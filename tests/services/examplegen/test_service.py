@@ -4,6 +4,7 @@ real OpenAI-compatible HTTP server injecting faults (tests/libs/llm/fault_server
 local SmolLM2 provider runs in tests/services/taskgen/test_job_to_examples.py."""
 
 import json
+import time
 import uuid
 
 import pytest
@@ -126,6 +127,23 @@ def test_a_redelivered_task_does_not_regenerate_published_examples(kafka_setting
         raws = raw_reader.wait_for(lambda m: any(r.task_id == follow_up.task_id for r in m))
     assert len(provider.prompts) == calls + 1
     assert [r.task_id for r in raws].count(sent.task_id) == 2
+
+
+def test_stopping_mid_generation_publishes_nothing_half_done_and_a_restart_writes_each_example_once(kafka_settings, tmp_path, raw_reader):
+    slow = register_recorded(delay_s=3.0)
+    sent = task(num_examples=3)
+    running = Running(build(settings_for(kafka_settings, tmp_path))).__enter__()
+    send(kafka_settings, topics.TASKS, sent.task_id, sent)
+    deadline = time.monotonic() + 30
+    while len(slow.prompts) < 3 and time.monotonic() < deadline:  # all three calls in flight
+        time.sleep(0.05)
+    running.stop()
+    assert raw_reader.settle(4.0) == []  # the slow answers arrive after the stop: none is published
+    register_recorded()
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        raw_reader.wait_for(lambda m: len(m) >= 3)
+        raws = raw_reader.settle(2.0)
+    assert sorted(r.example_id for r in raws) == sorted(example_id(sent.task_id, i) for i in range(3))
 
 
 def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_settings, tmp_path):
