@@ -28,6 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import langid  # noqa: E402
+import numpy as np  # noqa: E402
 from datasketch import MinHash  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
@@ -36,7 +37,7 @@ from libs import topics  # noqa: E402
 from libs.kafka import ProtoProducer, ensure_topics  # noqa: E402
 from libs.local.broker import TansuBroker  # noqa: E402
 from libs.local.runtime import LocalRuntime  # noqa: E402
-from services.curator.dedup import SCHEME, DedupIndex, MinHasher  # noqa: E402
+from services.curator.dedup import SCHEME, DedupIndex, MinHasher, Signature  # noqa: E402
 from services.curator.settings import DedupSettings, ValidationSettings  # noqa: E402
 from services.curator.validation import Rejection, Validator  # noqa: E402
 
@@ -201,13 +202,18 @@ class LangidClassify:
 
 
 class Sha1MinHasher(MinHasher):
-    """Anchor signatures: datasketch's MinHash.update_batch, SHA-1 per shingle."""
+    """Anchor signatures: datasketch's MinHash.update_batch, SHA-1 per shingle (query and positive halves)."""
 
-    def minhash(self, normalized: str) -> MinHash:
+    def _sha1_values(self, normalized: str, first: int, last: int) -> np.ndarray:
         words = normalized.encode()[: self.max_bytes].decode(errors="ignore").split()
-        signature = MinHash(num_perm=self.num_perm, scheme=SCHEME)
+        perm_a, perm_b = self.permutations
+        signature = MinHash(num_perm=last - first, scheme=SCHEME, permutations=(perm_a[first:last], perm_b[first:last]))
         signature.update_batch([f"{a} {b}".encode() for a, b in zip(words, words[1:])] or [w.encode() for w in words])
-        return signature
+        return signature.hashvalues
+
+    def pair(self, norm_query: str, norm_positive: str) -> Signature:
+        values = (self._sha1_values(norm_query, 0, self.split), self._sha1_values(norm_positive, self.split, self.num_perm))
+        return Signature(np.concatenate(values))
 
 
 def curate_in_process(examples: list[pb.RawExample], validator: Validator, index: DedupIndex, label: str) -> tuple[float, float, Counter]:

@@ -1,11 +1,20 @@
 """Exact and near-duplicate detection for one job's examples.
 
-Exact: the content hash (normalized query + positive). Near: MinHash of word bigrams of
-query + positive, indexed in a datasketch MinHashLSH and confirmed by the estimated
-Jaccard. Signatures use datasketch's affine32 scheme and permutations but are computed
-for all shingles at once with numpy (rolling hashes of the words), so a MinHash costs a
-few array operations instead of a Python loop per shingle; the LSH gets a light
-:class:`Signature` (the hash values) instead of a full datasketch MinHash object.
+Exact: the content hash (normalized query + positive). Near: a MinHash signature of
+``num_perm`` values whose first half is a MinHash of the query's word bigrams and whose
+second half is a MinHash of the first positive's word bigrams (each text's leading
+``max_bytes`` bytes). The share of equal values of two signatures therefore estimates
+the mean of the query Jaccard and the positive Jaccard: query and positive weigh the same,
+however long the positive is. One MinHashLSH indexes the whole signature (its bands fall
+within one half or the other) and a candidate counts as a near-duplicate when that
+estimated mean reaches the threshold. Hashing "query + positive" as one text instead let
+a long shared positive dominate: different questions written for the same corpus chunk
+(whose positive is the chunk itself) all looked like duplicates of the first one.
+
+Signatures use datasketch's affine32 scheme and permutations but are computed for all
+shingles at once with numpy (rolling hashes of the words), so a MinHash costs a few array
+operations instead of a Python loop per shingle; the LSH gets a light :class:`Signature`
+(the hash values) instead of a full datasketch MinHash object.
 """
 
 from dataclasses import dataclass, field
@@ -48,6 +57,8 @@ class MinHasher:
         self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
         a, b = self.permutations
         self.a, self.b = a[None, :], b[None, :]
+        # Permutations of the query half and of the positive half of a pair signature.
+        self.split = num_perm // 2
         self.powers = self._powers(int(self.BASE), max_bytes)
         self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), max_bytes)
 
@@ -75,14 +86,25 @@ class MinHasher:
                 return words
             return words[:-1] * self.BIGRAM + words[1:]
 
-    def minhash(self, normalized: str) -> "Signature":
+    def _values(self, normalized: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Minimum over the text's shingles of each permutation (a, b) given."""
         hashed = self.shingle_hashes(normalized)
-        if hashed.size:
-            folded = (hashed ^ (hashed >> np.uint64(32))).astype(np.uint32)
-            values = (fmix32(folded)[:, None] * self.a + self.b).min(axis=0)
-        else:
-            values = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-        return Signature(values)
+        if not hashed.size:
+            return np.full(a.shape[1], np.iinfo(np.uint32).max, dtype=np.uint32)
+        folded = (hashed ^ (hashed >> np.uint64(32))).astype(np.uint32)
+        return (fmix32(folded)[:, None] * a + b).min(axis=0)
+
+    def minhash(self, normalized: str) -> "Signature":
+        """MinHash of one text over all ``num_perm`` permutations."""
+        return Signature(self._values(normalized, self.a, self.b))
+
+    def pair(self, norm_query: str, norm_positive: str) -> "Signature":
+        """The query's MinHash over the first half of the permutations, the positive's over the second."""
+        split = self.split
+        return Signature(np.concatenate((
+            self._values(norm_query, self.a[:, :split], self.b[:, :split]),
+            self._values(norm_positive, self.a[:, split:], self.b[:, split:]),
+        )))  # fmt: skip
 
 
 class Signature:
@@ -98,7 +120,7 @@ class Signature:
         return len(self.hashvalues)
 
     def jaccard(self, other: "Signature") -> float:
-        """Estimated Jaccard similarity: the share of equal hash values."""
+        """The share of equal hash values: for pair signatures, the estimated mean of query and positive Jaccard."""
         return float(np.count_nonzero(self.hashvalues == other.hashvalues)) / len(self.hashvalues)
 
 
@@ -158,8 +180,8 @@ class DedupIndex:
         return self.jobs[job_id]
 
     def signature(self, example: pb.CuratedExample) -> Signature:
-        """MinHash of the normalized query and first positive."""
-        return self.hasher.minhash(f"{normalize(example.query)} {normalize(example.positives[0])}")
+        """Pair MinHash of the normalized query and first positive (see the module docstring)."""
+        return self.hasher.pair(normalize(example.query), normalize(example.positives[0]))
 
     def add(self, example: pb.CuratedExample) -> None:
         job = self.job(example.job_id)

@@ -24,9 +24,11 @@ class ValidationSettings(BaseModel):
 class DedupSettings(BaseModel):
     """Exact and near-duplicate detection (env: CURATOR_DEDUP__<NAME>)."""
 
-    near_duplicate_threshold: float = Field(0.7, description="Estimated Jaccard of word-bigram sets at or above which an example is a near-duplicate.")
-    num_perm: int = Field(64, description="MinHash permutations.")
-    max_bytes: int = Field(1024, description="Leading bytes of normalized query + positive that the MinHash sees.")
+    near_duplicate_threshold: float = Field(
+        0.7, description="Estimated mean of the query's and the positive's word-bigram Jaccard at or above which an example is a near-duplicate."
+    )
+    num_perm: int = Field(64, description="MinHash permutations: the first half hashes the query, the second half the positive.")
+    max_bytes: int = Field(1024, description="Leading bytes of the normalized query, and of the normalized positive, that the MinHash sees.")
     partitions: int = Field(6, description="Partitions of the internal candidates and dedup-log topics (both must match).")
 
 

@@ -8,7 +8,8 @@ from datasketch import MinHash
 from embedforge.v1 import messages_pb2 as pb
 from services.curator.dedup import DedupIndex, MinHasher
 from services.curator.text import content_hash, normalize
-from tests.services.curator.factory import near_duplicate, retrieval_answer
+from services.curator.validation import bigrams
+from tests.services.curator.factory import TOPIC_A, TOPIC_B, near_duplicate, retrieval_answer, text
 
 MASK64 = (1 << 64) - 1
 
@@ -21,6 +22,29 @@ def example(answer: dict, example_id: str, job_id: str = "job-1") -> pb.CuratedE
         query=query,
         positives=[positive],
         provenance=pb.Provenance(example_id=example_id),
+    )
+
+
+# A corpus chunk (the positive of every corpus-grounded example written for it) and questions about it.
+CHUNK = "Taking your tablets\n" + text(__import__("random").Random(7), 180, TOPIC_A)
+CORPUS_QUERIES = [
+    "should the tablet be taken with water after breakfast",
+    "who do I tell about side effects of the medicine",
+    "when does the doctor change the dose",
+    "how often is blood pressure measured",
+    "what dose do children under twelve get",
+    "can a parent supervise the treatment at home",
+]
+
+
+def corpus_example(query: str, example_id: str, chunk: str = CHUNK) -> pb.CuratedExample:
+    return pb.CuratedExample(
+        content_hash=content_hash(normalize(query), normalize(chunk)),
+        job_id="job-1",
+        category=pb.CATEGORY_CORPUS_GROUNDED,
+        query=query,
+        positives=[chunk],
+        provenance=pb.Provenance(example_id=example_id, template_id="corpus_query"),
     )
 
 
@@ -90,3 +114,67 @@ def test_threshold_is_configurable():
     strict = DedupIndex(threshold=0.95)
     strict.add(example(answer, "a"))
     assert verdict(strict, example(near_duplicate(answer, seed=2), "b")).reason == ""
+
+
+def test_different_questions_about_the_same_chunk_are_all_kept():
+    index = DedupIndex(threshold=0.7)
+    for n, query in enumerate(CORPUS_QUERIES):
+        candidate = corpus_example(query, f"c{n}")
+        result = verdict(index, candidate)
+        assert result.reason == "", (query, result)
+        index.add(candidate)
+    assert len(index.job("job-1").accepted) == len(CORPUS_QUERIES)
+
+
+def test_same_question_about_a_slightly_edited_chunk_is_a_near_duplicate():
+    index = DedupIndex(threshold=0.7)
+    index.add(corpus_example(CORPUS_QUERIES[0], "c0"))
+    words = CHUNK.split(" ")
+    words[10], words[60] = "medicine", "morning"
+    result = verdict(index, corpus_example(CORPUS_QUERIES[0], "c1", chunk=" ".join(words)))
+    assert result.reason == "near_duplicate"
+    assert result.similarity >= 0.9
+
+
+def test_same_query_with_a_positive_two_words_changed_is_a_near_duplicate():
+    index = DedupIndex(threshold=0.7)
+    answer = retrieval_answer(8)
+    index.add(example(answer, "a"))
+    words = answer["positive_document"].split()
+    words[5], words[40] = "kidney", "nurse"
+    result = verdict(index, example({**answer, "positive_document": " ".join(words)}, "b"))
+    assert (result.reason, result.duplicate_of) == ("near_duplicate", example(answer, "a").content_hash)
+
+
+def test_different_query_and_very_different_positive_is_kept():
+    index = DedupIndex(threshold=0.7)
+    answer = retrieval_answer(9)
+    index.add(example(answer, "a"))
+    other = {"user_query": "which trains run on the mountain line", "positive_document": text(__import__("random").Random(9), 100, TOPIC_B)}
+    assert verdict(index, example(other, "b")).reason == ""
+
+
+def exact_jaccard(a: str, b: str) -> float:
+    x, y = bigrams(normalize(a)), bigrams(normalize(b))
+    return len(x & y) / len(x | y)
+
+
+def test_signature_similarity_estimates_the_mean_of_query_and_positive_jaccard():
+    index = DedupIndex(num_perm=1024)
+    first, second = corpus_example(CORPUS_QUERIES[0], "a"), corpus_example(CORPUS_QUERIES[0] + " every morning", "b")
+    words = CHUNK.split(" ")
+    second.positives[0] = " ".join(words[:90] + ["kidney"] * 3 + words[93:])
+    expected = (exact_jaccard(first.query, second.query) + exact_jaccard(first.positives[0], second.positives[0])) / 2
+    assert abs(index.signature(first).jaccard(index.signature(second)) - expected) < 0.06
+
+
+def test_dedup_state_replayed_from_the_log_decides_the_same():
+    """The dedup log holds CuratedExamples: a fresh index rebuilt from them gives the same verdicts."""
+    accepted = [corpus_example(q, f"c{n}") for n, q in enumerate(CORPUS_QUERIES)] + [example(retrieval_answer(10), "r")]
+    live, replayed = DedupIndex(), DedupIndex()
+    for candidate in accepted:
+        live.add(candidate)
+        replayed.add(pb.CuratedExample.FromString(candidate.SerializeToString()))
+    probes = [corpus_example(CORPUS_QUERIES[1], "p0"), corpus_example("is the clinic open on monday", "p1"), example(near_duplicate(retrieval_answer(10), seed=3), "p2")]
+    assert [verdict(live, p) for p in probes] == [verdict(replayed, p) for p in probes]
+    assert [verdict(replayed, p).reason for p in probes] == ["duplicate", "", "near_duplicate"]
