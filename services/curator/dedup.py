@@ -5,19 +5,24 @@ Exact: the content hash (normalized query + positive). Near: a MinHash signature
 second half is a MinHash of the first positive's word bigrams (each text's leading
 ``max_bytes`` bytes). The share of equal values of two signatures therefore estimates
 the mean of the query Jaccard and the positive Jaccard: query and positive weigh the same,
-however long the positive is. One MinHashLSH indexes the whole signature (its bands fall
-within one half or the other) and a candidate counts as a near-duplicate when that
-estimated mean reaches the threshold. Hashing "query + positive" as one text instead let
+however long the positive is. One LSH index over the whole signature finds candidates (its
+bands fall within one half or the other) and a candidate counts as a near-duplicate when
+that estimated mean reaches the threshold. Classification examples are the exception: their
+positive is a label shared by many examples, so both halves hash the input text (the
+estimate is then the input's Jaccard, as "query + label" hashed together used to give). Hashing "query + positive" as one text instead let
 a long shared positive dominate: different questions written for the same corpus chunk
 (whose positive is the chunk itself) all looked like duplicates of the first one.
 
 Signatures use datasketch's affine32 scheme and permutations but are computed for all
-shingles at once with numpy (rolling hashes of the words), so a MinHash costs a few array
-operations instead of a Python loop per shingle; the LSH gets a light :class:`Signature`
-(the hash values) instead of a full datasketch MinHash object.
+shingles at once with numpy (rolling hashes of the words, query and positive in one pass),
+so a signature costs a few array operations instead of a Python loop per shingle. The LSH
+index uses datasketch MinHashLSH's banding (the same b bands of r rows for the threshold
+and num_perm) with the band bytes as plain dict keys: the same candidates as MinHashLSH,
+without its per-band byte swapping and storage layers.
 """
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -59,8 +64,9 @@ class MinHasher:
         self.a, self.b = a[None, :], b[None, :]
         # Permutations of the query half and of the positive half of a pair signature.
         self.split = num_perm // 2
-        self.powers = self._powers(int(self.BASE), max_bytes)
-        self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), max_bytes)
+        # Up to two texts of max_bytes and the space joining them (see pair).
+        self.powers = self._powers(int(self.BASE), 2 * max_bytes + 1)
+        self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), 2 * max_bytes + 1)
 
     @staticmethod
     def _powers(base: int, count: int) -> np.ndarray:
@@ -69,11 +75,8 @@ class MinHasher:
             raised = np.cumprod(np.full(count, base, dtype=np.uint64), dtype=np.uint64)
         return np.concatenate(([np.uint64(1)], raised))
 
-    def shingle_hashes(self, normalized: str) -> np.ndarray:
-        """64-bit hashes of the word bigrams (of the single word, for one-word texts)."""
-        data = np.frombuffer(normalized.encode()[: self.max_bytes], dtype=np.uint8)
-        if not data.size:
-            return np.zeros(0, dtype=np.uint64)
+    def _word_hashes(self, data: np.ndarray) -> np.ndarray:
+        """Hash of every space-separated word of the UTF-8 bytes ``data`` (not empty)."""
         is_space = data == 32
         values = np.where(is_space, 0, data.astype(np.uint64) + np.uint64(1))
         with np.errstate(over="ignore"):
@@ -81,34 +84,56 @@ class MinHasher:
             bounds = np.flatnonzero(is_space)
             starts = np.concatenate(([0], bounds + 1))
             ends = np.concatenate((bounds, [data.size]))
-            words = (prefix[ends] - prefix[starts]) * self.inverse_powers[starts]
-            if words.size < 2:
-                return words
+            return (prefix[ends] - prefix[starts]) * self.inverse_powers[starts]
+
+    def _bigrams(self, words: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
             return words[:-1] * self.BIGRAM + words[1:]
+
+    def shingle_hashes(self, normalized: str) -> np.ndarray:
+        """64-bit hashes of the word bigrams (of the single word, for one-word texts)."""
+        data = np.frombuffer(normalized.encode()[: self.max_bytes], dtype=np.uint8)
+        if not data.size:
+            return np.zeros(0, dtype=np.uint64)
+        words = self._word_hashes(data)
+        return words if words.size < 2 else self._bigrams(words)
+
+    @staticmethod
+    def _mixed(hashed: np.ndarray) -> np.ndarray:
+        """64-bit shingle hashes folded to 32 bits and mixed (datasketch's affine32 input)."""
+        return fmix32((hashed ^ (hashed >> np.uint64(32))).astype(np.uint32))
 
     def _values(self, normalized: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Minimum over the text's shingles of each permutation (a, b) given."""
         hashed = self.shingle_hashes(normalized)
         if not hashed.size:
             return np.full(a.shape[1], np.iinfo(np.uint32).max, dtype=np.uint32)
-        folded = (hashed ^ (hashed >> np.uint64(32))).astype(np.uint32)
-        return (fmix32(folded)[:, None] * a + b).min(axis=0)
+        return (self._mixed(hashed)[:, None] * a + b).min(axis=0)
 
     def minhash(self, normalized: str) -> "Signature":
         """MinHash of one text over all ``num_perm`` permutations."""
         return Signature(self._values(normalized, self.a, self.b))
 
     def pair(self, norm_query: str, norm_positive: str) -> "Signature":
-        """The query's MinHash over the first half of the permutations, the positive's over the second."""
-        split = self.split
-        return Signature(np.concatenate((
-            self._values(norm_query, self.a[:, :split], self.b[:, :split]),
-            self._values(norm_positive, self.a[:, split:], self.b[:, split:]),
-        )))  # fmt: skip
+        """The query's MinHash over the first half of the permutations, the positive's over the second.
+
+        Both texts are hashed in one pass: their bytes joined by a space, the bigram that
+        spans the join left out. Texts of fewer than two words take the one-text path.
+        """
+        split, a, b = self.split, self.a, self.b
+        query, positive = norm_query.encode()[: self.max_bytes], norm_positive.encode()[: self.max_bytes]
+        query_words = query.count(b" ") + 1
+        if not query or not positive or query_words < 2 or b" " not in positive:
+            return Signature(np.concatenate((self._values(norm_query, a[:, :split], b[:, :split]), self._values(norm_positive, a[:, split:], b[:, split:]))))
+        mixed = self._mixed(self._bigrams(self._word_hashes(np.frombuffer(query + b" " + positive, dtype=np.uint8))))
+        values = np.empty(self.num_perm, dtype=np.uint32)
+        np.min(mixed[: query_words - 1, None] * a[:, :split] + b[:, :split], axis=0, out=values[:split])
+        np.min(mixed[query_words:, None] * a[:, split:] + b[:, split:], axis=0, out=values[split:])
+        return Signature(values)
 
 
 class Signature:
-    """MinHash values as MinHashLSH reads them (``hashvalues``, ``len``, ``scheme``)."""
+    """MinHash values (``hashvalues``; ``len`` and ``scheme`` as datasketch's MinHashLSH reads them)."""
 
     __slots__ = ("hashvalues",)
     scheme = SCHEME
@@ -133,6 +158,43 @@ class Verdict:
     similarity: float = 0.0
 
 
+@lru_cache(maxsize=None)
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+class BandIndex:
+    """MinHash LSH: keys of the signatures that share at least one band of ``rows`` values."""
+
+    def __init__(self, threshold: float, num_perm: int):
+        bands, rows = lsh_bands(threshold, num_perm)
+        self.cuts = [(band * rows, (band + 1) * rows) for band in range(bands)]
+        self.tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
+
+    def _keys(self, signature: Signature) -> list[bytes]:
+        raw, width = signature.hashvalues.tobytes(), signature.hashvalues.itemsize
+        return [raw[start * width : end * width] for start, end in self.cuts]
+
+    def insert(self, key: str, signature: Signature) -> None:
+        for table, band in zip(self.tables, self._keys(signature)):
+            bucket = table.get(band)
+            if bucket is None:
+                table[band] = [key]
+            else:
+                bucket.append(key)
+
+    def query(self, signature: Signature) -> list[str]:
+        """Candidate keys, each once, in insertion order of their buckets."""
+        found: dict[str, None] = {}
+        for table, band in zip(self.tables, self._keys(signature)):
+            bucket = table.get(band)
+            if bucket is not None:
+                found.update(dict.fromkeys(bucket))
+        return list(found)
+
+
 @dataclass
 class JobIndex:
     """Accepted examples of one job: content hash <-> example id, and their MinHash LSH."""
@@ -142,10 +204,10 @@ class JobIndex:
     accepted: dict[str, str] = field(default_factory=dict)
     example_ids: dict[str, str] = field(default_factory=dict)
     signatures: dict[str, Signature] = field(default_factory=dict)
-    lsh: MinHashLSH = field(init=False)
+    lsh: BandIndex = field(init=False)
 
     def __post_init__(self):
-        self.lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        self.lsh = BandIndex(self.threshold, self.num_perm)
 
     def check(self, content_hash: str, signature: Signature) -> Verdict:
         if content_hash in self.accepted:
@@ -181,7 +243,10 @@ class DedupIndex:
 
     def signature(self, example: pb.CuratedExample) -> Signature:
         """Pair MinHash of the normalized query and first positive (see the module docstring)."""
-        return self.hasher.pair(normalize(example.query), normalize(example.positives[0]))
+        query = normalize(example.query)
+        if example.category == pb.CATEGORY_CLASSIFICATION:  # the positive is a label many examples share
+            return self.hasher.pair(query, query)
+        return self.hasher.pair(query, normalize(example.positives[0]))
 
     def add(self, example: pb.CuratedExample) -> None:
         job = self.job(example.job_id)

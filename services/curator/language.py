@@ -73,28 +73,76 @@ class LanguageDetector:
 
     A state of langid's byte DFA emits a fixed set of features, so the class scores of a
     text are the sum over visited states of per-state score vectors: one gather-and-sum.
+
+    The DFA walk is vectorized too: langid's features are byte n-grams of at most four
+    bytes, so the DFA state after byte *i* is the longest suffix of the text so far that is
+    a prefix of a feature, which lies within bytes *i-3..i*. Walking from the start state
+    over each position's last four bytes therefore gives every position's state at once:
+    a table of the state after any two bytes read from the start, then two transitions,
+    each an array gather instead of a Python loop over the bytes. A separator byte (0xFF,
+    never in UTF-8) sends every state back to the start state and emits nothing: three of
+    them in front give the first bytes their short windows, and several texts joined by it
+    are identified in one pass.
     """
+
+    SEPARATOR = 0xFF  # the byte written as b"\xff" below
 
     def __init__(self, probe_chars: int = 200, cache_dir: Path | None = None):
         arrays = load_model(cache_dir or default_cache_dir())
         self.probe_chars = probe_chars
-        self.next_move = arrays["next_move"].tolist()
-        num_states = len(self.next_move) >> 8
+        next_move = arrays["next_move"]
+        num_states = len(next_move) >> 8
         lengths = arrays["output_lengths"]
         feature_rows = arrays["class_given_feature"][arrays["output_indices"]]
         self.state_scores = np.zeros((num_states, feature_rows.shape[1]), dtype=np.float32)
         self.state_scores[arrays["output_states"]] = np.add.reduceat(feature_rows, np.cumsum(lengths) - lengths, axis=0)
         self.class_prior = arrays["class_prior"]
         self.classes = arrays["classes"].tolist()
+        table = next_move.reshape(num_states, 256)
+        if self._max_depth(table) > 4 or (table[:, self.SEPARATOR] != 0).any() or self.state_scores[0].any():
+            raise ValueError("langid model outside the vectorized walk's assumptions (features of at most 4 bytes, 0xFF unused)")
+        self.next_move = next_move.astype(np.int16 if num_states <= np.iinfo(np.int16).max else np.int32)
+        # State after two bytes read from the start state, indexed by (first << 8) + second.
+        self.two_bytes = self.next_move[(self.next_move[:256].astype(np.intp)[:, None] << 8) + np.arange(256)].ravel()
+
+    @staticmethod
+    def _max_depth(table: np.ndarray) -> int:
+        """Bytes read from the start state to reach the deepest state (= the longest feature prefix)."""
+        seen = np.zeros(len(table), dtype=bool)
+        seen[0], frontier, depth = True, np.array([0]), 0
+        while True:
+            reached = np.unique(table[frontier])
+            frontier = reached[~seen[reached]]
+            if not frontier.size:
+                return depth
+            seen[frontier] = True
+            depth += 1
+
+    def _probe(self, text: str) -> bytes:
+        return text[: self.probe_chars].encode("utf-8", errors="ignore")[: self.probe_chars]
+
+    def _scores(self, joined: bytes) -> np.ndarray:
+        """Per-state score rows of the DFA walk over ``joined`` (texts joined by the separator)."""
+        data = np.frombuffer(b"\xff\xff\xff" + joined, dtype=np.uint8).astype(np.intp)
+        size, next_move = len(joined), self.next_move
+        states = self.two_bytes[(data[:size] << 8) + data[1 : size + 1]]
+        states = next_move[(states.astype(np.intp) << 8) + data[2 : size + 2]]
+        states = next_move[(states.astype(np.intp) << 8) + data[3:]]
+        return self.state_scores.take(states, axis=0)
 
     def detect(self, text: str) -> str:
         """The most likely ISO 639-1 code of the text's first ``probe_chars`` UTF-8 bytes."""
-        next_move, state, visited = self.next_move, 0, []
-        visit = visited.append
-        for byte in text[: self.probe_chars].encode("utf-8", errors="ignore")[: self.probe_chars]:
-            state = next_move[(state << 8) + byte]
-            visit(state)
-        if not visited:
+        probe = self._probe(text)
+        if not probe:
             return "und"
-        scores = self.state_scores[visited].sum(axis=0) + self.class_prior
+        scores = self._scores(probe).sum(axis=0) + self.class_prior
         return self.classes[int(np.argmax(scores))]
+
+    def detect_many(self, texts: list[str]) -> list[str]:
+        """detect() of each text, in one vectorized pass."""
+        probes = [self._probe(text) for text in texts]
+        if len(probes) < 2 or not all(probes):
+            return [self.detect(text) for text in texts]
+        starts = np.cumsum([0] + [len(probe) + 1 for probe in probes[:-1]])
+        scores = np.add.reduceat(self._scores(b"\xff".join(probes)), starts, axis=0) + self.class_prior
+        return [self.classes[i] for i in np.argmax(scores, axis=1).tolist()]

@@ -241,28 +241,31 @@ class Validator:
         if template_id == "bitext":
             source = language_code(attributes.get("source_language", attributes.get("language", "")))
             target = language_code(attributes.get("target_language", ""))
-            self._verify(source, [query])
-            self._verify(target, [positives[0]])
+            self._verify([(source, query), (target, positives[0])])
             return f"{source}-{target}" if source and target else source or target
         requested = language_code(attributes.get("language", ""))
         checked = [query] if template_id == "classification" else [query, positives[0]]
         if requested:
-            self._verify(requested, checked)
+            self._verify([(requested, text) for text in checked])
             return requested
         if self.detector is None:
             return ""
         longest = max(checked, key=len)
         return self.detector.detect(longest) if len(longest) >= self.settings.language_min_chars else "und"
 
-    def _verify(self, requested: str, texts: list[str]) -> None:
-        if not requested or self.detector is None:
+    def _verify(self, requests: list[tuple[str, str]]) -> None:
+        """Raise language_mismatch unless each (requested language, text) is in that language."""
+        if self.detector is None:
             return
-        for text in texts:
-            if len(text) < self.settings.language_min_chars:
-                continue
-            detected = self.detector.detect(text)
-            if not same_language(detected, requested):
-                raise Rejection("language_mismatch", f"asked for {requested!r}, text is {detected!r}: {text[:60]!r}")
+        requests = [(requested, text) for requested, text in requests if requested and len(text) >= self.settings.language_min_chars]
+        if not requests:
+            return
+        texts = [text for _, text in requests]
+        many = getattr(self.detector, "detect_many", None)
+        detected = many(texts) if many is not None and len(texts) > 1 else [self.detector.detect(text) for text in texts]
+        for (requested, text), language in zip(requests, detected):
+            if not same_language(language, requested):
+                raise Rejection("language_mismatch", f"asked for {requested!r}, text is {language!r}: {text[:60]!r}")
 
     @staticmethod
     def _example(raw, template, repairs, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:

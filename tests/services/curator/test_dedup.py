@@ -3,10 +3,10 @@
 import zlib
 
 import numpy as np
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 
 from embedforge.v1 import messages_pb2 as pb
-from services.curator.dedup import DedupIndex, MinHasher
+from services.curator.dedup import BandIndex, DedupIndex, MinHasher, Signature
 from services.curator.text import content_hash, normalize
 from services.curator.validation import bigrams
 from tests.services.curator.factory import TOPIC_A, TOPIC_B, near_duplicate, retrieval_answer, text
@@ -178,3 +178,39 @@ def test_dedup_state_replayed_from_the_log_decides_the_same():
     probes = [corpus_example(CORPUS_QUERIES[1], "p0"), corpus_example("is the clinic open on monday", "p1"), example(near_duplicate(retrieval_answer(10), seed=3), "p2")]
     assert [verdict(live, p) for p in probes] == [verdict(replayed, p) for p in probes]
     assert [verdict(replayed, p).reason for p in probes] == ["duplicate", "", "near_duplicate"]
+
+
+def test_band_index_finds_the_same_candidates_as_datasketch_minhash_lsh():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(40, 64), dtype=np.uint32)
+    stored = [np.where(rng.random(64) < 0.9, base[n % 40], rng.integers(0, 2**32, 64, dtype=np.uint32)).astype(np.uint32) for n in range(200)]
+    ours, theirs = BandIndex(0.7, 64), MinHashLSH(threshold=0.7, num_perm=64)
+    for n, values in enumerate(stored):
+        ours.insert(f"k{n}", Signature(values))
+        theirs.insert(f"k{n}", Signature(values))
+    probes = [np.where(rng.random(64) < 0.9, base[n % 40], 0).astype(np.uint32) for n in range(100)]
+    found = [set(ours.query(Signature(values))) for values in probes]
+    assert found == [set(theirs.query(Signature(values))) for values in probes]
+    assert sum(map(len, found)) > 50
+
+
+def classification_example(text_: str, label: str, example_id: str) -> pb.CuratedExample:
+    return pb.CuratedExample(
+        content_hash=content_hash(normalize(text_), normalize(label)),
+        job_id="job-1",
+        category=pb.CATEGORY_CLASSIFICATION,
+        query=text_,
+        positives=[label],
+        provenance=pb.Provenance(example_id=example_id, template_id="classification"),
+    )
+
+
+def test_classification_inputs_with_the_same_label_are_compared_by_their_text():
+    """The positive of a classification example is its label: sharing it does not make inputs near-duplicates."""
+    index = DedupIndex(threshold=0.7)
+    first = "the pills made me dizzy all day and I could not drive to work on monday morning"
+    index.add(classification_example(first, "side effect", "a"))
+    half_shared = "the pills made me dizzy all day and I could not drive so my sister took me to the clinic"  # bigram Jaccard 0.46
+    assert verdict(index, classification_example(half_shared, "side effect", "b")).reason == ""
+    edited = first.replace("monday", "tuesday")
+    assert verdict(index, classification_example(edited, "side effect", "c")).reason == "near_duplicate"

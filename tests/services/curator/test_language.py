@@ -45,3 +45,26 @@ def test_language_attributes_are_read_as_iso_codes(value, code):
 
 def test_confusable_languages_count_as_the_same():
     assert same_language("id", "ms") and not same_language("de", "en")
+
+
+def mixed_texts(count: int, seed: int = 0) -> list[str]:
+    """Seeded texts mixing scripts, punctuation, digits, emoji and control characters."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = [*TEXTS.values(), "안녕하세요 환자분", "مرحبا بالمريض", "Γειά σου", "😀🎉", "123 456,78", "\n\t", "  ", "ß", "é", "«»", "\u200b"]
+    return ["".join(rng.choice(pieces)[rng.randint(0, 5) :] for _ in range(rng.randint(1, 8))) for _ in range(count)]
+
+
+def test_vectorized_walk_agrees_with_langid_on_mixed_texts(detector, langid_reference):
+    for text in mixed_texts(300):
+        probe = text[:200].encode("utf-8", errors="ignore")[:200].decode("utf-8", errors="ignore")
+        expected = langid_reference.classify(probe)[0] if text else "und"
+        assert detector.detect(text) == expected, text
+
+
+def test_detect_many_equals_one_detect_per_text(detector):
+    texts = mixed_texts(90, seed=1)
+    batches = [texts[i : i + n] for i, n in zip(range(0, 90, 6), [1, 2, 3, 4, 5, 6] * 3)]
+    assert [language for batch in batches for language in detector.detect_many(batch)] == [detector.detect(t) for b in batches for t in b]
+    assert detector.detect_many([TEXTS["de"], "", TEXTS["zh"]]) == ["de", "und", "zh"]

@@ -142,3 +142,30 @@ def test_short_texts_are_not_language_checked(validator):
 )
 def test_requested_word_counts_are_read_from_attributes(value, bounds):
     assert requested_words(value) == bounds
+
+
+SPANISH = "La enfermera mide la presión arterial de cada paciente dos veces al día y la anota en la ficha."
+JAPANESE = "看護師は毎日二回、すべての患者の血圧を測って記録します。薬は朝食の後に水で飲んでください。"
+CHINESE = "护士每天两次测量每位病人的血压并记录下来。病人应该在早饭后用水服用药片。"
+ENGLISH = "The nurse checks the blood pressure of every patient twice a day and writes it down."
+
+
+@pytest.mark.parametrize(
+    ("language", "query", "positive", "reason"),
+    [
+        ("en", ENGLISH, GERMAN, "language_mismatch"),  # positive in another language
+        ("en", SPANISH, ENGLISH, "language_mismatch"),  # query in another language
+        ("es", SPANISH, SPANISH.replace("enfermera", "doctora"), None),
+        ("zh", CHINESE, CHINESE[::-1], None),
+        ("zh", JAPANESE, CHINESE, "language_mismatch"),  # Han characters, but kana make it Japanese
+        ("zh", ENGLISH, CHINESE, "language_mismatch"),
+        ("ja", JAPANESE, JAPANESE[::-1], None),
+        ("de", ENGLISH, GERMAN, "language_mismatch"),
+    ],
+)  # fmt: skip
+def test_query_and_positive_are_each_language_checked(validator, language, query, positive, reason):
+    example = raw(f"l-{language}", "long_matching", {"input": query, "positive_document": positive}, attributes={"language": language})
+    if reason is None:
+        assert validator.curate(example).language == language
+    else:
+        assert reason_of(validator, example) == reason
