@@ -49,7 +49,8 @@ def word_count(text: str) -> float:
 def jaccard(a: set, b: set) -> float:
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)
 
 
 def strip_label(text: str) -> str:

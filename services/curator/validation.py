@@ -8,6 +8,7 @@ failure is a :class:`Rejection` with a machine-readable reason code (see README.
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from embedforge.v1 import messages_pb2 as pb
 from services.curator.language import LanguageDetector, language_code, same_language
@@ -66,6 +67,7 @@ TEMPLATES = {
 }
 
 
+@lru_cache(maxsize=4096)
 def requested_words(value: str) -> tuple[float, float] | None:
     """Bounds of an attribute like "less than 5 words", "5 to 15 words", "at least 10 words", "200"."""
     text = value.lower()
@@ -223,11 +225,19 @@ class Validator:
         if not title and len(lines) == 2 and len(lines[0].split()) <= 20:
             title = lines[0]
         query_words = norm_query.split()
-        if title and (norm_query == normalize(title) or jaccard(set(query_words), set(normalize(title).split())) >= self.settings.title_jaccard):
-            raise Rejection("copies_chunk", f"query copies the title {title[:80]!r}")
+        if title:
+            norm_title = normalize(title)
+            if norm_query == norm_title or jaccard(set(query_words), set(norm_title.split())) >= self.settings.title_jaccard:
+                raise Rejection("copies_chunk", f"query copies the title {title[:80]!r}")
         n = min(self.settings.overlap_ngram, len(query_words))
         grams = {tuple(query_words[i : i + n]) for i in range(len(query_words) - n + 1)}
         if not grams:
+            return
+        # The chunk's normalized words are its sentences' words in order, so an n-gram of a
+        # sentence is an n-gram of the whole chunk: fewer than the threshold there, none of
+        # the sentences can reach it (one substring search per n-gram instead of a pass per sentence).
+        padded = f" {normalize(chunk)} "
+        if sum(f" {' '.join(gram)} " in padded for gram in grams) / len(grams) < self.settings.overlap_threshold:
             return
         for sentence in SENTENCE_END.split(chunk):
             words = normalize(sentence).split()
@@ -269,9 +279,6 @@ class Validator:
 
     @staticmethod
     def _example(raw, template, repairs, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:
-        attributes = dict(raw.attributes)
-        if repairs:
-            attributes["curator_repairs"] = ",".join(repairs)
         example = pb.CuratedExample(
             content_hash=content_hash(norm_query, norm_positive),
             job_id=raw.job_id,
@@ -281,21 +288,21 @@ class Validator:
             positives=positives,
             negatives=negatives,
             language=language,
-            provenance=pb.Provenance(
-                source=template.source,
-                example_id=raw.example_id,
-                task_id=raw.task_id,
-                template_id=raw.template_id,
-                template_version=raw.template_version,
-                model=raw.usage.model,
-                attributes=attributes,
-                chunk_id=raw.chunk_id,
-            ),
         )
+        provenance = example.provenance  # filled in place: cheaper than building a Provenance and copying it in
+        provenance.source = template.source
+        provenance.example_id = raw.example_id
+        provenance.task_id = raw.task_id
+        provenance.template_id = raw.template_id
+        provenance.template_version = raw.template_version
+        provenance.model = raw.usage.model
+        provenance.attributes.update(raw.attributes)
+        if repairs:
+            provenance.attributes["curator_repairs"] = ",".join(repairs)
+        provenance.chunk_id = raw.chunk_id
         if raw.template_id == "sts":
             try:
                 example.similarity = float(raw.attributes.get("high_score", "0"))
             except ValueError:
                 pass
         return example
-
