@@ -44,6 +44,7 @@ from services.curator.validation import Rejection, Validator  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "curator.json"
 EXAMPLES = int(os.environ.get("BENCH_EXAMPLES", "20000"))
 KAFKA_EXAMPLES = int(os.environ.get("BENCH_KAFKA_EXAMPLES", "10000"))
+BATCH = int(os.environ.get("BENCH_BATCH", "100"))  # records per consumer poll (KafkaSettings.max_poll_records default)
 SEED = 1234
 
 VOCABULARY = {
@@ -215,29 +216,37 @@ class Sha1MinHasher(MinHasher):
         values = (self._sha1_values(norm_query, 0, self.split), self._sha1_values(norm_positive, self.split, self.num_perm))
         return Signature(np.concatenate(values))
 
+    def pairs(self, items: list[tuple[str, str]]) -> list[Signature]:
+        return [self.pair(query, positive) for query, positive in items]
+
 
 def curate_in_process(examples: list[pb.RawExample], validator: Validator, index: DedupIndex, label: str) -> tuple[float, float, Counter]:
-    """(examples per CPU second, examples per wall second, outcomes) of one thread."""
+    """(examples per CPU second, examples per wall second, outcomes) of one thread.
+
+    Batches of BATCH records, as the service's stages get them from a poll: the validate
+    stage's curate_many, then the dedup stage's signatures and per-example check/add.
+    """
     outcomes: Counter = Counter()
     with Progress() as progress:
         task = progress.add_task(label, total=len(examples))
         started, started_cpu = time.perf_counter(), time.thread_time()
-        for n, raw in enumerate(examples):
-            try:
-                example = validator.curate(raw)
-            except Rejection as exc:
-                outcomes[exc.reason] += 1
-            else:
+        for start in range(0, len(examples), BATCH):
+            kept = []
+            for result in validator.curate_many(examples[start : start + BATCH]):
+                if isinstance(result, Rejection):
+                    outcomes[result.reason] += 1
+                else:
+                    kept.append(result)
+            for example, signature in zip(kept, index.signatures(kept)):
                 job = index.job(example.job_id)
-                signature = index.signature(example)
                 verdict = job.check(example.content_hash, signature)
                 if verdict.reason:
                     outcomes[verdict.reason] += 1
                 else:
                     job.add(example.content_hash, example.provenance.example_id, signature)
                     outcomes["accepted"] += 1
-            if n % 1000 == 0:
-                progress.update(task, completed=n)
+            if start % 1000 == 0:
+                progress.update(task, completed=start)
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - started_cpu
         progress.update(task, completed=len(examples))
     return len(examples) / cpu, len(examples) / elapsed, outcomes

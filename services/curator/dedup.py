@@ -55,6 +55,9 @@ class MinHasher:
 
     BASE = np.uint64(0x100000001B3)
     BIGRAM = np.uint64(0x9E3779B97F4A7C15)
+    # Bytes of text hashed per vectorized pass of pairs(): amortizes the array calls, and the
+    # (bigrams x num_perm/2) permutation matrices stay in cache.
+    CHUNK_BYTES = 16384
 
     def __init__(self, num_perm: int = 64, max_bytes: int = 1024, seed: int = 1):
         self.num_perm = num_perm
@@ -64,9 +67,10 @@ class MinHasher:
         self.a, self.b = a[None, :], b[None, :]
         # Permutations of the query half and of the positive half of a pair signature.
         self.split = num_perm // 2
-        # Up to two texts of max_bytes and the space joining them (see pair).
-        self.powers = self._powers(int(self.BASE), 2 * max_bytes + 1)
-        self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), 2 * max_bytes + 1)
+        # Up to a chunk of examples (see pairs) plus one more pair of texts of max_bytes and their spaces.
+        longest = self.CHUNK_BYTES + 4 * max_bytes + 4
+        self.powers = self._powers(int(self.BASE), longest)
+        self.inverse_powers = self._powers(pow(int(self.BASE), -1, 1 << 64), longest)
 
     @staticmethod
     def _powers(base: int, count: int) -> np.ndarray:
@@ -127,9 +131,51 @@ class MinHasher:
             return Signature(np.concatenate((self._values(norm_query, a[:, :split], b[:, :split]), self._values(norm_positive, a[:, split:], b[:, split:]))))
         mixed = self._mixed(self._bigrams(self._word_hashes(np.frombuffer(query + b" " + positive, dtype=np.uint8))))
         values = np.empty(self.num_perm, dtype=np.uint32)
-        np.min(mixed[: query_words - 1, None] * a[:, :split] + b[:, :split], axis=0, out=values[:split])
-        np.min(mixed[query_words:, None] * a[:, split:] + b[:, split:], axis=0, out=values[split:])
+        np.minimum.reduce(mixed[: query_words - 1, None] * a[:, :split] + b[:, :split], axis=0, out=values[:split])
+        np.minimum.reduce(mixed[query_words:, None] * a[:, split:] + b[:, split:], axis=0, out=values[split:])
         return Signature(values)
+
+    def pairs(self, items: list[tuple[str, str]]) -> list["Signature"]:
+        """pair() of each (normalized query, normalized positive), many examples per vectorized pass."""
+        signatures: list = [None] * len(items)
+        chunk: list[tuple[int, bytes, bytes]] = []
+        size = 0
+        for index, (norm_query, norm_positive) in enumerate(items):
+            query, positive = norm_query.encode()[: self.max_bytes], norm_positive.encode()[: self.max_bytes]
+            if b" " not in query or b" " not in positive:  # a text without bigrams (empty or one word)
+                signatures[index] = self.pair(norm_query, norm_positive)
+                continue
+            chunk.append((index, query, positive))
+            size += len(query) + len(positive) + 2
+            if size >= self.CHUNK_BYTES:
+                self._pairs(chunk, signatures)
+                chunk, size = [], 0
+        if chunk:
+            self._pairs(chunk, signatures)
+        return signatures
+
+    def _pairs(self, chunk: list[tuple[int, bytes, bytes]], signatures: list) -> None:
+        """Signatures of a chunk of (index, query, positive), every text of at least two words.
+
+        All texts are joined by spaces and hashed at once; a bigram counts for a text when
+        both its words belong to that text (texts alternate query, positive), and each
+        text's minimum per permutation is a reduceat over its run of bigrams.
+        """
+        texts = [text for _, query, positive in chunk for text in (query, positive)]
+        counts = np.array([text.count(b" ") + 1 for text in texts])
+        words = self._word_hashes(np.frombuffer(b" ".join(texts), dtype=np.uint8))
+        text_of = np.repeat(np.arange(len(texts)), counts)[:-1]  # the text of each bigram's first word
+        inside = text_of == np.repeat(np.arange(len(texts)), counts)[1:]
+        bigrams = self._bigrams(words)
+        split, a, b = self.split, self.a, self.b
+        values = np.empty((len(chunk), self.num_perm), dtype=np.uint32)
+        for half, (first, last) in enumerate(((0, split), (split, self.num_perm))):
+            mixed = self._mixed(bigrams[inside & ((text_of & 1) == half)])
+            runs = counts[half::2] - 1  # bigrams of each query (half 0) or positive (half 1)
+            starts = np.concatenate(([0], np.cumsum(runs[:-1])))
+            values[:, first:last] = np.minimum.reduceat(mixed[:, None] * a[:, first:last] + b[:, first:last], starts, axis=0)
+        for (index, _, _), row in zip(chunk, values):
+            signatures[index] = Signature(row)
 
 
 class Signature:
@@ -241,14 +287,27 @@ class DedupIndex:
             self.jobs[job_id] = JobIndex(self.threshold, self.hasher.num_perm)
         return self.jobs[job_id]
 
-    def signature(self, example: pb.CuratedExample) -> Signature:
-        """Pair MinHash of the normalized query and first positive (see the module docstring)."""
+    @staticmethod
+    def texts(example: pb.CuratedExample) -> tuple[str, str]:
+        """The normalized texts of the two halves of the signature: query and first positive."""
         query = normalize(example.query)
         if example.category == pb.CATEGORY_CLASSIFICATION:  # the positive is a label many examples share
-            return self.hasher.pair(query, query)
-        return self.hasher.pair(query, normalize(example.positives[0]))
+            return query, query
+        return query, normalize(example.positives[0])
+
+    def signature(self, example: pb.CuratedExample) -> Signature:
+        """Pair MinHash of the normalized query and first positive (see the module docstring)."""
+        return self.hasher.pair(*self.texts(example))
+
+    def signatures(self, examples: list[pb.CuratedExample]) -> list[Signature]:
+        """signature() of each example, computed together."""
+        return self.hasher.pairs([self.texts(example) for example in examples])
 
     def add(self, example: pb.CuratedExample) -> None:
-        job = self.job(example.job_id)
-        if example.content_hash not in job.accepted:
-            job.add(example.content_hash, example.provenance.example_id, self.signature(example))
+        self.add_many([example])
+
+    def add_many(self, examples: list[pb.CuratedExample]) -> None:
+        """Index accepted examples (the dedup log's replay)."""
+        new = [e for e in examples if e.content_hash not in self.job(e.job_id).accepted]
+        for example, signature in zip(new, self.signatures(new)):
+            self.job(example.job_id).add(example.content_hash, example.provenance.example_id, signature)

@@ -29,7 +29,7 @@ from libs.kafka import Outgoing, Received, physical_name
 from libs.settings import KafkaSettings
 from libs.topics import Topic
 from services.curator.consistency import ConsistencyScorer
-from services.curator.dedup import DedupIndex
+from services.curator.dedup import DedupIndex, Signature
 from services.curator.reading import plain_consumer, read_to_end
 from services.curator.validation import Rejection, Validator
 
@@ -55,14 +55,15 @@ class ValidateStage:
     def handle(self, records: list[Received]) -> list[Outgoing]:
         outputs: list[Outgoing] = []
         kept: list[tuple[Received, pb.CuratedExample]] = []
-        for record in records:
+        results = self.validator.curate_many([record.message for record in records])
+        for record, result in zip(records, results):
             raw: pb.RawExample = record.message
             example_id = raw.example_id or record.key
-            try:
-                kept.append((record, self.validator.curate(raw)))
-            except Rejection as exc:
+            if isinstance(result, Rejection):
                 provenance = pb.Provenance(example_id=example_id, task_id=raw.task_id, template_id=raw.template_id, chunk_id=raw.chunk_id)
-                outputs.append(rejected(example_id, raw.job_id, exc.reason, exc.detail, record.value, provenance))
+                outputs.append(rejected(example_id, raw.job_id, result.reason, result.detail, record.value, provenance))
+            else:
+                kept.append((record, result))
         if self.scorer is not None and kept:
             self.scorer.score([example for _, example in kept])
         for record, example in kept:
@@ -90,10 +91,14 @@ class DedupLogReader:
         tp = TopicPartition(self.topic, partition)
         self.consumer.assign([tp])
         self.consumer.seek(tp, self.positions.get(partition, 0))
-        read = 0
+        read, entries = 0, []
         for record in read_to_end(self.consumer, [tp]):
-            self.index.add(pb.CuratedExample.FromString(record.value))
+            entries.append(pb.CuratedExample.FromString(record.value))
             read += 1
+            if len(entries) >= 1000:
+                self.index.add_many(entries)
+                entries = []
+        self.index.add_many(entries)
         self.positions[partition] = self.consumer.position(tp)
         if read:
             log.info("dedup state caught up", extra={"partition": partition, "entries": read, "offset": self.positions[partition]})
@@ -112,14 +117,15 @@ class DedupStage:
         for partition in sorted({r.partition for r in records}):
             self.reader.catch_up(partition)
         outputs: list[Outgoing] = []
-        for record in records:
-            candidate: pb.CurationCandidate = record.message
-            outputs.extend(self.decide(candidate))
+        signatures = self.index.signatures([record.message.example for record in records])
+        for record, signature in zip(records, signatures):
+            outputs.extend(self.decide(record.message, signature))
         accepted = sum(1 for o in outputs if o.topic == topics.EXAMPLES_CURATED)
         log.info("deduplicated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "accepted": accepted})
         return outputs
 
-    def decide(self, candidate: pb.CurationCandidate) -> list[Outgoing]:
+    def decide(self, candidate: pb.CurationCandidate, signature: Signature | None = None) -> list[Outgoing]:
+        """The outputs of one candidate; ``signature`` is its index.signature() when already computed."""
         example = candidate.example
         example_id = example.provenance.example_id
         job = self.index.job(example.job_id)
@@ -128,7 +134,8 @@ class DedupStage:
         if example_id in job.example_ids:
             detail = f"example {example_id} was already curated as {job.example_ids[example_id]} (regenerated upstream)"
             return [rejected(example_id, example.job_id, "duplicate", detail, candidate.original_payload, example.provenance)]
-        signature = self.index.signature(example)
+        if signature is None:
+            signature = self.index.signature(example)
         verdict = job.check(example.content_hash, signature)
         if verdict.reason:
             detail = f"of {verdict.duplicate_of} (estimated Jaccard {verdict.similarity:.2f})"

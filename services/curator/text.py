@@ -18,15 +18,28 @@ LABEL_PREFIX = re.compile(
 WRAPPING_QUOTES = ("\"\"", "''", "\u201c\u201d", "``")
 
 
-# ASCII characters that are not \w, mapped to spaces: the same result as WORD for ASCII text, faster.
-ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
+# UTF-8 bytes: ASCII characters that are not \w become spaces, every other byte (all bytes of
+# non-ASCII characters are >= 0x80) stays. Splitting the result gives WORD's words whenever
+# the text's non-ASCII characters are all word characters.
+WORD_BYTES = bytes(b if b >= 0x80 or chr(b).isalnum() or b == 0x5F else 0x20 for b in range(256))
+ASCII_BYTES = bytes(range(0x80))
 
 
 def normalize(text: str) -> str:
-    """NFKC, case-folded, punctuation dropped, whitespace collapsed: the form compared for equality."""
+    """NFKC, case-folded, punctuation dropped, whitespace collapsed: the form compared for equality.
+
+    The words are WORD's matches (``" ".join(WORD.findall(NFKC(text).casefold()))``); when every
+    non-ASCII character is a word character (``str.isalnum``, which is what \w matches beyond
+    ASCII), they are found faster by a byte translation and a split.
+    """
     if text.isascii():
-        return " ".join(text.lower().translate(ASCII_NON_WORD).split())
-    return " ".join(WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+        return b" ".join(text.encode().lower().translate(WORD_BYTES).split()).decode()
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    data = folded.encode()
+    others = data.translate(None, ASCII_BYTES)  # the non-ASCII characters, in UTF-8
+    if not others or others.decode().isalnum():
+        return b" ".join(data.translate(WORD_BYTES).split()).decode()
+    return " ".join(WORD.findall(folded))
 
 
 @lru_cache(maxsize=4096)

@@ -7,7 +7,7 @@ failure is a :class:`Rejection` with a machine-readable reason code (see README.
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from embedforge.v1 import messages_pb2 as pb
@@ -67,6 +67,27 @@ TEMPLATES = {
 }
 
 
+@dataclass
+class Pending:
+    """An example that passed every check but the language one, and what that check needs."""
+
+    raw: pb.RawExample
+    template: Template
+    repairs: tuple[str, ...]
+    instruction: str
+    query: str
+    positives: list[str]
+    negatives: list[str]
+    norm_query: str
+    norm_positive: str
+    language: str = ""  # the example's language once the check passes
+    verify: list[tuple[str, str]] = field(default_factory=list)  # (requested language, text)
+    identify: str = ""  # no language requested: the text whose detected language is the example's
+
+    def texts(self) -> list[str]:
+        return [text for _, text in self.verify] + ([self.identify] if self.identify else [])
+
+
 @lru_cache(maxsize=4096)
 def requested_words(value: str) -> tuple[float, float] | None:
     """Bounds of an attribute like "less than 5 words", "5 to 15 words", "at least 10 words", "200"."""
@@ -124,6 +145,43 @@ class Validator:
 
     def curate(self, raw: pb.RawExample) -> pb.CuratedExample:
         """The normalized example, or raise :class:`Rejection`."""
+        (result,) = self.curate_many([raw])
+        if isinstance(result, Rejection):
+            raise result
+        return result
+
+    def curate_many(self, raws: list[pb.RawExample]) -> list[pb.CuratedExample | Rejection]:
+        """curate() of each example (its example or its Rejection), the language checks of all in one pass.
+
+        Every check but the language runs per example; the texts that survive them are
+        language-identified together (the detector amortizes its array work over the batch),
+        then each example gets its verdict. Decisions are those of curate() one by one.
+        """
+        results: list = []
+        for raw in raws:
+            try:
+                results.append(self._prepare(raw))
+            except Rejection as exc:
+                results.append(exc)
+        texts = [text for result in results if isinstance(result, Pending) for text in result.texts()]
+        detected = iter(self._detect(texts))
+        for index, result in enumerate(results):
+            if isinstance(result, Pending):
+                languages = [next(detected) for _ in result.texts()]
+                try:
+                    results[index] = self._finish(result, languages)
+                except Rejection as exc:
+                    results[index] = exc
+        return results
+
+    def _detect(self, texts: list[str]) -> list[str]:
+        if not texts:
+            return []
+        many = getattr(self.detector, "detect_many", None)
+        return many(texts) if many is not None else [self.detector.detect(text) for text in texts]
+
+    def _prepare(self, raw: pb.RawExample) -> "Pending":
+        """Every check but the language one; raises Rejection."""
         if raw.error:
             raise Rejection("generation_failed", raw.error[:500])
         template = TEMPLATES.get(raw.template_id)
@@ -157,8 +215,18 @@ class Validator:
         self._check_echo(norm_query, normalize_instruction(instruction))
         if raw.template_id == "corpus_query":
             self._check_copy(norm_query, raw.chunk_text, raw.attributes)
-        language = self._check_language(raw.template_id, raw.attributes, query, positives, negatives)
-        return self._example(raw, template, parsed.repairs, instruction, query, positives, negatives, language, norm_query, norm_positive)
+        pending = Pending(raw, template, parsed.repairs, instruction, query, positives, negatives, norm_query, norm_positive)
+        self._language_checks(pending)
+        return pending
+
+    def _finish(self, pending: "Pending", detected: list[str]) -> pb.CuratedExample:
+        """The example once its texts' detected languages (in ``pending.texts()`` order) are known."""
+        for (requested, text), language in zip(pending.verify, detected):
+            if not same_language(language, requested):
+                raise Rejection("language_mismatch", f"asked for {requested!r}, text is {language!r}: {text[:60]!r}")
+        language = detected[-1] if pending.identify else pending.language
+        p = pending
+        return self._example(p.raw, p.template, p.repairs, p.instruction, p.query, p.positives, p.negatives, language, p.norm_query, p.norm_positive)
 
     def _check_texts(self, query: str, positives: list[str], negatives: list[str]) -> None:
         if not query or not positives or not all(positives) or not all(negatives):
@@ -246,36 +314,30 @@ class Validator:
             if share >= self.settings.overlap_threshold:
                 raise Rejection("copies_chunk", f"{share:.0%} of the query's {n}-grams are in the sentence {sentence[:80]!r}")
 
-    def _check_language(self, template_id: str, attributes, query: str, positives: list[str], negatives: list[str]) -> str:
-        """The example's language: the requested one once verified, else the detected one."""
+    def _language_checks(self, pending: "Pending") -> None:
+        """What the language check of this example needs: (requested, text) pairs to verify, or a text to identify."""
+        template_id, attributes, query, positives = pending.raw.template_id, pending.raw.attributes, pending.query, pending.positives
         if template_id == "bitext":
             source = language_code(attributes.get("source_language", attributes.get("language", "")))
             target = language_code(attributes.get("target_language", ""))
-            self._verify([(source, query), (target, positives[0])])
-            return f"{source}-{target}" if source and target else source or target
-        requested = language_code(attributes.get("language", ""))
-        checked = [query] if template_id == "classification" else [query, positives[0]]
-        if requested:
-            self._verify([(requested, text) for text in checked])
-            return requested
-        if self.detector is None:
-            return ""
-        longest = max(checked, key=len)
-        return self.detector.detect(longest) if len(longest) >= self.settings.language_min_chars else "und"
-
-    def _verify(self, requests: list[tuple[str, str]]) -> None:
-        """Raise language_mismatch unless each (requested language, text) is in that language."""
-        if self.detector is None:
-            return
-        requests = [(requested, text) for requested, text in requests if requested and len(text) >= self.settings.language_min_chars]
-        if not requests:
-            return
-        texts = [text for _, text in requests]
-        many = getattr(self.detector, "detect_many", None)
-        detected = many(texts) if many is not None and len(texts) > 1 else [self.detector.detect(text) for text in texts]
-        for (requested, text), language in zip(requests, detected):
-            if not same_language(language, requested):
-                raise Rejection("language_mismatch", f"asked for {requested!r}, text is {language!r}: {text[:60]!r}")
+            requests = [(source, query), (target, positives[0])]
+            pending.language = f"{source}-{target}" if source and target else source or target
+        else:
+            requested = language_code(attributes.get("language", ""))
+            checked = [query] if template_id == "classification" else [query, positives[0]]
+            if not requested:
+                if self.detector is not None:
+                    longest = max(checked, key=len)
+                    if len(longest) >= self.settings.language_min_chars:
+                        pending.identify = longest
+                    else:
+                        pending.language = "und"
+                return
+            requests = [(requested, text) for text in checked]
+            pending.language = requested
+        if self.detector is not None:
+            min_chars = self.settings.language_min_chars
+            pending.verify = [(requested, text) for requested, text in requests if requested and len(text) >= min_chars]
 
     @staticmethod
     def _example(raw, template, repairs, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:
