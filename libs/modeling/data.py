@@ -1,10 +1,15 @@
 """Training examples as plain JSONL (FlagEmbedding format), the train/dev split, and the
-batch plan: length-bucketed batches in which no text appears twice.
+batch plan: length-bucketed batches in which no query appears twice.
 
 FlagEmbedding format, one object per line: ``{"query": str, "pos": [str], "neg": [str]}``
 with an optional ``"prompt"`` (the query instruction) and ``"content_hash"``.
-A duplicated text inside a batch is a false in-batch negative (the same passage is its own
-negative), so the batch plan defers such examples to a later batch.
+
+A document text that appears twice in a batch (several questions about one passage, or a
+hard negative that is another example's positive) is handled by the loss, not the plan:
+documents carry a ``text_key`` and the loss masks every copy of a query's own positive
+(see ``libs.modeling.losses``). A small corpus therefore still fills its batches. The plan
+only keeps one query text out of a batch twice: two identical queries with different
+positives would make each other's positive a false negative the text mask cannot see.
 """
 
 import hashlib
@@ -13,6 +18,11 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def text_key(text: str) -> int:
+    """Stable non-negative 63-bit key of an exact text (fits int64); equal texts, equal keys."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def content_hash(query: str, positive: str) -> str:
@@ -94,8 +104,10 @@ def split_train_dev(examples: Sequence[TrainExample], dev_fraction: float, seed:
 def plan_batches(
     examples: Sequence[TrainExample], batch_size: int, seed: int, bucket_by_length: bool = True, drop_last: bool = False
 ) -> list[list[int]]:
-    """Batches of example indices for one epoch: shuffled, optionally length-bucketed, no text twice.
+    """Batches of example indices for one epoch: shuffled, optionally length-bucketed, no query twice.
 
+    An example whose query text is already in the batch is deferred to a later batch; shared
+    positives and negatives are allowed (the loss masks copies of a query's positive).
     Length bucketing sorts windows of 16 batches by query+positive length, so a batch pads little;
     the batch order is shuffled again afterwards.
     """
@@ -117,12 +129,12 @@ def plan_batches(
             if len(batch) == batch_size:
                 deferred.extend(pending[position:])
                 break
-            texts = set(examples[i].texts())
-            if texts & seen:
+            query = examples[i].query
+            if query in seen:
                 deferred.append(i)
             else:
                 batch.append(i)
-                seen |= texts
+                seen.add(query)
         batches.append(batch)
         pending = deferred
     if drop_last:

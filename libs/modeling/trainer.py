@@ -1,6 +1,9 @@
 """The contrastive fine-tuning loop: InfoNCE over in-batch + hard negatives, GradCache,
 bf16 autocast, gradients summed across torchrun ranks, and resumable checkpoints.
 
+Documents carry a key of their exact text; the loss (on every rank, over all ranks'
+documents) masks each copy of a query's positive, so batches may share passages.
+
 A checkpoint holds the trainable weights, optimizer, scheduler, data position (epoch,
 batch) and RNG states; it is written atomically, so a run killed at any moment (SIGKILL)
 restarts from the last one. Batches are a pure function of (seed, epoch) and negatives a
@@ -18,9 +21,9 @@ import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
-from libs.modeling.data import TrainExample, plan_batches
+from libs.modeling.data import TrainExample, plan_batches, text_key
 from libs.modeling.embedder import Embedder
-from libs.modeling.losses import all_reduce_gradients, gather_offsets, gather_with_local_grad, matryoshka_info_nce
+from libs.modeling.losses import all_reduce_gradients, gather_offsets, gather_with_local_grad, matryoshka_info_nce, positive_copy_mask
 from libs.modeling.pooling import format_query
 
 log = logging.getLogger(__name__)
@@ -55,14 +58,29 @@ class TrainConfig:
 
 @dataclass
 class Batch:
-    """Formatted queries and documents; documents[i] is query i's positive, hard negatives follow."""
+    """Formatted queries and documents; documents[i] is query i's positive, hard negatives follow.
+
+    ``document_keys[j]`` is ``text_key(documents[j])`` (filled in when not given), so query i's
+    positive key is ``document_keys[positive_index[i]]``.
+    """
 
     queries: list[str]
     documents: list[str]
+    document_keys: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.document_keys:
+            self.document_keys = [text_key(d) for d in self.documents]
+        if len(self.document_keys) != len(self.documents):
+            raise ValueError("one document key per document")
 
     @property
     def positive_index(self) -> torch.Tensor:
         return torch.arange(len(self.queries))
+
+    @property
+    def keys(self) -> torch.Tensor:
+        return torch.tensor(self.document_keys, dtype=torch.long)
 
 
 @dataclass
@@ -88,23 +106,35 @@ def collate(examples: Sequence[TrainExample], indices: Sequence[int], config: Tr
         pool = list(example.negatives)
         rng = random.Random(f"{config.seed}:{epoch}:{i}")
         negatives.extend(rng.sample(pool, min(config.negatives_per_query, len(pool))))
-    return Batch(queries, positives + negatives)
+    documents = positives + negatives
+    return Batch(queries, documents, [text_key(d) for d in documents])
 
 
-def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, positive_index: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The global loss over all ranks' rows (identical on every rank)."""
+def contrastive_loss(
+    queries: torch.Tensor, documents: torch.Tensor, positive_index: torch.Tensor, config: TrainConfig, document_keys: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The global loss over all ranks' rows (identical on every rank).
+
+    ``document_keys`` (int64, one per local document) are gathered like the documents; every
+    copy of a query's positive text, on any rank, is left out of its denominator.
+    """
     doc_offset, _ = gather_offsets(documents.shape[0])
     all_q = gather_with_local_grad(queries)
     all_d = gather_with_local_grad(documents)
     all_pos = gather_with_local_grad(positive_index + doc_offset)
-    return matryoshka_info_nce(all_q, all_d, all_pos, config.temperature, config.matryoshka_dims)
+    mask = None
+    if document_keys is not None:
+        if document_keys.shape[0] != documents.shape[0]:
+            raise ValueError(f"{document_keys.shape[0]} document keys for {documents.shape[0]} documents")
+        mask = positive_copy_mask(gather_with_local_grad(document_keys.long()), all_pos)
+    return matryoshka_info_nce(all_q, all_d, all_pos, config.temperature, config.matryoshka_dims, mask=mask)
 
 
 def plain_backward(embedder: Embedder, batch: Batch, config: TrainConfig) -> float:
     with embedder.autocast():
         q = embedder.embed(batch.queries)
         d = embedder.embed(batch.documents)
-    loss = contrastive_loss(q, d, batch.positive_index, config)
+    loss = contrastive_loss(q, d, batch.positive_index, config, batch.keys)
     loss.backward()
     return loss.detach().item()
 
@@ -125,7 +155,7 @@ def gradcache_backward(embedder: Embedder, batch: Batch, config: TrainConfig) ->
             reps.append(embedder(features))
     q = torch.cat(reps[: len(q_chunks)]).requires_grad_()
     d = torch.cat(reps[len(q_chunks) :]).requires_grad_()
-    loss = contrastive_loss(q, d, batch.positive_index, config)
+    loss = contrastive_loss(q, d, batch.positive_index, config, batch.keys)
     loss.backward()
     grads = list(q.grad.split([len(c) for c in q_chunks])) + list(d.grad.split([len(c) for c in d_chunks]))
     with torch.random.fork_rng(devices=[]):

@@ -1,4 +1,4 @@
-"""FlagEmbedding JSONL, the train/dev split, and batches without duplicate texts."""
+"""FlagEmbedding JSONL, the train/dev split, and batches without a repeated query."""
 
 import json
 
@@ -28,14 +28,27 @@ def test_split_is_deterministic_and_keeps_a_positive_on_one_side():
     assert 0 < len(dev) < len(examples)
 
 
-def test_no_text_appears_twice_in_a_batch_and_every_example_is_planned():
-    # Examples share positives and negatives in groups of three: they must not meet in one batch.
-    examples = [TrainExample(f"query {i}", f"passage {i // 3}", (f"negative {i % 5}",)) for i in range(60)]
+def test_shared_positives_and_negatives_still_fill_batches_but_a_query_never_repeats():
+    # A small corpus: 10 passages, 4 questions each; every hard negative is another example's positive.
+    examples = [TrainExample(f"question {i} about passage {i % 10}", f"passage {i % 10}", (f"passage {(i + 3) % 10}",)) for i in range(40)]
     batches = plan_batches(examples, batch_size=8, seed=0)
-    assert sorted(i for b in batches for i in b) == list(range(60))
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    assert [len(b) for b in batches] == [8] * 5
+    # Two examples with one query text (and different positives) never meet in a batch.
+    repeated = [TrainExample("what is it", f"answer {i}") for i in range(3)] + [TrainExample(f"q{i}", f"a{i}") for i in range(9)]
+    batches = plan_batches(repeated, batch_size=4, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(12))
     for batch in batches:
-        texts = [t for i in batch for t in examples[i].texts()]
-        assert len(texts) == len(set(texts))
+        queries = [repeated[i].query for i in batch]
+        assert len(queries) == len(set(queries))
+    assert sum(len(b) >= 2 for b in batches) >= 3
+
+
+def test_six_examples_about_three_documents_form_batches_of_at_least_two():
+    examples = [TrainExample(f"question {i}", f"document {i % 3}", tuple(f"document {j}" for j in range(3) if j != i % 3)) for i in range(6)]
+    for seed in range(5):
+        batches = plan_batches(examples, batch_size=4, seed=seed)
+        assert sorted(len(b) for b in batches) == [2, 4]
 
 
 def test_batches_are_a_function_of_the_seed():
