@@ -214,3 +214,14 @@ def test_classification_inputs_with_the_same_label_are_compared_by_their_text():
     assert verdict(index, classification_example(half_shared, "side effect", "b")).reason == ""
     edited = first.replace("monday", "tuesday")
     assert verdict(index, classification_example(edited, "side effect", "c")).reason == "near_duplicate"
+
+
+def test_signatures_of_a_batch_equal_one_signature_at_a_time():
+    examples = [example(retrieval_answer(seed), f"r{seed}") for seed in range(30)]
+    examples += [corpus_example(query, f"c{n}") for n, query in enumerate(CORPUS_QUERIES)]
+    examples += [classification_example("the pills made me dizzy all day", "side effect", "k1")]
+    examples += [corpus_example(query, f"s{n}") for n, query in enumerate(["insulin", "", "!!", "pens"])]  # one word or none
+    examples += [example({"user_query": "how to store insulin", "positive_document": word}, f"w{n}") for n, word in enumerate(["fridge", "病人应该。", "x" * 3000])]
+    index = DedupIndex(max_bytes=64)
+    batch = index.signatures(examples)
+    assert [s.hashvalues.tolist() for s in batch] == [index.signature(e).hashvalues.tolist() for e in examples]

@@ -148,6 +148,7 @@ SPANISH = "La enfermera mide la presión arterial de cada paciente dos veces al 
 JAPANESE = "看護師は毎日二回、すべての患者の血圧を測って記録します。薬は朝食の後に水で飲んでください。"
 CHINESE = "护士每天两次测量每位病人的血压并记录下来。病人应该在早饭后用水服用药片。"
 ENGLISH = "The nurse checks the blood pressure of every patient twice a day and writes it down."
+CLINIC = "The clinic opens early on monday for working families."
 
 
 @pytest.mark.parametrize(
@@ -169,3 +170,19 @@ def test_query_and_positive_are_each_language_checked(validator, language, query
         assert validator.curate(example).language == language
     else:
         assert reason_of(validator, example) == reason
+
+
+def test_a_batch_gets_the_verdicts_of_one_example_at_a_time(validator):
+    batch = [BAD[reason]() for reason in sorted(BAD)] + [retrieval(40 + n) for n in range(5)]
+    no_language = [raw(f"nl{n}", "long_matching", {"input": text, "positive_document": CLINIC}) for n, text in enumerate([SPANISH, ENGLISH, "short"])]
+    batch += no_language
+    batch += [raw("bt", "bitext", {"S1": ENGLISH, "S2": GERMAN, "S3": GERMAN[::-1]}, attributes={"source_language": "en", "target_language": "fr"})]
+    one_by_one = []
+    for example in batch:
+        try:
+            one_by_one.append(validator.curate(example).SerializeToString())
+        except Rejection as exc:
+            one_by_one.append((exc.reason, exc.detail))
+    batched = [(r.reason, r.detail) if isinstance(r, Rejection) else r.SerializeToString() for r in validator.curate_many(batch)]
+    assert batched == one_by_one
+    assert [validator.curate(example).language for example in no_language] == ["es", "en", "en"]  # of the longest text
