@@ -57,7 +57,7 @@ class MinHasher:
     BIGRAM = np.uint64(0x9E3779B97F4A7C15)
     # Bytes of text hashed per vectorized pass of pairs(): amortizes the array calls, and the
     # (bigrams x num_perm/2) permutation matrices stay in cache.
-    CHUNK_BYTES = 16384
+    CHUNK_BYTES = 32768
 
     def __init__(self, num_perm: int = 64, max_bytes: int = 1024, seed: int = 1):
         self.num_perm = num_perm
@@ -217,7 +217,9 @@ class BandIndex:
     def __init__(self, threshold: float, num_perm: int):
         bands, rows = lsh_bands(threshold, num_perm)
         self.cuts = [(band * rows, (band + 1) * rows) for band in range(bands)]
-        self.tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
+        # A bucket is its one key, or a list of keys once a second one arrives: most buckets hold
+        # one key, and plain strings are no work for the garbage collector.
+        self.tables: list[dict[bytes, str | list[str]]] = [{} for _ in range(bands)]
 
     def _keys(self, signature: Signature) -> list[bytes]:
         raw, width = signature.hashvalues.tobytes(), signature.hashvalues.itemsize
@@ -227,7 +229,9 @@ class BandIndex:
         for table, band in zip(self.tables, self._keys(signature)):
             bucket = table.get(band)
             if bucket is None:
-                table[band] = [key]
+                table[band] = key
+            elif isinstance(bucket, str):
+                table[band] = [bucket, key]
             else:
                 bucket.append(key)
 
@@ -236,7 +240,11 @@ class BandIndex:
         found: dict[str, None] = {}
         for table, band in zip(self.tables, self._keys(signature)):
             bucket = table.get(band)
-            if bucket is not None:
+            if bucket is None:
+                continue
+            if isinstance(bucket, str):
+                found[bucket] = None
+            else:
                 found.update(dict.fromkeys(bucket))
         return list(found)
 
@@ -249,7 +257,7 @@ class JobIndex:
     num_perm: int
     accepted: dict[str, str] = field(default_factory=dict)
     example_ids: dict[str, str] = field(default_factory=dict)
-    signatures: dict[str, Signature] = field(default_factory=dict)
+    signatures: dict[str, np.ndarray] = field(default_factory=dict)  # hash values by content hash
     lsh: BandIndex = field(init=False)
 
     def __post_init__(self):
@@ -259,8 +267,9 @@ class JobIndex:
         if content_hash in self.accepted:
             return Verdict("duplicate", content_hash, 1.0)
         best = Verdict()
+        values = signature.hashvalues
         for other in self.lsh.query(signature):
-            similarity = signature.jaccard(self.signatures[other])
+            similarity = float(np.count_nonzero(values == self.signatures[other])) / len(values)
             if similarity >= self.threshold and similarity > best.similarity:
                 best = Verdict("near_duplicate", other, similarity)
         return best
@@ -270,7 +279,7 @@ class JobIndex:
             return
         self.accepted[content_hash] = example_id
         self.example_ids[example_id] = content_hash
-        self.signatures[content_hash] = signature
+        self.signatures[content_hash] = signature.hashvalues
         self.lsh.insert(content_hash, signature)
 
 

@@ -266,7 +266,20 @@ class Validator:
         shorter, longer = sorted((len(a), len(b)))
         if shorter < 0.7 * longer:  # far too different in length to share 90% of their bigrams
             return False
-        return jaccard(bigrams(a), bigrams(b)) >= self.settings.identical_jaccard
+        threshold = self.settings.identical_jaccard
+        words = a.split()
+        if len(words) > 1:
+            # Jaccard >= t needs |A - B| <= (1 - t)|A| <= (1 - t)(words - 1): more distinct bigrams of
+            # ``a`` missing from ``b`` (a substring test on the normalized text) settle it without the sets.
+            budget = (1 - threshold) * (len(words) - 1) + 1e-9
+            padded, missing = f" {b} ", set()
+            for first, second in zip(words, words[1:]):
+                bigram = f" {first} {second} "
+                if bigram not in padded:
+                    missing.add(bigram)
+                    if len(missing) > budget:
+                        return False
+        return jaccard(bigrams(a), bigrams(b)) >= threshold
 
     def _check_sameness(self, norm_query: str, norm_positive: str, negatives: list[str]) -> None:
         if self._same(norm_query, norm_positive):

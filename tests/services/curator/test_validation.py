@@ -186,3 +186,21 @@ def test_a_batch_gets_the_verdicts_of_one_example_at_a_time(validator):
     batched = [(r.reason, r.detail) if isinstance(r, Rejection) else r.SerializeToString() for r in validator.curate_many(batch)]
     assert batched == one_by_one
     assert [validator.curate(example).language for example in no_language] == ["es", "en", "en"]  # of the longest text
+
+
+WORDS11 = "one two three four five six seven eight nine ten eleven"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (WORDS11, WORDS11.rsplit(" ", 1)[0], True),  # bigram Jaccard exactly 9/10: at the threshold
+        (WORDS11, WORDS11.rsplit(" ", 2)[0], False),  # 8/10
+        (WORDS11.rsplit(" ", 1)[0], WORDS11, True),  # the other way round
+        (WORDS11, WORDS11.replace("six", "6"), False),  # 8/12
+        (WORDS11 + " one two", WORDS11 + " one", True),  # repeated bigrams count once
+        ("one two", "one two", True),
+    ],
+)
+def test_sameness_is_the_bigram_jaccard_threshold(validator, a, b, same):
+    assert validator._same(a, b) is same
