@@ -27,10 +27,14 @@ class Parsed:
     repairs: tuple[str, ...]
 
 
+# One decoder for every call (json.loads with an argument builds a new decoder each time).
+DECODER = json.JSONDecoder(strict=False)
+
+
 def _loads(text: str):
     """json.loads that tolerates raw control characters inside strings; None if invalid."""
     try:
-        return json.loads(text, strict=False)
+        return DECODER.decode(text)
     except ValueError:
         return None
     except RecursionError as exc:
@@ -103,6 +107,8 @@ def _repair(text: str, repairs: list[str]):
 
 
 def _smart_quotes(text: str) -> str:
+    if not any(quote in text for quote in "\u201c\u201d\u2018\u2019"):  # translate() is slow on non-ASCII text
+        return text
     return text.translate(SMART_QUOTES)
 
 

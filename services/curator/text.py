@@ -50,7 +50,7 @@ def normalize_instruction(text: str) -> str:
 
 def word_count(text: str) -> float:
     """Words separated by spaces, plus unspaced CJK/Thai characters converted to words."""
-    if text.isascii():
+    if text.isascii() or len(text.encode("latin-1", errors="ignore")) == len(text):  # nothing above U+00FF: no unspaced script
         return float(len(text.split()))
     unspaced = len(UNSPACED.findall(text))
     if not unspaced:
@@ -68,7 +68,9 @@ def jaccard(a: set, b: set) -> float:
 
 def strip_label(text: str) -> str:
     """Drop an echoed field label ("Query: ...", "**Document:** ...") and wrapping quotes."""
-    text = LABEL_PREFIX.sub("", text, count=1).strip()
+    if ":" in text or "\uff1a" in text:  # every label ends with a colon
+        text = LABEL_PREFIX.sub("", text, count=1)
+    text = text.strip()
     if len(text) >= 2 and (text[0] + text[-1]) in WRAPPING_QUOTES:
         text = text[1:-1].strip()
     return text

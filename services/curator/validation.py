@@ -33,6 +33,13 @@ def bigrams(normalized: str) -> set:
     return set(zip(words, words[1:])) if len(words) > 1 else set(words)
 
 
+@lru_cache(maxsize=4096)
+def _words(norm_instruction: str) -> tuple[tuple[str, ...], frozenset]:
+    """Words and word set of one of the few task instructions a stream repeats."""
+    words = tuple(norm_instruction.split())
+    return words, frozenset(words)
+
+
 class Rejection(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
@@ -187,10 +194,11 @@ class Validator:
         template = TEMPLATES.get(raw.template_id)
         if template is None:
             raise Rejection("unknown_template", f"template_id {raw.template_id!r} is not one of {sorted(TEMPLATES)}")
-        if len(raw.raw_output) > self.settings.max_raw_chars:
-            raise Rejection("oversized", f"answer has {len(raw.raw_output)} characters, limit {self.settings.max_raw_chars}")
+        output = raw.raw_output  # each read of a protobuf string field makes a new str
+        if len(output) > self.settings.max_raw_chars:
+            raise Rejection("oversized", f"answer has {len(output)} characters, limit {self.settings.max_raw_chars}")
         try:
-            parsed = parse_object(raw.raw_output)
+            parsed = parse_object(output)
         except ParseError as exc:
             raise Rejection("invalid_json", exc.detail) from None
         obj = parsed.value
@@ -236,9 +244,12 @@ class Validator:
             if len(text) > limit:
                 raise Rejection("too_long", f"a text has {len(text)} characters, limit {limit}")
         joined = "\n".join((query, *positives, *negatives)).lower()
-        leak = LEAKAGE.search(joined) if any(hint in joined for hint in LEAKAGE_HINTS) else None
-        if leak:
-            raise Rejection("prompt_leakage", f"contains {leak.group(0)!r}")
+        for hint in LEAKAGE_HINTS:
+            if hint in joined:
+                leak = LEAKAGE.search(joined)
+                if leak:
+                    raise Rejection("prompt_leakage", f"contains {leak.group(0)!r}")
+                return
 
     def _check_lengths(self, template: Template, attributes, query: str, positives: list[str], negatives: list[str]) -> None:
         checks = []
@@ -291,12 +302,13 @@ class Validator:
     def _check_echo(self, norm_query: str, norm_instruction: str) -> None:
         if not norm_instruction:
             return
-        query_words, instruction_words = norm_query.split(), norm_instruction.split()
+        query_words = norm_query.split()
+        instruction_words, instruction_set = _words(norm_instruction)
         if norm_query == norm_instruction or (len(query_words) >= 3 and norm_instruction.startswith(norm_query)):
             raise Rejection("instruction_echo", "query repeats the task instruction")
-        if len(instruction_words) >= 4 and query_words[:3] == instruction_words[:3]:
+        if len(instruction_words) >= 4 and query_words[:3] == list(instruction_words[:3]):
             raise Rejection("instruction_echo", f"query starts like the task instruction: {' '.join(query_words[:3])!r}")
-        if len(query_words) >= 3 and jaccard(set(query_words), set(instruction_words)) >= self.settings.echo_jaccard:
+        if len(query_words) >= 3 and jaccard(set(query_words), instruction_set) >= self.settings.echo_jaccard:
             raise Rejection("instruction_echo", "query has the instruction's words")
 
     def _check_copy(self, norm_query: str, chunk: str, attributes) -> None:

@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from services.curator.text import WORD, normalize
+from services.curator.text import WORD, normalize, strip_label, word_count
 
 
 def reference(text: str) -> str:
@@ -33,3 +33,19 @@ def test_normalize_equals_the_regex_definition(seed):
 )
 def test_normalize_examples(text, normalized):
     assert normalize(text) == normalized
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("one two  three\nfour", 4), ("größe straße", 2), ("病人应该", 4 / 1.7), ("ok 病人", 1 + 2 / 1.7), ("ผู้ป่วย", 7 / 1.7), ("  ", 0), ("Ünïcödé wörds ÿ", 3)],
+)
+def test_word_count(text, words):
+    assert word_count(text) == pytest.approx(words)
+
+
+@pytest.mark.parametrize(
+    ("text", "stripped"),
+    [("Query: when", "when"), ("**Document:** text", "text"), ("  s1 ： 文本", "文本"), ('"quoted"', "quoted"), ("no label here", "no label here"), ("Answer - no colon", "Answer - no colon")],
+)
+def test_strip_label(text, stripped):
+    assert strip_label(text) == stripped
