@@ -68,3 +68,12 @@ def test_detect_many_equals_one_detect_per_text(detector):
     batches = [texts[i : i + n] for i, n in zip(range(0, 90, 6), [1, 2, 3, 4, 5, 6] * 3)]
     assert [language for batch in batches for language in detector.detect_many(batch)] == [detector.detect(t) for b in batches for t in b]
     assert detector.detect_many([TEXTS["de"], "", TEXTS["zh"]]) == ["de", "und", "zh"]
+
+
+def test_recent_probes_are_answered_from_memory_with_the_same_language():
+    detector = LanguageDetector()
+    detector.RECENT = 3
+    texts = [TEXTS[language] for language in ("de", "fr", "es", "zh", "ru")]
+    first = detector.detect_many(texts)
+    assert len(detector.recent) == 3 and detector.detect_many(texts[::-1]) == first[::-1]
+    assert detector.detect_many(texts * 2) == first * 2 == [LanguageDetector().detect(t) for t in texts] * 2
