@@ -7,9 +7,13 @@ glitches: code fences, prose, trailing commas, single quotes), 10% near-duplicat
 valid ones (two words changed), 10% invalid (broken JSON, missing key, leakage, wrong
 language, too short, generation error, query = positive, instruction echo).
 
+The core runs batches of BENCH_BATCH records (default 100, the consumer's max_poll_records),
+as the validate and dedup stages get them from a poll.
+
 Anchor, side by side on the same examples: the straightforward implementation of the same
 checks: langid.classify for language, datasketch MinHash.update_batch (SHA-1 per shingle)
-for signatures. Everything else (parsing, checks, LSH index) is shared.
+for signatures (query half and positive half). Everything else (parsing, checks, LSH index)
+is shared.
 
     PYTHONPATH=.:gen .venv/bin/python benchmarks/curator.py
 """
