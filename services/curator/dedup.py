@@ -7,11 +7,11 @@ second half is a MinHash of the first positive's word bigrams (each text's leadi
 the mean of the query Jaccard and the positive Jaccard: query and positive weigh the same,
 however long the positive is. One LSH index over the whole signature finds candidates (its
 bands fall within one half or the other) and a candidate counts as a near-duplicate when
-that estimated mean reaches the threshold. Classification examples are the exception: their
-positive is a label shared by many examples, so both halves hash the input text (the
-estimate is then the input's Jaccard, as "query + label" hashed together used to give). Hashing "query + positive" as one text instead let
-a long shared positive dominate: different questions written for the same corpus chunk
+that estimated mean reaches the threshold. Hashing "query + positive" as one text instead
+let a long shared positive dominate: different questions written for the same corpus chunk
 (whose positive is the chunk itself) all looked like duplicates of the first one.
+Classification examples are the exception: their positive is a label that many examples
+share, so both halves hash the input text (the estimate is then the input's Jaccard).
 
 Signatures use datasketch's affine32 scheme and permutations but are computed for all
 shingles at once with numpy (rolling hashes of the words, query and positive in one pass),
@@ -128,7 +128,8 @@ class MinHasher:
         query, positive = norm_query.encode()[: self.max_bytes], norm_positive.encode()[: self.max_bytes]
         query_words = query.count(b" ") + 1
         if not query or not positive or query_words < 2 or b" " not in positive:
-            return Signature(np.concatenate((self._values(norm_query, a[:, :split], b[:, :split]), self._values(norm_positive, a[:, split:], b[:, split:]))))
+            halves = (self._values(norm_query, a[:, :split], b[:, :split]), self._values(norm_positive, a[:, split:], b[:, split:]))
+            return Signature(np.concatenate(halves))
         mixed = self._mixed(self._bigrams(self._word_hashes(np.frombuffer(query + b" " + positive, dtype=np.uint8))))
         values = np.empty(self.num_perm, dtype=np.uint32)
         np.minimum.reduce(mixed[: query_words - 1, None] * a[:, :split] + b[:, :split], axis=0, out=values[:split])
