@@ -74,7 +74,7 @@ TEMPLATES = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """An example that passed every check but the language one, and what that check needs."""
 
@@ -170,15 +170,15 @@ class Validator:
                 results.append(self._prepare(raw))
             except Rejection as exc:
                 results.append(exc)
-        texts = [text for result in results if isinstance(result, Pending) for text in result.texts()]
-        detected = iter(self._detect(texts))
-        for index, result in enumerate(results):
-            if isinstance(result, Pending):
-                languages = [next(detected) for _ in result.texts()]
-                try:
-                    results[index] = self._finish(result, languages)
-                except Rejection as exc:
-                    results[index] = exc
+        pending = [(index, result, result.texts()) for index, result in enumerate(results) if isinstance(result, Pending)]
+        detected = self._detect([text for _, _, texts in pending for text in texts])
+        start = 0
+        for index, result, texts in pending:
+            try:
+                results[index] = self._finish(result, detected[start : start + len(texts)])
+            except Rejection as exc:
+                results[index] = exc
+            start += len(texts)
         return results
 
     def _detect(self, texts: list[str]) -> list[str]:
