@@ -162,22 +162,26 @@ class LocalEngine:
         self.batch_sizes: list[int] = []  # size of every batched generate, in order
         self._queue: queue.Queue[LocalRequest] = queue.Queue()
         self._aborted = threading.Event()
+        self._submit_lock = threading.Lock()  # no request enters the queue after abort's wake-up
         self._worker = threading.Thread(target=self._serve, name=f"local-llm-{name}", daemon=True)
         self._worker.start()
         log.info("local model loaded", extra={"model": name, "path": str(path), "dtype": str(self.dtype), "load_s": round(time.perf_counter() - started, 2)})
 
     def submit(self, request: LocalRequest) -> Future:
-        if self._aborted.is_set():
-            request.future.set_exception(EngineStopped(f"local model {self.name} is shut down"))
-            return request.future
-        self._queue.put(request)
+        with self._submit_lock:
+            if self._aborted.is_set():
+                request.future.set_exception(EngineStopped(f"local model {self.name} is shut down"))
+            else:
+                self._queue.put(request)
         return request.future
 
     def abort(self) -> None:
-        """Stop the generate in flight within a decode step and fail every waiting request with
-        :class:`EngineStopped` (a stopping process must not wait minutes for a long batch)."""
-        self._aborted.set()
-        self._queue.put(LocalRequest([], 0, 0.0))  # wakes the worker if it is idle
+        """Stop the generate in flight within a decode step, fail every waiting and later request
+        with :class:`EngineStopped` (a stopping process must not wait minutes for a long batch)
+        and end the worker thread."""
+        with self._submit_lock:
+            self._aborted.set()
+            self._queue.put(LocalRequest([], 0, 0.0))  # wakes the worker if it is idle
 
     def generate(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.7, json_schema: dict | None = None) -> LocalResult:
         """Blocking convenience around :meth:`submit`."""
@@ -204,7 +208,7 @@ class LocalEngine:
             batch = [self._queue.get()]
             if self._aborted.is_set():
                 self._fail_waiting(batch)
-                continue
+                return
             deadline = time.monotonic() + self.batch_wait_s
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
@@ -215,7 +219,7 @@ class LocalEngine:
             batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if self._aborted.is_set():
                 self._fail_waiting(batch)
-                continue
+                return
             if not batch:
                 continue
             try:
@@ -306,9 +310,11 @@ def get_engine(name: str) -> LocalEngine:
 
 
 def abort_engines() -> None:
-    """Abort every loaded engine (on process shutdown)."""
+    """Abort every loaded engine (a service is stopping) and forget it, so a service built
+    later in the same process loads its model afresh instead of finding it stopped."""
     with _engines_lock:
         engines = list(_engines.values())
+        _engines.clear()
     for engine in engines:
         engine.abort()
 

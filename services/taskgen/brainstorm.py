@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.llm import LlmError, UsageAccumulator, complete
+from libs.llm import UsageAccumulator, complete
 from libs.llm.parsing import parse_string_list
 from libs.llm.templates import PromptTemplate, load_templates
 
@@ -59,24 +59,21 @@ class Brainstormer:
         return self.templates[BRAINSTORM_TEMPLATE[category]]
 
     def brainstorm(self, domain: str, category: int, count: int, model: str = "", accumulator: UsageAccumulator | None = None) -> list[str]:
-        """One brainstorm call: cleaned task sentences (may be fewer or more than ``count``;
-        empty when the call failed for good)."""
+        """One brainstorm call: cleaned task sentences (may be fewer or more than ``count``).
+        Raises LlmError when the call failed for good."""
         template = self.template(category)
         messages = template.render(domain=domain, count=count)
         model = model or self.model
-        try:
-            answer = complete(
-                model,
-                messages,
-                json_schema=template.json_schema,
-                max_tokens=min(template.max_tokens, self.max_tokens),
-                temperature=self.temperature,
-                timeout_s=self.timeout_s,
-                attempts=self.attempts,
-                accumulator=accumulator,
-                validate=False,  # a truncated list still holds usable tasks
-                **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
-            )
-        except LlmError:
-            return []
+        answer = complete(
+            model,
+            messages,
+            json_schema=template.json_schema,
+            max_tokens=min(template.max_tokens, self.max_tokens),
+            temperature=self.temperature,
+            timeout_s=self.timeout_s,
+            attempts=self.attempts,
+            accumulator=accumulator,
+            validate=False,  # a truncated list still holds usable tasks
+            **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
+        )
         return [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]

@@ -23,7 +23,7 @@ from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 from libs import topics
 from libs.grpc import GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
-from libs.llm import UsageAccumulator
+from libs.llm import LlmError, UsageAccumulator
 from libs.service import ServiceParts
 from services.taskgen.brainstorm import BRAINSTORM_TEMPLATE, FIXED_TASKS, Brainstormer, normalize_task, task_id
 from services.taskgen.jobs import TERMINAL, JobStore
@@ -127,11 +127,13 @@ class TaskgenRunner:
                 if target.category in FIXED_TASKS:
                     self._publish_fixed(job, target, record.tasks)
                 else:
-                    published = self._brainstorm_category(job, target, accumulator)
-                    if published is None:
+                    outcome = self._brainstorm_category(job, target, accumulator)
+                    if outcome is None:
                         return  # stopping: the job resumes after the restart
+                    published, last_failure = outcome
                     if published < target.num_tasks:
-                        shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks")
+                        cause = f" (last failed brainstorm call: {last_failure.reason}: {last_failure.detail[:200]})" if last_failure else ""
+                        shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks{cause}")
         for usage in accumulator.totals().values():
             self.store.add_usage(job_id, pb.LlmUsage(model=usage.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, latency_s=usage.latency_s, calls=usage.calls))
         error = "; ".join(shortfalls)
@@ -148,19 +150,24 @@ class TaskgenRunner:
             if tid not in existing:
                 self.publish(job, target.category, description, tid)
 
-    def _brainstorm_category(self, job: pb.Job, target: pb.CategoryTarget, accumulator: UsageAccumulator) -> int | None:
-        """Brainstorm until ``num_tasks`` distinct tasks are published; None when stopping."""
+    def _brainstorm_category(self, job: pb.Job, target: pb.CategoryTarget, accumulator: UsageAccumulator) -> tuple[int, LlmError | None] | None:
+        """Brainstorm until ``num_tasks`` distinct tasks are published or the rounds run out:
+        (tasks published, the last failed call if any); None when stopping."""
         record = self.store.record(job.job_id)
         have = record.tasks_in(target.category)
         seen = {normalize_task(t) for t in have}
         template = self.brainstormer.template(target.category)
         rounds = 0
+        last_failure = None
         while len(have) < target.num_tasks and rounds < self.settings.max_rounds_per_category:
             if self.stop.is_set():
                 return None
             rounds += 1
             count = min(self.settings.brainstorm_batch, max(target.num_tasks - len(have), 5))
-            ideas = self.brainstormer.brainstorm(job.spec.domain, target.category, count, job.spec.brainstorm_model, accumulator)
+            try:
+                ideas = self.brainstormer.brainstorm(job.spec.domain, target.category, count, job.spec.brainstorm_model, accumulator)
+            except LlmError as failure:
+                ideas, last_failure = [], failure
             if self.stop.is_set():
                 return None
             for idea in ideas:
@@ -173,7 +180,7 @@ class TaskgenRunner:
                 if len(have) >= target.num_tasks:
                     break
             log.info("brainstorm round", extra={"job_id": job.job_id, "category": pb.Category.Name(target.category), "round": rounds, "ideas": len(ideas), "tasks": len(have)})
-        return len(have)
+        return len(have), last_failure
 
 
 class TaskgenServicer(api_grpc.TaskgenServiceServicer):

@@ -121,3 +121,18 @@ def test_abort_stops_a_long_generate_and_fails_waiting_requests_without_retries(
     assert isinstance(outcome["long"], LlmError) and outcome["long"].reason == "stopped" and outcome["long"].attempts == 1
     ask("after", 8)
     assert isinstance(outcome["after"], LlmError) and outcome["after"].reason == "stopped"
+
+
+def test_abort_engines_forgets_the_stopped_engines_so_a_later_service_loads_afresh(tiny_model):
+    """Services stopping in one process (tests, a restart in place) abort the process-wide
+    engines; a service built afterwards must get a working engine, not the stopped one."""
+    from libs.llm.local import EngineStopped, abort_engines
+
+    stopped = get_engine(tiny_model.removeprefix("local/"))
+    abort_engines()
+    with pytest.raises(EngineStopped):
+        stopped.generate([{"role": "user", "content": "hi"}], max_tokens=2)
+    assert get_engine(tiny_model.removeprefix("local/")) is not stopped
+    answer = complete(tiny_model, [{"role": "user", "content": "hi"}], max_tokens=3, temperature=0.0, attempts=1)
+    assert answer.usage.completion_tokens > 0
+    assert not stopped._worker.is_alive()

@@ -22,7 +22,7 @@ def test_prompt_is_conditioned_on_the_domain_and_count():
     assert "tenancy law" in provider.prompts[0] and "about 7 elements" in provider.prompts[0]
 
 
-def test_a_failed_call_gives_no_tasks():
+def test_an_answer_without_a_list_gives_no_tasks():
     register_script(["I'm sorry, I cannot do that."])
     assert brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 3) == []
 

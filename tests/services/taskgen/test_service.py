@@ -5,6 +5,7 @@ import json
 import uuid
 
 import grpc
+import litellm
 import pytest
 
 from embedforge.v1 import messages_pb2 as pb
@@ -87,6 +88,21 @@ def test_submitted_job_is_brainstormed_into_distinct_tasks_until_each_target_is_
         assert [lw.language for lw in t.languages] == ["en"]
     assert (status.tasks_target, status.tasks_published, status.examples_target) == (6, 6, 22)
     assert status.usage[0].model == "scripted/brainstorm" and status.usage[0].calls == 3
+
+
+def test_a_job_whose_brainstorm_calls_all_fail_fails_with_the_reason(kafka_settings, tmp_path):
+    outage = litellm.ServiceUnavailableError(message="upstream overloaded", llm_provider="scripted", model="brainstorm")
+    provider = register_script([outage, outage])
+    job_spec = spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=2, examples_per_task=3)])
+    with Running(build(settings_for(kafka_settings, tmp_path, max_rounds_per_category=2))) as running:
+        stub = api_grpc.TaskgenServiceStub(running.channel())
+        job = stub.SubmitJob(api.SubmitJobRequest(spec=job_spec, job_id="job-" + uuid.uuid4().hex[:6])).job
+        for update in stub.WatchJob(api.WatchJobRequest(job_id=job.job_id), timeout=60):
+            if update.job.state in (api.JOB_STATE_GENERATING, api.JOB_STATE_FAILED):
+                break
+    assert len(provider.prompts) == 2
+    assert update.job.state == api.JOB_STATE_FAILED
+    assert "CATEGORY_RETRIEVAL: 0 of 2 tasks" in update.job.error and "server_error" in update.job.error and "upstream overloaded" in update.job.error
 
 
 def test_jobs_arriving_on_the_jobs_topic_are_brainstormed(kafka_settings, tmp_path, task_reader):
