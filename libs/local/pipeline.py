@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf.message import Message
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, embedder_pb2, embedder_pb2_grpc
@@ -47,6 +47,29 @@ class Clients:
             trainer_pb2_grpc.TrainerServiceStub(channel("trainer")),
             embedder_pb2_grpc.EmbedderServiceStub(channel("embedder")),
         )
+
+
+def _as_dict(message: Message) -> dict:
+    """A proto message as plain JSON-ready values (json_format.MessageToDict writes int64 as strings)."""
+
+    def value_of(field, value):
+        if field.message_type:
+            return _as_dict(value)
+        if field.enum_type:
+            return field.enum_type.values_by_number[value].name
+        return value
+
+    out = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {key: value_of(value_field, item) for key, item in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [value_of(field, item) for item in value]
+        else:
+            out[field.name] = value_of(field, value)
+    return out
 
 
 def publish_documents(runtime: LocalRuntime, spec: pb.JobSpec, job_id: str) -> int:
@@ -108,7 +131,7 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     index_bar = progress.add_task("embedder: serving + indexing", total=documents or None)
     deadline = time.monotonic() + stall_timeout_s
     while True:
-        info = clients.embedder.GetModelInfo(embedder_pb2.GetModelInfoRequest())
+        info = clients.embedder.GetModelInfo(embedder_pb2.GetModelInfoRequest(collection=spec.collection))
         progress.update(index_bar, completed=min(info.documents, documents))
         if info.model_id == run.model_id and info.documents >= documents:
             break
@@ -122,9 +145,9 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     return {
         "job": {"job_id": job.job_id, "name": spec.name, "domain": spec.domain, "generator_model": spec.generator_model, "documents": documents, "tasks": final.tasks_published},
         "timings": {"total_s": time.monotonic() - started, "generation_s": generation_s, "training_s": training_s},
-        "generation": json_format.MessageToDict(generation, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
-        "curation": json_format.MessageToDict(dataset, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
-        "usage": [json_format.MessageToDict(u, preserving_proto_field_name=True, always_print_fields_with_no_presence=True) for u in list(final.usage) + list(generation.usage)],
+        "generation": _as_dict(generation),
+        "curation": _as_dict(dataset),
+        "usage": [_as_dict(u) for u in list(final.usage) + list(generation.usage)],
         "training": {
             "run_id": run.run_id,
             "steps": run.step,

@@ -92,12 +92,16 @@ def write_examples(path: str | Path, examples: Iterable[TrainExample]) -> None:
 def split_train_dev(examples: Sequence[TrainExample], dev_fraction: float, seed: int = 0) -> tuple[list[TrainExample], list[TrainExample]]:
     """Deterministic split by content hash, so an example stays on its side as data grows.
 
-    Examples sharing a positive stay on one side (no passage leaks from train into dev).
+    Examples sharing a positive stay on one side (no passage leaks from train into dev). A
+    non-zero fraction of a small set that would leave dev empty still holds out the positive
+    with the lowest hash, so base vs tuned is always measured on held-out data.
     """
-    train, dev = [], []
-    for example in examples:
-        bucket = int(hashlib.sha256(f"{seed}:{example.positive}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (dev if bucket < dev_fraction else train).append(example)
+    buckets = [int(hashlib.sha256(f"{seed}:{e.positive}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for e in examples]
+    cutoff = dev_fraction
+    if dev_fraction > 0 and len(set(buckets)) > 1 and min(buckets) >= dev_fraction:
+        cutoff = min(buckets) + 1e-12
+    train = [e for e, b in zip(examples, buckets) if b >= cutoff]
+    dev = [e for e, b in zip(examples, buckets) if b < cutoff]
     return train, dev
 
 

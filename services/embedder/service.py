@@ -175,7 +175,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     def GetModelInfo(self, request: api.GetModelInfoRequest, context) -> api.GetModelInfoResponse:
         model = self.current
         spec = model.spec
-        physical = self.store.resolve(self.settings.collection)
+        collection = request.collection or self.settings.collection
+        physical = self.store.resolve(collection)
         points, documents = (self.store.count(physical), self.store.count_documents(physical)) if physical else (0, 0)
         return api.GetModelInfoResponse(
             model_id=spec.model_id,
@@ -186,7 +187,7 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             pooling=spec.pooling,
             dtype=model.dtype_name,
             query_instruction=spec.query_instruction,
-            collection=self.settings.collection,
+            collection=collection,
             points=points,
             documents=documents,
         )

@@ -28,6 +28,15 @@ def test_split_is_deterministic_and_keeps_a_positive_on_one_side():
     assert 0 < len(dev) < len(examples)
 
 
+@pytest.mark.parametrize("size", range(3, 12))
+def test_a_small_set_still_holds_out_a_positive_for_dev(size):
+    examples = [TrainExample(f"q{i}", f"passage {i // 2}") for i in range(size)]  # two questions per passage
+    train, dev = split_train_dev(examples, 0.1)
+    assert dev and train
+    assert not {e.positive for e in train} & {e.positive for e in dev}
+    assert split_train_dev(examples, 0.0) == (examples, [])
+
+
 def test_shared_positives_and_negatives_still_fill_batches_but_a_query_never_repeats():
     # A small corpus: 10 passages, 4 questions each; every hard negative is another example's positive.
     examples = [TrainExample(f"question {i} about passage {i % 10}", f"passage {i % 10}", (f"passage {(i + 3) % 10}",)) for i in range(40)]

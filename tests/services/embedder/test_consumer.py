@@ -54,6 +54,20 @@ def test_documents_on_the_topic_are_indexed_and_deleted(running):
     assert [h.doc_id for h in hits] == ["d3"]
 
 
+def test_model_info_counts_the_collection_it_is_asked_about(running):
+    """A job's documents go to the job's collection; GetModelInfo reports that one on request
+    (the default collection stays empty)."""
+    servicer, producer = running
+    for i in range(3):
+        producer.send(topics.DOCUMENTS, f"m{i}", pb.Document(doc_id=f"m{i}", collection="manuals", text=f"Manual page {i}."))
+    producer.flush()
+    wait_for(lambda: servicer.GetModelInfo(api.GetModelInfoRequest(collection="manuals"), None).documents == 3)
+    info = servicer.GetModelInfo(api.GetModelInfoRequest(collection="manuals"), None)
+    assert (info.collection, info.points) == ("manuals", 3)
+    default = servicer.GetModelInfo(api.GetModelInfoRequest(), None)
+    assert (default.collection, default.documents) == ("documents", 0)
+
+
 def test_a_malformed_document_is_dead_lettered_and_the_others_are_indexed(running, kafka_settings):
     servicer, producer = running
     producer.send(topics.DOCUMENTS, "good-1", pb.Document(doc_id="good-1", text="A fine document."))
