@@ -111,6 +111,10 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     assert dict(Counter(rejected.values())) == {k: v for k, v in curation["rejected_by_reason"].items() if v}
     assert {e.provenance.example_id for e in curated.values()}.isdisjoint(rejected)
     assert dict(Counter(e.language for e in curated.values())) == curation["accepted_by_language"]
+    # Token usage: the examples stage's totals are the sums over the raw examples it published.
+    examples_usage = [u for u in report["usage"] if u["stage"] == "examples"]
+    assert sum(u["completion_tokens"] for u in examples_usage) == sum(r.usage.completion_tokens for _, r in {r.example_id: (k, r) for k, r in raw}.values()) > 0
+    assert {u["stage"] for u in report["usage"]} == {"brainstorm", "examples"}
 
     # Training and evaluation: the run used the curated set, base and tuned were both measured.
     training = report["training"]

@@ -73,11 +73,12 @@ class LlmError(Exception):
     """A call that failed for good. ``reason`` is a short code: rate_limited, timeout,
     server_error, connection_error, invalid_json, bad_request, auth_error or unknown."""
 
-    def __init__(self, reason: str, detail: str, attempts: int = 1):
+    def __init__(self, reason: str, detail: str, attempts: int = 1, usage: "Usage | None" = None):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.attempts = attempts
+        self.usage = usage  # what the attempts that returned tokens spent
 
 
 class InvalidJsonOutput(Exception):
@@ -265,8 +266,8 @@ def complete(
     the schema only steers decoding and the text comes back as it is). Rate limits (429,
     Retry-After honoured), timeouts, connection errors and 5xx are retried up to
     ``attempts`` times with exponential backoff and jitter; then :class:`LlmError` is
-    raised with a reason code. Usage is added to ``accumulator`` for every attempt that
-    returned tokens.
+    raised with a reason code. The answer's usage (and an LlmError's) sums every attempt
+    that returned tokens; each such attempt is also added to ``accumulator``.
     """
     from libs.llm.local import register_local_provider
 
@@ -284,18 +285,21 @@ def complete(
     )
     with tracer.start_as_current_span("llm.complete", attributes={"llm.model": model, "llm.max_tokens": max_tokens}) as span:
         attempt = 0
+        spent = UsageAccumulator()
+        accumulators = [spent] + ([accumulator] if accumulator is not None else [])
         try:
             for attempt_state in retrying:
                 with attempt_state:
                     attempt = attempt_state.retry_state.attempt_number
-                    completion = _call_once(model, messages, json_schema if validate else None, kwargs, accumulator)
+                    completion = _call_once(model, messages, json_schema if validate else None, kwargs, accumulators)
                     completion.attempts = attempt
         except Exception as exc:  # noqa: BLE001 - every failure becomes an LlmError with a reason
             reason = failure_reason(exc)
             calls_counter.add(1, {"model": model, "outcome": reason})
             span.set_attribute("llm.error", reason)
             log.warning("llm call failed", extra={"model": model, "reason": reason, "attempts": attempt, "detail": str(exc)[:300]})
-            raise LlmError(reason, str(exc)[:1000], attempt) from exc
+            raise LlmError(reason, str(exc)[:1000], attempt, spent.totals().get(model)) from exc
+        completion.usage = spent.totals()[model]
         span.set_attribute("llm.attempts", completion.attempts)
         span.set_attribute("llm.completion_tokens", completion.usage.completion_tokens)
         calls_counter.add(1, {"model": model, "outcome": "ok"})
@@ -303,7 +307,7 @@ def complete(
         return completion
 
 
-def _call_once(model: str, messages: list[dict], json_schema: dict | None, kwargs: dict, accumulator: UsageAccumulator | None) -> Completion:
+def _call_once(model: str, messages: list[dict], json_schema: dict | None, kwargs: dict, accumulators: list[UsageAccumulator]) -> Completion:
     with _semaphore(model):
         started = time.perf_counter()
         response = litellm.completion(model=model, messages=messages, **kwargs)
@@ -320,7 +324,7 @@ def _call_once(model: str, messages: list[dict], json_schema: dict | None, kwarg
     )
     tokens_counter.add(usage.prompt_tokens, {"model": model, "kind": "prompt"})
     tokens_counter.add(usage.completion_tokens, {"model": model, "kind": "completion"})
-    if accumulator is not None:
+    for accumulator in accumulators:
         accumulator.add(usage)
     if json_schema is not None:
         validate_json(text, json_schema)

@@ -44,8 +44,8 @@ def render_markdown(report: dict) -> str:
         "## LLM usage",
         "",
         *_table(
-            ["model", "calls", "prompt tokens", "completion tokens", "cost (USD)"],
-            [[u["model"], u.get("calls", 0), u.get("prompt_tokens", 0), u.get("completion_tokens", 0), f"{u.get('cost_usd', 0):.4f}"] for u in report["usage"]],
+            ["stage", "model", "calls", "prompt tokens", "completion tokens", "cost (USD)"],
+            [[u["stage"], u["model"], u.get("calls", 0), u.get("prompt_tokens", 0), u.get("completion_tokens", 0), f"{u.get('cost_usd', 0):.4f}"] for u in report["usage"]],
         ),
         "",
         "## Training",

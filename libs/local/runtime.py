@@ -144,14 +144,24 @@ class LocalRuntime:
 
     def stop_service(self, name: str, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         with self._lock:
+            process = self.processes[name].process
+        if process.poll() is None:
+            process.send_signal(signum)
+        return self._reap(name, timeout_s)
+
+    def _reap(self, name: str, timeout_s: float = 30.0) -> int:
+        """Wait for a signalled service to exit (killing it after ``timeout_s``); forget it.
+
+        Signalled once only: a second SIGTERM during interpreter shutdown, when Python has
+        restored the default handlers, would kill a service that was exiting cleanly.
+        """
+        with self._lock:
             service = self.processes.pop(name)
-        if service.process.poll() is None:
-            service.process.send_signal(signum)
-            try:
-                service.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
+        try:
+            service.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
         return service.process.returncode
 
     def stop(self) -> dict[str, int]:
@@ -162,7 +172,7 @@ class LocalRuntime:
         for service in self.processes.values():
             if service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
-        codes = {name: self.stop_service(name) for name in list(self.processes)}
+        codes = {name: self._reap(name) for name in list(self.processes)}
         if self.broker and self._owns_broker:
             self.broker.stop()
         return codes

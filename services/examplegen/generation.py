@@ -219,14 +219,15 @@ class ExampleWriter:
             )
         except LlmError as exc:
             raw.error = f"{exc.reason}: {exc.detail[:500]}"
-            raw.usage.calls = exc.attempts
+            spent, raw.usage.calls = exc.usage, exc.attempts
         else:
             raw.raw_output = answer.text
-            raw.usage.prompt_tokens = answer.usage.prompt_tokens
-            raw.usage.completion_tokens = answer.usage.completion_tokens
-            raw.usage.cost_usd = answer.usage.cost_usd
-            raw.usage.latency_s = answer.usage.latency_s
-            raw.usage.calls = answer.attempts
+            spent, raw.usage.calls = answer.usage, answer.attempts
+        if spent is not None:  # the tokens of every attempt, rejected answers included
+            raw.usage.prompt_tokens = spent.prompt_tokens
+            raw.usage.completion_tokens = spent.completion_tokens
+            raw.usage.cost_usd = spent.cost_usd
+            raw.usage.latency_s = spent.latency_s
         raw.created_at.GetCurrentTime()
         examples_counter.add(1, {"category": pb.Category.Name(raw.category), "outcome": "failed" if raw.error else "ok"})
         return raw

@@ -20,6 +20,7 @@ def test_rate_limit_is_retried_after_the_servers_retry_after():
         answer = call(server)
     assert answer.text == "hello"
     assert answer.attempts == 2
+    assert (answer.usage.completion_tokens, answer.usage.calls) == (7, 1)  # the 429 spent nothing
     (first, _), (second, _) = server.requests
     assert second - first >= 1.0
 
@@ -42,6 +43,7 @@ def test_malformed_json_is_retried_then_fails_with_reason_invalid_json():
             call(server, json_schema=SCHEMA, attempts=3)
     assert failure.value.reason == "invalid_json"
     assert failure.value.attempts == 3
+    assert (failure.value.usage.prompt_tokens, failure.value.usage.completion_tokens) == (3 * 11, 3 * 7)  # rejected answers still cost tokens
     assert len(server.requests) == 3
 
 
@@ -50,6 +52,7 @@ def test_json_missing_a_required_key_is_a_schema_violation():
         answer = call(server, json_schema=SCHEMA)
     assert answer.text == '{"query": "ok"}'
     assert answer.attempts == 2
+    assert (answer.usage.completion_tokens, answer.usage.calls) == (2 * 7, 2)
 
 
 def test_persistent_rate_limit_fails_with_reason_rate_limited():
@@ -81,5 +84,5 @@ def test_usage_of_every_attempt_is_accumulated_per_model():
     with FaultServer([Reply(text="not json")], default=Reply(text='{"query": "q"}')) as server:
         answer = call(server, json_schema=SCHEMA, accumulator=accumulator)
     totals = accumulator.totals()["openai/fault-model"]
-    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (11, 7)
+    assert (answer.usage.calls, answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 22, 14)  # the rejected first answer counts
     assert (totals.calls, totals.prompt_tokens, totals.completion_tokens) == (2, 22, 14)

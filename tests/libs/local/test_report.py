@@ -11,7 +11,7 @@ def sample_report() -> dict:
         "timings": {"total_s": 321.0},
         "generation": {"requested": 12, "succeeded": 11, "failed": 1, "failures_by_reason": {"timeout": 1}},
         "curation": {"accepted": 9, "rejected": 2, "rejected_by_reason": {"invalid_json": 2}, "accepted_by_language": {"en": 7, "zh": 2}},
-        "usage": [{"model": "local/qwen", "calls": 12, "prompt_tokens": 3000, "completion_tokens": 2000, "cost_usd": 0.0}],
+        "usage": [{"stage": "examples", "model": "local/qwen", "calls": 12, "prompt_tokens": 3000, "completion_tokens": 2000, "cost_usd": 0.0}],
         "training": {"run_id": "run-1", "steps": 3, "train_examples": 8, "dev_examples": 1, "loss_curve": [[1, 2.5], [2, 1.75], [3, 1.25]]},
         "evaluation": [{"dataset": "dev", "metric": "ndcg@10", "base": 0.5, "tuned": 0.625}],
         "model": {"model_id": "m-1", "path": "/models/m-1"},
