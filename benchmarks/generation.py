@@ -13,7 +13,8 @@ Writes benchmarks/results/generation.json:
   faster one).
 - json_valid_rate_constrained / _unconstrained: share of N retrieval-example generations
   (template services/examplegen/templates/retrieval.yaml, sampled attributes, English,
-  num_words fixed to 50 to bound CPU time, the answer budget examplegen gives that prompt)
+  num_words fixed to 50 to bound CPU time, the answer budget examplegen gives that prompt;
+  constrained calls get the per-call schema examplegen sends, with its document length caps)
   whose text parses as JSON and satisfies the template's schema; `_unconstrained_lenient` also accepts JSON found inside code fences or
   prose (what a forgiving parser would recover).
 """
@@ -95,7 +96,7 @@ def json_validity(model: str, count: int, constrained: bool, progress: Progress,
             answer = complete(
                 model,
                 messages,
-                json_schema=schema if constrained else None,
+                json_schema=template.schema_for(attributes) if constrained else None,
                 max_tokens=template.answer_budget(attributes),
                 temperature=0.8,
                 timeout_s=7200,

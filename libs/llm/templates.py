@@ -8,18 +8,26 @@ A template file holds::
     attributes: {name: [choices, ...]}   # optional: values sampled per call
     max_tokens: 512          # optional: answer length budget (tokens)
     max_tokens_per_word: 5   # optional: extra budget per word the prompt's num_words asks for
+    length_caps: {positive_document: num_words}   # optional: schema texts capped by a word-count attribute
     system: |                # optional
       ...
     user: |
       ... {{ task }} ... {{ language }} ...   (Jinja2; missing variables are errors)
 """
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import yaml
+
+from libs.words import chars_for_words
+
+# A capped text may take this many times the words its attribute asks for (the curator's
+# default length tolerance accepts up to 1.5x).
+LENGTH_CAP_FACTOR = 1.5
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
@@ -38,6 +46,7 @@ class PromptTemplate:
     attributes: dict[str, list] = field(default_factory=dict)
     max_tokens: int = 512
     max_tokens_per_word: float = 0.0
+    length_caps: dict[str, str] = field(default_factory=dict)
     path: str = ""
 
     @classmethod
@@ -54,8 +63,29 @@ class PromptTemplate:
             attributes={k: list(v) for k, v in (data.get("attributes") or {}).items()},
             max_tokens=int(data.get("max_tokens", 512)),
             max_tokens_per_word=float(data.get("max_tokens_per_word", 0)),
+            length_caps=dict(data.get("length_caps") or {}),
             path=str(path),
         )
+
+    def __post_init__(self):
+        properties = (self.json_schema or {}).get("properties", {})
+        for name, attribute in self.length_caps.items():
+            if name not in properties or attribute not in self.attributes:
+                raise TemplateError(f"{self.path or self.id}: length cap {name}: {attribute} needs a schema property {name!r} and an attribute {attribute!r}")
+
+    def schema_for(self, attributes: dict[str, str]) -> dict | None:
+        """The JSON schema of one call. Each text in ``length_caps`` gets a maxLength of
+        LENGTH_CAP_FACTOR times the words its attribute asks for, in characters of the call's
+        language, so constrained decoding closes the JSON within the answer budget instead
+        of running out of tokens mid-document."""
+        if not self.length_caps:
+            return self.json_schema
+        schema = copy.deepcopy(self.json_schema)
+        for name, attribute in self.length_caps.items():
+            words = requested_words(attributes.get(attribute, ""))
+            if words:
+                schema["properties"][name]["maxLength"] = chars_for_words(words * LENGTH_CAP_FACTOR, attributes.get("language", ""))
+        return schema
 
     def answer_budget(self, attributes: dict[str, str]) -> int:
         """Answer tokens for these attributes: ``max_tokens`` plus ``max_tokens_per_word`` per

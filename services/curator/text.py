@@ -1,4 +1,5 @@
-"""Text measures shared by the checks and the dedup: normalization, word counts, label stripping, content hash."""
+"""Text measures shared by the checks and the dedup: normalization, label stripping, content hash
+(word counts: libs.words)."""
 
 import hashlib
 import re
@@ -6,9 +7,6 @@ import unicodedata
 from functools import lru_cache
 
 WORD = re.compile(r"\w+")
-# Scripts written without spaces between words: each character counts as a fraction of a word.
-UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]")
-CHARS_PER_UNSPACED_WORD = 1.7
 LABEL_PREFIX = re.compile(
     r"^\s*(?:[*#>_`\"'\-\s]*)(?:user[ _]query|search[ _]query|query|question|input[ _]text|input|"
     r"positive[ _]document|hard[ _]negative[ _]document|negative[ _]document|document|passage|"
@@ -46,17 +44,6 @@ def normalize(text: str) -> str:
 def normalize_instruction(text: str) -> str:
     """normalize() for the few distinct task instructions a stream repeats."""
     return normalize(text)
-
-
-def word_count(text: str) -> float:
-    """Words separated by spaces, plus unspaced CJK/Thai characters converted to words."""
-    if text.isascii() or len(text.encode("latin-1", errors="ignore")) == len(text):  # nothing above U+00FF: no unspaced script
-        return float(len(text.split()))
-    unspaced = len(UNSPACED.findall(text))
-    if not unspaced:
-        return float(len(text.split()))
-    spaced = len(UNSPACED.sub(" ", text).split())
-    return spaced + unspaced / CHARS_PER_UNSPACED_WORD
 
 
 def jaccard(a: set, b: set) -> float:

@@ -21,8 +21,8 @@ from libs import topics
 from libs.kafka import physical_name
 from libs.settings import KafkaSettings
 from libs.topics import Topic
+from libs.words import word_count
 from services.curator.reading import partitions_of, plain_consumer, read_to_end
-from services.curator.text import word_count
 
 log = logging.getLogger(__name__)
 HISTOGRAM_BOUNDS = (5, 10, 15, 20, 30, 50, 100, 200, 300, 500, 1000, 2**31 - 1)

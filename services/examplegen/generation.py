@@ -207,7 +207,7 @@ class ExampleWriter:
             answer = complete(
                 plan.model,
                 plan.messages,
-                json_schema=plan.template.json_schema,
+                json_schema=plan.template.schema_for(dict(plan.raw.attributes)),
                 max_tokens=min(plan.template.answer_budget(dict(plan.raw.attributes)), self.config.max_tokens),
                 temperature=self.config.temperature,
                 timeout_s=self.config.timeout_s,

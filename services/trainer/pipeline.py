@@ -154,8 +154,14 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
     return embedder
 
 
-def dev_pairs(dev: list[TrainExample], instruction: str):
-    return dataset_from_pairs("dev", [(format_query(e.instruction or instruction, e.query), e.positive) for e in dev], [n for e in dev for n in e.negatives])
+def dev_dataset(dev: list[TrainExample], config: RunConfig):
+    """The synthetic dev split as a ranking task: each dev query looks for its positive among
+    every passage of the snapshot (dev and train positives and negatives; the train split is
+    read from the run folder), not only among the few dev positives."""
+    train_file = Path(config.run_dir) / "train.jsonl"
+    train = read_examples(train_file) if train_file.exists() else []
+    pool = [n for e in dev for n in e.negatives] + [t for e in train for t in (e.positive, *e.negatives)]
+    return dataset_from_pairs("dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool)
 
 
 def encoder_of(embedder: Embedder, instruction: str) -> Callable[[list[str], bool], torch.Tensor]:
@@ -173,7 +179,7 @@ def choose_merge_weight(tuned: Embedder, base: Embedder, dev: list[TrainExample]
     if config.merge.weight > 0 or not dev:
         return config.merge.weight or 1.0
     tuned_state = {k: v.clone() for k, v in tuned.model.state_dict().items()}
-    dataset = dev_pairs(dev, config.instruction)
+    dataset = dev_dataset(dev, config)
     scores = {}
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
@@ -194,7 +200,7 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     if weight < 1.0:
         cocktail_merge(merged, base, weight)
     report({"state": "evaluating"})
-    datasets = ([dev_pairs(dev, config.instruction)] if dev else []) + [load_eval_set(p) for p in config.eval_paths]
+    datasets = ([dev_dataset(dev, config)] if dev else []) + [load_eval_set(p) for p in config.eval_paths]
     rows = compare(encoder_of(base, config.instruction), encoder_of(merged, config.instruction), datasets)
     evals = [asdict(r) for r in rows]
     report({"state": "evaluating", "evals": evals})

@@ -32,3 +32,29 @@ def test_duplicate_template_ids_are_rejected(tmp_path):
     write(tmp_path / "b.yaml", 'id: same\nversion: "1"\nuser: b\n')
     with pytest.raises(TemplateError, match="duplicate"):
         load_templates(tmp_path)
+
+
+CAPPED = """id: capped
+version: "1"
+length_caps: {doc: num_words}
+attributes: {num_words: [50, at least 200]}
+json_schema:
+  type: object
+  properties: {query: {type: string}, doc: {type: string}}
+user: "{{ task }}"
+"""
+
+
+def test_length_caps_bound_the_capped_texts_in_characters_of_the_language(tmp_path):
+    template = PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED))
+    english = template.schema_for({"num_words": "50", "language": "en"})
+    assert english["properties"] == {"query": {"type": "string"}, "doc": {"type": "string", "maxLength": 450}}  # 75 words x 6 characters
+    assert template.schema_for({"num_words": "at least 200", "language": "zh"})["properties"]["doc"]["maxLength"] == 510  # 300 words x 1.7 characters
+    assert "maxLength" not in template.json_schema["properties"]["doc"]  # the template's own schema is untouched
+
+
+def test_a_length_cap_on_an_unknown_property_or_attribute_is_rejected(tmp_path):
+    with pytest.raises(TemplateError, match="length cap"):
+        PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED.replace("{doc: num_words}", "{body: num_words}")))
+    with pytest.raises(TemplateError, match="length cap"):
+        PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED.replace("{doc: num_words}", "{doc: size}")))

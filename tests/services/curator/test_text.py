@@ -5,7 +5,8 @@ import unicodedata
 
 import pytest
 
-from services.curator.text import WORD, normalize, strip_label, word_count
+from libs.words import word_count
+from services.curator.text import WORD, normalize, strip_label
 
 
 def reference(text: str) -> str:

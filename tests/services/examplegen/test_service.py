@@ -49,7 +49,7 @@ def test_task_examples_are_published_with_full_provenance(kafka_settings, tmp_pa
     assert sorted(r.example_id for r in raws) == sorted(example_id(sent.task_id, i) for i in range(3))
     for raw in raws:
         assert (raw.job_id, raw.task_id, raw.category, raw.task_description) == (sent.job_id, sent.task_id, sent.category, sent.description)
-        assert (raw.template_id, raw.template_version) == ("retrieval", "1")
+        assert (raw.template_id, raw.template_version) == ("retrieval", "2")
         assert raw.attributes["language"] in ("zh", "en")
         assert {"query_type", "query_length", "clarity", "num_words", "difficulty"} <= set(raw.attributes)
         assert set(json.loads(raw.raw_output)) == {"user_query", "positive_document", "hard_negative_document"}

@@ -1,0 +1,29 @@
+"""Word counts across scripts: the curator's length checks and the generator's length caps
+measure words the same way."""
+
+import re
+
+# Scripts written without spaces between words (CJK, kana, Thai): a character is a fraction of a word.
+UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]")
+CHARS_PER_UNSPACED_WORD = 1.7
+# Languages (ISO 639-1) written in those scripts, for when only the language is known.
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th"})
+# Characters of a typical word plus its space in spaced scripts (English averages about 6).
+CHARS_PER_SPACED_WORD = 6.0
+
+
+def word_count(text: str) -> float:
+    """Words separated by spaces, plus unspaced CJK/Thai characters converted to words."""
+    if text.isascii() or len(text.encode("latin-1", errors="ignore")) == len(text):  # nothing above U+00FF: no unspaced script
+        return float(len(text.split()))
+    unspaced = len(UNSPACED.findall(text))
+    if not unspaced:
+        return float(len(text.split()))
+    spaced = len(UNSPACED.sub(" ", text).split())
+    return spaced + unspaced / CHARS_PER_UNSPACED_WORD
+
+
+def chars_for_words(words: float, language: str) -> int:
+    """About how many characters ``words`` words take in ``language`` (an ISO 639-1 code)."""
+    per_word = CHARS_PER_UNSPACED_WORD if language.split("-")[0].lower() in UNSPACED_LANGUAGES else CHARS_PER_SPACED_WORD
+    return round(words * per_word)
