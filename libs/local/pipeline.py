@@ -147,7 +147,8 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         "timings": {"total_s": time.monotonic() - started, "generation_s": generation_s, "training_s": training_s},
         "generation": _as_dict(generation),
         "curation": _as_dict(dataset),
-        "usage": [{"stage": "brainstorm", **_as_dict(u)} for u in final.usage] + [{"stage": "examples", **_as_dict(u)} for u in generation.usage],
+        # taskgen's job totals cover every stage (brainstorm + examples); examplegen's cover examples only.
+        "usage": [{"stage": "examples", **_as_dict(u)} for u in generation.usage] + [{"stage": "job total", **_as_dict(u)} for u in final.usage],
         "training": {
             "run_id": run.run_id,
             "steps": run.step,
