@@ -84,6 +84,18 @@ def publish_documents(runtime: LocalRuntime, spec: pb.JobSpec, job_id: str) -> i
     return count
 
 
+def start_run(trainer, request: trainer_pb2.StartRunRequest, timeout_s: float) -> trainer_pb2.Run:
+    """StartRun, retried while the trainer is still reading the job's curated examples."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return trainer.StartRun(request).run
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                raise
+        time.sleep(POLL_S)
+
+
 def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_timeout_s: float = 600.0) -> dict:
     clients = Clients.connect(runtime)
     started = time.monotonic()
@@ -117,9 +129,9 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         time.sleep(POLL_S)
     generation_s = time.monotonic() - started
 
-    run = clients.trainer.StartRun(
-        trainer_pb2.StartRunRequest(job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, corpus_path=spec.corpus_path, run_id=f"{job.job_id}-run")
-    ).run
+    run = start_run(clients.trainer, trainer_pb2.StartRunRequest(
+        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, corpus_path=spec.corpus_path, run_id=f"{job.job_id}-run", min_examples=dataset.accepted,
+    ), stall_timeout_s)
     training_bar = progress.add_task("trainer: steps", total=None)
     for update in clients.trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):
         run = update.run

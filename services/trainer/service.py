@@ -22,7 +22,7 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
-from libs.grpc import GrpcService, InvalidArgument, NotFound
+from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
 from libs.modeling.data import read_examples
 from libs.modeling.embedder import LoraSettings, ModelConfig
@@ -128,6 +128,8 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
     def start(self, request: api.StartRunRequest) -> api.Run:
         if bool(request.job_id) == bool(request.dataset_path):
             raise InvalidArgument("give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)")
+        if request.min_examples < 0 or (request.min_examples and not request.job_id):
+            raise InvalidArgument("min_examples must be >= 0 and needs job_id")
         with self.lock:
             run_id = request.run_id or f"run-{uuid.uuid4().hex[:12]}"
             if "/" in run_id or run_id.startswith("."):
@@ -145,8 +147,10 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                     raise InvalidArgument(f"{path}: not found")
             manifest = ""
             if request.job_id:
-                if self.curated.count(request.job_id) == 0:
+                if self.curated.count(request.job_id) == 0 and not request.min_examples:
                     raise InvalidArgument(f"job {request.job_id!r} has no curated examples yet")
+                if self.curated.count(request.job_id) < request.min_examples:
+                    raise FailedPrecondition(f"job {request.job_id!r}: the trainer has read {self.curated.count(request.job_id)} of {request.min_examples} curated examples so far; retry")
                 dataset, manifest = self.curated.snapshot(request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED))
             else:
                 dataset = Path(request.dataset_path)

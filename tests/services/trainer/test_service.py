@@ -120,6 +120,29 @@ def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, 
     assert json.loads(run.dataset_manifest)["examples"] == 6
 
 
+def test_a_run_asked_for_min_examples_waits_until_the_trainer_has_read_them_all(trainer, tiny_bert, kafka_settings, make_examples):
+    stub, _ = trainer
+    request = api.StartRunRequest(job_id="job3", spec=spec(tiny_bert, max_steps=1), run_id="job3-run", min_examples=6)
+    with pytest.raises(grpc.RpcError) as early:
+        stub.StartRun(request)
+    assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "0 of 6" in early.value.details()
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    for example in make_examples(6):
+        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job3", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
+    producer.flush()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            run = stub.StartRun(request).run
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and time.monotonic() < deadline
+            time.sleep(0.2)
+    assert json.loads(run.dataset_manifest)["examples"] == 6
+    stub.CancelRun(api.CancelRunRequest(run_id="job3-run"))
+
+
 def test_cancel_stops_a_running_run(trainer, tiny_bert, dataset_file):
     stub, _ = trainer
     run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=500))).run
@@ -145,6 +168,8 @@ def test_start_run_is_idempotent_by_run_id(trainer, tiny_bert, dataset_file):
         ({}, "either job_id"),
         ({"dataset_path": "/nonexistent.jsonl"}, "cannot read"),
         ({"job_id": "unknown-job"}, "no curated examples"),
+        ({"job_id": "unknown-job", "min_examples": -1}, "min_examples"),
+        ({"dataset_path": "/nonexistent.jsonl", "min_examples": 3}, "needs job_id"),
     ],
 )
 def test_bad_start_requests_are_invalid_argument(trainer, request_kwargs, message):
