@@ -200,8 +200,12 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
         log.info("documents applied", extra={"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks})
         return []
 
-    def model_ready(self, record: Received) -> list[Outgoing]:
-        self.swap(record.message)
+    def models_ready(self, records: list[Received]) -> list[Outgoing]:
+        """Swap to the newest model of the batch (a replica catching up skips superseded ones)."""
+        if records:
+            for skipped in records[:-1]:
+                log.info("model event superseded", extra={"model_id": skipped.message.model_id})
+            self.swap(records[-1].message)
         return []
 
     def swap(self, event: pb.ModelReady) -> None:
@@ -269,13 +273,14 @@ def build_servicer(settings: EmbedderSettings) -> EmbedderServicer:
     return EmbedderServicer(settings, store, model, state_file)
 
 
-def consumer(settings: EmbedderSettings, servicer: EmbedderServicer, producer: ProtoProducer) -> ConsumerLoop:
-    """One loop for both topics: a model swap and document indexing never run at the same time."""
-    subscriptions = [
-        Subscription(topics.MODELS, per_message(servicer.model_ready)),
-        Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True),
+def consumers(settings: EmbedderSettings, servicer: EmbedderServicer, producer: ProtoProducer) -> list[ConsumerLoop]:
+    """Documents are split across the replicas (one shared group); model events reach every
+    replica (a group per replica), so each one swaps. Indexing and a swap's re-index take
+    the servicer's index lock, so they never interleave."""
+    return [
+        ConsumerLoop(settings.kafka, "embedder", [Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True)], producer),
+        ConsumerLoop(settings.kafka, f"embedder-models-{settings.replica_id}", [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),
     ]
-    return ConsumerLoop(settings.kafka, "embedder", subscriptions, producer)
 
 
 def build(settings: EmbedderSettings) -> ServiceParts:
@@ -283,7 +288,7 @@ def build(settings: EmbedderSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="embedder")
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["EmbedderService"].full_name)],
-        consumers=[consumer(settings, servicer, producer)],
+        consumers=consumers(settings, servicer, producer),
         producer=producer,
         on_shutdown=[servicer.close],
     )

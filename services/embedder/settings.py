@@ -1,3 +1,5 @@
+import socket
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -22,6 +24,8 @@ class EmbedderSettings(ServiceSettings):
     max_text_chars: int = Field(100_000, description="Longest single text in characters.")
     max_request_chars: int = Field(4_000_000, description="Most characters in one Embed request.")
     max_top_k: int = Field(1000, description="Largest Search top_k.")
+    # Every replica swaps models: it reads forge.models in its own consumer group (documents are split across replicas).
+    replica_id: str = Field(default_factory=socket.gethostname, description="This replica's name (the pod name in Kubernetes); names its forge.models consumer group.")
     # Qdrant
     collection: str = Field("documents", description="Collection (alias) used when a request or document names none.")
     qdrant_url: str = Field("", description="Qdrant server or cluster URL; empty = embedded on-disk mode under state_dir/qdrant.")

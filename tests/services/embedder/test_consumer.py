@@ -1,6 +1,6 @@
 """The embedder's consumer against a real tansu broker: documents on forge.documents are
 indexed (and deleted), malformed documents are dead-lettered with the reason while the rest
-are indexed, and a forge.models event swaps the serving model."""
+are indexed, and a forge.models event swaps the serving model of every replica."""
 
 import threading
 import time
@@ -12,7 +12,7 @@ from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.kafka import ProtoProducer, physical_name
-from services.embedder.service import consumer
+from services.embedder.service import consumers
 
 
 def wait_for(condition, timeout_s: float = 60.0):
@@ -27,18 +27,26 @@ def point_count(servicer) -> int:
     return servicer.store.count("documents") if servicer.store.resolve("documents") else 0
 
 
+def start_consumers(settings, servicer, producer, stop: threading.Event) -> list[tuple]:
+    """The servicer's consumer loops (as run_service starts them), each on a thread: (loop, thread) pairs."""
+    started = []
+    for loop in consumers(settings, servicer, producer):
+        thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((loop, thread))
+    return started
+
+
 @pytest.fixture
 def running(kafka_settings, settings, servicer):
-    """The servicer's consumer loop running on a thread, and a producer to feed it."""
-    settings = settings.model_copy(update={"kafka": kafka_settings})
+    """The servicer's consumer loops running, and a producer to feed them."""
     producer = ProtoProducer(kafka_settings, client_id="test")
-    loop = consumer(settings, servicer, producer)
     stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    thread.start()
+    started = start_consumers(settings.model_copy(update={"kafka": kafka_settings}), servicer, producer, stop)
     yield servicer, producer
     stop.set()
-    thread.join(timeout=30)
+    for _, thread in started:
+        thread.join(timeout=30)
     producer.close()
 
 
@@ -93,3 +101,33 @@ def test_a_model_ready_event_swaps_the_serving_model(running, tiny_model_path):
     assert (info.dimensions, info.query_instruction) == (32, "Find it")
     assert servicer.store.resolve("documents") == "documents__tiny"
     assert servicer.Search(api.SearchRequest(query="swap"), None).hits[0].doc_id == "d"
+
+
+def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settings, settings, make_servicer, minilm, tiny_model_path, tmp_path):
+    """Two replicas (each with its own embedded Qdrant): each document is indexed by one of them,
+    and the model event reaches both, so neither keeps serving the old model."""
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    stop = threading.Event()
+    replicas, started = [], []
+    for name in ("replica-a", "replica-b"):
+        replica_settings = settings.model_copy(update={"kafka": kafka_settings, "replica_id": name, "state_dir": str(tmp_path / name)})
+        replicas.append(make_servicer(replica_settings, minilm))
+        started += start_consumers(replica_settings, replicas[-1], producer, stop)
+    try:
+        wait_for(lambda: all(loop.ready.is_set() for loop, _ in started))  # the second replica's assignment comes after the rebalance
+        for i in range(12):
+            producer.send(topics.DOCUMENTS, f"d{i}", pb.Document(doc_id=f"d{i}", text=f"Replicated document {i}."))
+        producer.flush()
+        wait_for(lambda: sum(point_count(r) for r in replicas) == 12)
+        assert all(point_count(r) > 0 for r in replicas)  # the shared group split the partitions
+        producer.send_and_wait(topics.MODELS, "tiny", pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=32))
+        wait_for(lambda: all(r.current.spec.model_id == "tiny" for r in replicas))
+        assert [r.store.resolve("documents") for r in replicas] == ["documents__tiny"] * 2
+        assert sum(point_count(r) for r in replicas) == 12  # each re-indexed what it holds
+    finally:
+        stop.set()
+        for _, thread in started:
+            thread.join(timeout=30)
+        for replica in replicas:
+            replica.close()
+        producer.close()
