@@ -2,6 +2,7 @@
 answers grpc.health.v1 SERVING, lists its API through reflection, dead-letters malformed
 records on each of its input topics, and drains cleanly on SIGTERM."""
 
+import socket
 import time
 
 import grpc
@@ -65,7 +66,9 @@ def test_malformed_records_on_every_input_topic_are_dead_lettered_by_their_consu
             for attempt in ("first", "second"):  # the second proves the consumer kept going
                 key = f"{name}:{topic.name}:{attempt}"
                 raw.send(physical_name(settings, topic), key=key.encode(), value=b"\x08\x96\x01 not a protobuf of this type")
-                expected.add((settings.topic_prefix + name, key))  # consumer groups are prefixed like topics
+                # Consumer groups are prefixed like topics; each embedder replica reads model events in its own group.
+                group = f"embedder-models-{socket.gethostname()}" if (name, topic) == ("embedder", topics.MODELS) else name
+                expected.add((settings.topic_prefix + group, key))
     raw.flush()
     consumer = KafkaConsumer(physical_name(settings, topics.DEAD_LETTER), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500)
     seen, deadline = set(), time.monotonic() + 90
