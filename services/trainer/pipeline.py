@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from libs.corpus import read_documents
-from libs.evaluation.retrieval import dataset_from_pairs, evaluate_retrieval
+from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig
@@ -174,12 +174,11 @@ def encoder_of(embedder: Embedder, instruction: str) -> Callable[[list[str], boo
     return encode
 
 
-def choose_merge_weight(tuned: Embedder, base: Embedder, dev: list[TrainExample], config: RunConfig, report: Report) -> float:
-    """Fixed weight, or the most base-like candidate within ``tolerance`` of the best dev nDCG@10."""
-    if config.merge.weight > 0 or not dev:
+def choose_merge_weight(tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, report: Report) -> float:
+    """Fixed weight, or the most base-like candidate within ``tolerance`` of the best nDCG@10 on the dev ``dataset``."""
+    if config.merge.weight > 0 or dataset is None:
         return config.merge.weight or 1.0
     tuned_state = {k: v.clone() for k, v in tuned.model.state_dict().items()}
-    dataset = dev_dataset(dev, config)
     scores = {}
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
@@ -196,11 +195,12 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     report({"state": "exporting"})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     merged = tuned.merged()
-    weight = choose_merge_weight(merged, base, dev, config, report)
+    dev_set = dev_dataset(dev, config) if dev else None
+    weight = choose_merge_weight(merged, base, dev_set, config, report)
     if weight < 1.0:
         cocktail_merge(merged, base, weight)
     report({"state": "evaluating"})
-    datasets = ([dev_dataset(dev, config)] if dev else []) + [load_eval_set(p) for p in config.eval_paths]
+    datasets = ([dev_set] if dev_set else []) + [load_eval_set(p) for p in config.eval_paths]
     rows = compare(encoder_of(base, config.instruction), encoder_of(merged, config.instruction), datasets)
     evals = [asdict(r) for r in rows]
     report({"state": "evaluating", "evals": evals})

@@ -147,10 +147,11 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                     raise InvalidArgument(f"{path}: not found")
             manifest = ""
             if request.job_id:
-                if self.curated.count(request.job_id) == 0 and not request.min_examples:
+                have = self.curated.count(request.job_id)
+                if have == 0 and not request.min_examples:
                     raise InvalidArgument(f"job {request.job_id!r} has no curated examples yet")
-                if self.curated.count(request.job_id) < request.min_examples:
-                    raise FailedPrecondition(f"job {request.job_id!r}: the trainer has read {self.curated.count(request.job_id)} of {request.min_examples} curated examples so far; retry")
+                if have < request.min_examples:
+                    raise FailedPrecondition(f"job {request.job_id!r}: the trainer has read {have} of {request.min_examples} curated examples so far; retry")
                 dataset, manifest = self.curated.snapshot(request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED))
             else:
                 dataset = Path(request.dataset_path)
