@@ -17,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def torch_defaults_unchanged():
+    """Fail the test that leaves torch's process-wide default dtype or autocast changed: every
+    later test in the process would silently build bf16 tensors."""
+    yield
+    import torch
+
+    assert torch.get_default_dtype() == torch.float32, f"default dtype left at {torch.get_default_dtype()}"
+    assert not torch.is_autocast_enabled("cpu"), "CPU autocast left enabled"
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     with TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:

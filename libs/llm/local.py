@@ -29,6 +29,7 @@ from litellm import CustomLLM
 from opentelemetry import metrics, trace
 
 from libs.llm.sources import ALIASES, resolve_model
+from libs.modeling.loading import load_pretrained
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.llm.local")
@@ -149,7 +150,7 @@ class LocalEngine:
         path = resolve_model(name)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).eval()
+        self.model = load_pretrained(AutoModelForCausalLM, path, self.dtype).eval()
         config_eos = self.model.generation_config.eos_token_id
         eos = set(config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else [])
         if self.tokenizer.eos_token_id is not None:

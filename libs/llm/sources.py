@@ -145,13 +145,15 @@ def converted_folder(gguf: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+        from libs.modeling.loading import load_pretrained
+
         log.info("converting gguf to safetensors (once)", extra={"gguf": str(gguf), "target": str(target)})
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
         try:
             folder, filename = str(gguf.parent), gguf.name
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, gguf_file=filename, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+            model = load_pretrained(
+                AutoModelForCausalLM, folder, torch.bfloat16, gguf_file=filename, quantization_config=GgufConfig(dequantize=True)
             )
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from libs.modeling.loading import load_pretrained
 from libs.modeling.pooling import POOLING_MODES, format_query, pool
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Embedder(torch.nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.append_eos and self.tokenizer.eos_token_id is None:
             raise ValueError(f"{config.base_model}: the tokenizer has no EOS token to append")
-        self.model = model if model is not None else AutoModel.from_pretrained(config.base_model, dtype=torch.float32)
+        self.model = model if model is not None else load_pretrained(AutoModel, config.base_model)
         self.use_bf16 = bf16_supported() if config.bf16 is None else config.bf16
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
 from libs.modeling.embedder import bf16_supported, sentence_transformers_pooling
+from libs.modeling.loading import load_pretrained
 from libs.modeling.pooling import POOLING_MODES, pool
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class EmbeddingModel:
         if self.append_eos and self.tokenizer.eos_token_id is None:
             raise ValueError(f"{spec.path}: decoder model without an EOS token to pool")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
-        self.model = AutoModel.from_pretrained(spec.path, dtype=self.dtype, attn_implementation="sdpa").to(self.device).eval()
+        self.model = load_pretrained(AutoModel, spec.path, self.dtype, attn_implementation="sdpa").to(self.device).eval()
         if packing_supported(self.device, self.dtype):
             pack_linears(self.model, batch_tokens)
         self.dimensions = int(hf_config.hidden_size)
