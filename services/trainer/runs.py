@@ -49,6 +49,7 @@ class RunHandle:
         self.process: subprocess.Popen | None = None
         self.cancelled = False
         self.events_read = 0
+        self.transitions: list[api.Run] = []  # the run as it entered each state, in order
 
 
 class RunManager:
@@ -117,15 +118,23 @@ class RunManager:
                 self.changed.wait(0.2)
 
     def watch(self, run_id: str, is_active: Callable[[], bool]) -> Iterator[api.Run]:
-        """The run now, then each time it changes, until it ends (or the caller goes away)."""
+        """The run now, then each time it changes, until it ends (or the caller goes away).
+        Progress updates may be coalesced, but every state the run enters is delivered, as
+        the run looked when it entered it (a fast run must not skip TRAINING for its watcher)."""
         last = None
+        with self.changed:
+            delivered = len(self.runs[run_id].transitions)
         while is_active():
             with self.changed:
-                run = self.runs[run_id].run
+                handle = self.runs[run_id]
+                run = handle.run
                 if last is not None and run.updated_at == last.updated_at and run.state == last.state:
                     self.changed.wait(1.0)
                     continue
+                missed = [self._copy(r) for r in handle.transitions[delivered:] if r.state not in (run.state, last.state if last is not None else None)]
+                delivered = len(handle.transitions)
                 last = self._copy(run)
+            yield from missed
             yield last
             if last.state in TERMINAL:
                 return
@@ -218,6 +227,8 @@ class RunManager:
 
     def _persist(self, handle: RunHandle) -> None:
         handle.run.updated_at.GetCurrentTime()
+        if not handle.transitions or handle.transitions[-1].state != handle.run.state:
+            handle.transitions.append(self._copy(handle.run))
         (handle.folder / "state.json").write_text(json_format.MessageToJson(handle.run))
         self.changed.notify_all()
 
