@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from libs.modeling.loading import load_pretrained
-from libs.modeling.pooling import POOLING_MODES, format_query, pool
+from libs.modeling.pooling import POOLING_MODES, format_query, pool, prompt_token_counts, without_prompts
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class ModelConfig:
     append_eos: bool | None = None
     # None = bf16 autocast where the hardware supports it.
     bf16: bool | None = None
+    # Mean pooling also averages the query instruction prompt's tokens (sentence-transformers'
+    # include_prompt); off, the prompt only conditions the query tokens through attention.
+    include_prompt: bool = False
 
 
 def is_decoder_config(config) -> bool:
@@ -68,21 +71,27 @@ def is_decoder_config(config) -> bool:
     return config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in archs)
 
 
-def sentence_transformers_pooling(path: str) -> str | None:
-    """The pooling a sentence-transformers folder declares, in our names, if it has one."""
+def sentence_transformers_pooling_config(path: str) -> dict:
+    """The config of a sentence-transformers folder's Pooling module ({} if it has none)."""
     try:
         modules = json.loads((Path(path) / "modules.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
     for module in modules:
         if module.get("type", "").endswith("Pooling"):
-            cfg = json.loads((Path(path) / module["path"] / "config.json").read_text())
-            mode = cfg.get("pooling_mode")
-            if mode in ("mean", "cls", "lasttoken"):
-                return "last_token" if mode == "lasttoken" else mode
-            for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token")):
-                if cfg.get(key):
-                    return name
+            return json.loads((Path(path) / module["path"] / "config.json").read_text())
+    return {}
+
+
+def sentence_transformers_pooling(path: str) -> str | None:
+    """The pooling a sentence-transformers folder declares, in our names, if it has one."""
+    cfg = sentence_transformers_pooling_config(path)
+    mode = cfg.get("pooling_mode")
+    if mode in ("mean", "cls", "lasttoken"):
+        return "last_token" if mode == "lasttoken" else mode
+    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token")):
+        if cfg.get(key):
+            return name
     return None
 
 
@@ -135,22 +144,29 @@ class Embedder(torch.nn.Module):
         return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Model inputs; with mean pooling that leaves prompts out, also ``pool_mask``."""
         max_length = self.config.max_length
         if not self.append_eos:
-            return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
-        encoded = self.tokenizer(texts, truncation=True, max_length=max_length - 1, padding=False)
-        eos = self.tokenizer.eos_token_id
-        ids = [x if x and x[-1] == eos else x + [eos] for x in encoded["input_ids"]]
-        features = [{"input_ids": x, "attention_mask": [1] * len(x)} for x in ids]
-        return dict(self.tokenizer.pad(features, padding=True, return_tensors="pt"))
+            features = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        else:
+            encoded = self.tokenizer(texts, truncation=True, max_length=max_length - 1, padding=False)
+            eos = self.tokenizer.eos_token_id
+            ids = [x if x and x[-1] == eos else x + [eos] for x in encoded["input_ids"]]
+            features = dict(self.tokenizer.pad([{"input_ids": x, "attention_mask": [1] * len(x)} for x in ids], padding=True, return_tensors="pt"))
+        if self.pooling == "mean" and not self.config.include_prompt:
+            prompt_tokens = prompt_token_counts(self.tokenizer, texts)
+            if any(prompt_tokens):
+                features["pool_mask"] = without_prompts(features["attention_mask"], prompt_tokens)
+        return features
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
+        pool_mask = inputs.pop("pool_mask", inputs["attention_mask"])
         if self.is_decoder:
             inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.model(**inputs).last_hidden_state
-        return pool(self.pooling, hidden, inputs["attention_mask"]).float()
+        return pool(self.pooling, hidden, pool_mask).float()
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         return self(self.tokenize(texts))

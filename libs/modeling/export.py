@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
+from libs.modeling.pooling import query_prompt
 
 EMBEDDER_FILE = "embedder.json"
 ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
@@ -123,8 +124,8 @@ def export_model(embedder: Embedder, path: str | Path, card: ModelCard) -> Path:
     embedder.model.save_pretrained(staging)
     embedder.tokenizer.save_pretrained(staging)
     transformer = Transformer(str(staging), max_seq_length=embedder.config.max_length)
-    prompts = {"query": f"Instruct: {card.query_instruction}\nQuery: "} if card.query_instruction else {}
-    model = SentenceTransformer(modules=[transformer, Pooling(embedder.dimensions, ST_POOLING[embedder.pooling]), Normalize()], prompts=prompts)
+    prompts = {"query": query_prompt(card.query_instruction)} if card.query_instruction else {}
+    model = SentenceTransformer(modules=[transformer, Pooling(embedder.dimensions, ST_POOLING[embedder.pooling], include_prompt=embedder.config.include_prompt), Normalize()], prompts=prompts)
     model.save(str(path))
     shutil.rmtree(staging)
     (path / "README.md").write_text(card.render(embedder))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from opentelemetry import metrics
 
-from services.embedder.engine import EmbeddingModel, length_batches
+from services.embedder.engine import EmbeddingModel, Tokens, length_batches
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.embedder")
@@ -30,13 +30,13 @@ queue_wait = meter.create_histogram("embedder.batch.queue_wait", unit="s", descr
 @dataclass
 class _Item:
     model: EmbeddingModel
-    ids: list[list[int]]
+    rows: list[Tokens]
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
 
     @property
     def padded_tokens(self) -> int:
-        return len(self.ids) * max(len(x) for x in self.ids)
+        return len(self.rows) * max(len(x) for x in self.rows)
 
 
 class DynamicBatcher:
@@ -52,18 +52,18 @@ class DynamicBatcher:
         self._worker = threading.Thread(target=self._run, name="embedder-batcher", daemon=True)
         self._worker.start()
 
-    def embed(self, model: EmbeddingModel, ids: list[list[int]]) -> np.ndarray:
-        """Vectors for ``ids`` computed by ``model``, in order. Large requests are split into
+    def embed(self, model: EmbeddingModel, rows: list[Tokens]) -> np.ndarray:
+        """Vectors for ``rows`` computed by ``model``, in order. Large requests are split into
         length-sorted items of about one budget each, so other callers interleave."""
-        if not ids:
+        if not rows:
             return np.empty((0, model.dimensions), dtype=np.float32)
-        groups = length_batches([len(x) for x in ids], self.batch_tokens)
-        items = [_Item(model, [ids[i] for i in group]) for group in groups]
+        groups = length_batches([len(x) for x in rows], self.batch_tokens)
+        items = [_Item(model, [rows[i] for i in group]) for group in groups]
         with self._lock:
             self._in_flight[id(model)] = self._in_flight.get(id(model), 0) + len(items)
         for item in items:
             self._queue.put(item)
-        out = np.empty((len(ids), model.dimensions), dtype=np.float32)
+        out = np.empty((len(rows), model.dimensions), dtype=np.float32)
         for group, item in zip(groups, items):
             out[group] = item.future.result()
         return out
@@ -108,9 +108,9 @@ class DynamicBatcher:
         started = time.perf_counter()
         for item in items:
             queue_wait.record(started - item.submitted)
-        batch_rows.record(sum(len(i.ids) for i in items))
+        batch_rows.record(sum(len(i.rows) for i in items))
         try:
-            vectors = model.encode([row for item in items for row in item.ids])
+            vectors = model.encode([row for item in items for row in item.rows])
         except Exception as exc:  # noqa: BLE001 - the callers receive the error
             log.exception("embedding step failed", extra={"model_id": model.spec.model_id})
             for item in items:
@@ -118,8 +118,8 @@ class DynamicBatcher:
         else:
             offset = 0
             for item in items:
-                item.future.set_result(vectors[offset : offset + len(item.ids)])
-                offset += len(item.ids)
+                item.future.set_result(vectors[offset : offset + len(item.rows)])
+                offset += len(item.rows)
         with self._lock:
             self._in_flight[id(model)] -= len(items)
             if not self._in_flight[id(model)]:

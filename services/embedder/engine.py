@@ -21,9 +21,9 @@ from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
-from libs.modeling.embedder import bf16_supported, sentence_transformers_pooling
+from libs.modeling.embedder import bf16_supported, sentence_transformers_pooling, sentence_transformers_pooling_config
 from libs.modeling.loading import load_pretrained
-from libs.modeling.pooling import POOLING_MODES, pool
+from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, without_prompts
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.embedder")
@@ -34,6 +34,18 @@ DECODER_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", 
 # Output blocks computing LayerNorm(dropout(dense(x)) + residual) in their forward.
 RESIDUAL_OUTPUT_BLOCKS = {"BertSelfOutput", "BertOutput", "RobertaSelfOutput", "RobertaOutput", "XLMRobertaSelfOutput", "XLMRobertaOutput"}
 
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One text's token ids; its first ``prompt_tokens`` are a query's instruction prompt,
+    which mean pooling leaves out where the model folder says so. ``len`` is the token count."""
+
+    ids: list[int]
+    prompt_tokens: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def model_id_of(path: str) -> str:
@@ -60,6 +72,8 @@ class ModelSpec:
     max_length: int
     query_instruction: str = ""
     base_model: str = ""
+    # Mean pooling also averages a query's instruction prompt (sentence-transformers' include_prompt).
+    include_prompt: bool = True
 
 
 def read_modules(path: Path) -> list[dict]:
@@ -98,6 +112,7 @@ def spec_from_folder(
         max_length=length,
         query_instruction=query_instruction,
         base_model=base_model,
+        include_prompt=bool(sentence_transformers_pooling_config(str(folder)).get("include_prompt", True)),
     )
 
 
@@ -207,36 +222,39 @@ class EmbeddingModel:
     def dtype_name(self) -> str:
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
+    def tokenize(self, texts: list[str]) -> list[Tokens]:
         """Token ids per text, truncated to the model's max length (decoders end with EOS)."""
         limit = self.spec.max_length - (1 if self.append_eos else 0)
         ids = self.tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
         if self.append_eos:
             eos = self.tokenizer.eos_token_id
             ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
-        return ids
+        if self.spec.pooling == "mean" and not self.spec.include_prompt:
+            return [Tokens(x, prompt) for x, prompt in zip(ids, prompt_token_counts(self.tokenizer, texts))]
+        return [Tokens(x) for x in ids]
 
-    def encode(self, ids: list[list[int]]) -> np.ndarray:
-        """Vectors (float32, normalized if the folder says so) in the order of ``ids``."""
-        out = np.empty((len(ids), self.dimensions), dtype=np.float32)
+    def encode(self, rows: list[Tokens]) -> np.ndarray:
+        """Vectors (float32, normalized if the folder says so) in the order of ``rows``."""
+        out = np.empty((len(rows), self.dimensions), dtype=np.float32)
         with torch.inference_mode():
-            for batch in length_batches([len(x) for x in ids], self.batch_tokens):
-                out[batch] = self._forward([ids[i] for i in batch])
+            for batch in length_batches([len(x) for x in rows], self.batch_tokens):
+                out[batch] = self._forward([rows[i] for i in batch])
         return out
 
-    def _forward(self, rows: list[list[int]]) -> np.ndarray:
+    def _forward(self, rows: list[Tokens]) -> np.ndarray:
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row)
+            input_ids[i, : len(row)] = torch.tensor(row.ids)
             mask[i, : len(row)] = 1
         real = sum(len(r) for r in rows)
         tokens_counter.add(real)
         padding_counter.add(len(rows) * width - real)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        vectors = pool(self.spec.pooling, hidden.float(), mask)
+        prompt_tokens = [r.prompt_tokens for r in rows]
+        vectors = pool(self.spec.pooling, hidden.float(), without_prompts(mask, prompt_tokens) if any(prompt_tokens) else mask)
         if self.spec.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         return vectors.cpu().numpy()

@@ -105,14 +105,14 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
         if request.kind == api.INPUT_KIND_QUERY:
             instruction = request.instruction or model.spec.query_instruction
             texts = [format_query(instruction, t) for t in texts]
-        ids = model.tokenize(texts)
-        vectors = self.batcher.embed(model, ids)
+        rows = model.tokenize(texts)
+        vectors = self.batcher.embed(model, rows)
         vectors = finish_vectors(vectors, request.dimensions, request.normalize or model.spec.normalize)
         return api.EmbedResponse(
             embeddings=[api.Embedding(values=v) for v in vectors.tolist()],
             model_id=model.spec.model_id,
             dimensions=vectors.shape[1],
-            tokens=sum(len(x) for x in ids),
+            tokens=sum(len(x) for x in rows),
         )
 
     def _validate_embed(self, request: api.EmbedRequest, model: EmbeddingModel) -> None:

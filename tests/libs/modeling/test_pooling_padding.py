@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from libs.modeling.embedder import Embedder, ModelConfig
-from libs.modeling.pooling import last_token_pool
+from libs.modeling.pooling import format_query, last_token_pool, query_prompt, without_prompts
 
 TEXTS = ["a short one", "a much longer sentence that needs far more tokens than the first"]
 
@@ -39,3 +39,24 @@ def test_encoder_embeddings_do_not_depend_on_batch_padding(tiny_models, pooling)
     embedder = Embedder(ModelConfig(tiny_models["bert"], pooling=pooling, bf16=False))
     alone = torch.cat([embedder.encode([t]) for t in TEXTS])
     assert torch.allclose(embedder.encode(TEXTS), alone, atol=1e-5)
+
+
+def test_prompt_tokens_are_masked_after_the_padding_on_either_side():
+    right = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert without_prompts(right, [2, 0]).tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert without_prompts(left, [2, 3]).tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]]
+
+
+def test_mean_pooling_leaves_the_instruction_prompt_out(tiny_models):
+    embedder = Embedder(ModelConfig(tiny_models["bert"], bf16=False))
+    query = format_query("Find the place", "capital of France")
+    prompt_tokens = len(embedder.tokenizer(query_prompt("Find the place"))["input_ids"]) - 1  # [CLS] and the prompt
+    with torch.no_grad():
+        hidden = embedder.model(**embedder.tokenizer([query], return_tensors="pt")).last_hidden_state[0]
+    expected = torch.nn.functional.normalize(hidden[prompt_tokens:].mean(dim=0), dim=-1)
+    batch = embedder.encode([query, TEXTS[1]])  # padded beside a longer plain text
+    assert torch.allclose(batch[0], expected, atol=1e-5)
+    assert torch.allclose(batch[1], embedder.encode([TEXTS[1]])[0], atol=1e-5)
+    including = Embedder(ModelConfig(tiny_models["bert"], include_prompt=True, bf16=False))
+    assert not torch.allclose(including.encode([query])[0], expected, atol=1e-3)

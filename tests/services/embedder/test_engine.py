@@ -42,6 +42,22 @@ def test_fp32_engine_matches_sentence_transformers(minilm_path):
     np.testing.assert_allclose(engine.encode(engine.tokenize(TEXTS)), reference, atol=1e-5)
 
 
+def test_a_folder_that_leaves_prompts_out_of_pooling_matches_sentence_transformers(minilm_path, tmp_path):
+    reference = SentenceTransformer(minilm_path, device="cpu")
+    reference[1].include_prompt = False
+    folder = str(tmp_path / "prompt-excluded")
+    reference.save(folder)
+    engine = EmbeddingModel(spec_from_folder(folder), dtype="fp32")
+    assert not engine.spec.include_prompt
+    prompt = "Instruct: Retrieve passages that answer the question\nQuery: "
+    queries = ["how tall is Everest", "who wrote Hamlet"]
+    vectors = engine.encode(engine.tokenize([prompt + q for q in queries] + TEXTS))  # queries and documents in one batch
+    np.testing.assert_allclose(vectors[:2], reference.encode(queries, prompt=prompt), atol=1e-5)
+    np.testing.assert_allclose(vectors[2:], reference.encode(TEXTS), atol=1e-5)
+    including = EmbeddingModel(spec_from_folder(minilm_path), dtype="fp32")
+    assert (including.encode(including.tokenize([prompt + queries[0]])) * vectors[:1]).sum() < 0.99
+
+
 def test_bf16_engine_stays_close_to_fp32(minilm_path):
     fp32 = EmbeddingModel(spec_from_folder(minilm_path), dtype="fp32")
     bf16 = EmbeddingModel(spec_from_folder(minilm_path), dtype="bf16")
@@ -82,12 +98,12 @@ def tiny_decoder(tmp_path_factory, minilm_path):
 def test_a_decoder_appends_eos_and_pools_its_last_token(tiny_decoder):
     engine = EmbeddingModel(spec_from_folder(tiny_decoder), dtype="fp32")
     assert engine.spec.pooling == "last_token"
-    ids = engine.tokenize(["one", "a longer input text"])
-    assert all(row[-1] == engine.tokenizer.eos_token_id for row in ids)
+    rows = engine.tokenize(["one", "a longer input text"])
+    assert all(row.ids[-1] == engine.tokenizer.eos_token_id for row in rows)
     model = AutoModel.from_pretrained(tiny_decoder).eval()
     with torch.inference_mode():
-        expected = [model(input_ids=torch.tensor([row])).last_hidden_state[0, -1].numpy() for row in ids]
-    np.testing.assert_allclose(engine.encode(ids), np.stack(expected), atol=1e-5)
+        expected = [model(input_ids=torch.tensor([row.ids])).last_hidden_state[0, -1].numpy() for row in rows]
+    np.testing.assert_allclose(engine.encode(rows), np.stack(expected), atol=1e-5)
 
 
 def test_bf16_on_cpu_packs_every_linear_layer_and_fuses_gelu_and_residual_adds(minilm_path):
