@@ -232,22 +232,6 @@ def quality(args) -> None:
         "sickr_spearman_tuned is the worse of the two tuned models"
     )
     save(figures)
-    base_plain(args)
-
-
-def base_plain(args) -> None:
-    """The base model as its card uses it: plain queries, no instruction prefix. The quality
-    runs compare base and tuned with the instruction both were given; this is the base's own
-    best, the anchor a user would compare against."""
-    from libs.evaluation.suite import evaluate, load_eval_set
-    from libs.modeling.embedder import Embedder, ModelConfig
-
-    torch.set_num_threads(THREADS)
-    base = Embedder(ModelConfig(minilm(), max_length=256))
-    figures = {}
-    for corpus, key in (("cmrc2018-dev", "cmrc"), ("xquad-en", "xquad")):
-        figures[f"{key}_ndcg10_base_plain"] = round(100 * evaluate(lambda texts, is_query: base.encode(texts), load_eval_set(DATA / corpus))["ndcg@10"], 2)
-        save(figures)
 
 
 def decoder(args) -> None:
@@ -265,7 +249,7 @@ def decoder(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["throughput", "gradcache", "quality", "base-plain", "decoder", "_peak"])
+    parser.add_argument("command", choices=["throughput", "gradcache", "quality", "decoder", "_peak"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=0)
@@ -273,7 +257,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    {"throughput": throughput, "gradcache": gradcache, "quality": quality, "base-plain": base_plain, "decoder": decoder, "_peak": peak_memory_child}[args.command](args)
+    {"throughput": throughput, "gradcache": gradcache, "quality": quality, "decoder": decoder, "_peak": peak_memory_child}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,15 @@ def sentence_transformers_pooling_config(path: str) -> dict:
     return {}
 
 
+def sentence_transformers_query_prompt(path: str) -> str:
+    """The query prompt a sentence-transformers folder declares (e.g. "query: " for E5), or ""."""
+    try:
+        config = json.loads((Path(path) / "config_sentence_transformers.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str((config.get("prompts") or {}).get("query", ""))
+
+
 def sentence_transformers_pooling(path: str) -> str | None:
     """The pooling a sentence-transformers folder declares, in our names, if it has one."""
     cfg = sentence_transformers_pooling_config(path)

@@ -121,7 +121,8 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     base = Embedder(ModelConfig(args.model, max_length=args.max_length))
     tuned = load_trained(args.trained)
-    rows = compare(pipeline.encoder_of(base, args.instruction), pipeline.encoder_of(tuned, args.instruction), [load_eval_set(p) for p in args.eval])
+    base_encoder = pipeline.encoder_of(base, pipeline.base_query_format(args.model))
+    rows = compare(base_encoder, pipeline.encoder_of(tuned, pipeline.tuned_query_format(args.instruction)), [load_eval_set(p) for p in args.eval])
     output = json.dumps([asdict(r) for r in rows], indent=2)
     print(output)
     if args.out:

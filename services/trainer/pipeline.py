@@ -21,10 +21,10 @@ from libs.corpus import read_documents
 from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
-from libs.modeling.embedder import Embedder, ModelConfig
+from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives
-from libs.modeling.pooling import format_query
+from libs.modeling.pooling import format_query, prompt_of
 from libs.modeling.trainer import Trainer, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,23 @@ def dev_dataset(dev: list[TrainExample], config: RunConfig):
     return dataset_from_pairs("dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool)
 
 
-def encoder_of(embedder: Embedder, instruction: str) -> Callable[[list[str], bool], torch.Tensor]:
-    """BEIR queries get the run's instruction; dev queries arrive already formatted."""
+def encoder_of(embedder: Embedder, query_format: Callable[[str], str]) -> Callable[[list[str], bool], torch.Tensor]:
     def encode(texts: list[str], is_query: bool) -> torch.Tensor:
-        if is_query and instruction:
-            texts = [t if t.startswith("Instruct: ") else format_query(instruction, t) for t in texts]
-        return embedder.encode(texts)
+        return embedder.encode([query_format(t) for t in texts] if is_query else texts)
 
     return encode
+
+
+def tuned_query_format(instruction: str) -> Callable[[str], str]:
+    """The tuned model's queries: BEIR queries get the run's instruction; dev queries arrive formatted."""
+    return lambda query: query if prompt_of(query) else format_query(instruction, query)
+
+
+def base_query_format(base_model: str) -> Callable[[str], str]:
+    """The base model as its own card uses it, the anchor a user compares against: its declared
+    query prompt (none for all-MiniLM-L6-v2), without the run's instruction."""
+    own_prompt = sentence_transformers_query_prompt(base_model)
+    return lambda query: own_prompt + query[len(prompt_of(query)) :]
 
 
 def choose_merge_weight(tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, report: Report) -> float:
@@ -183,7 +192,7 @@ def choose_merge_weight(tuned: Embedder, base: Embedder, dataset: RetrievalDatas
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
         cocktail_merge(tuned, base, weight)
-        scores[weight] = evaluate_retrieval(encoder_of(tuned, config.instruction), dataset)["ndcg@10"]
+        scores[weight] = evaluate_retrieval(encoder_of(tuned, tuned_query_format(config.instruction)), dataset)["ndcg@10"]
     tuned.model.load_state_dict(tuned_state)
     best = max(scores.values())
     chosen = min(w for w, s in scores.items() if s >= best - config.merge.tolerance)
@@ -201,7 +210,7 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         cocktail_merge(merged, base, weight)
     report({"state": "evaluating"})
     datasets = ([dev_set] if dev_set else []) + [load_eval_set(p) for p in config.eval_paths]
-    rows = compare(encoder_of(base, config.instruction), encoder_of(merged, config.instruction), datasets)
+    rows = compare(encoder_of(base, base_query_format(config.model.base_model)), encoder_of(merged, tuned_query_format(config.instruction)), datasets)
     evals = [asdict(r) for r in rows]
     report({"state": "evaluating", "evals": evals})
     model_id = config.model_id or Path(config.run_dir).name
