@@ -37,6 +37,11 @@ class JobRecord:
     def tasks_in(self, category: int) -> list[str]:
         return [description for cat, description in self.tasks.values() if cat == category]
 
+    @property
+    def examples_target(self) -> int:
+        spec = self.job.spec
+        return sum(c.num_tasks * c.examples_per_task for c in spec.categories) + (spec.corpus_queries if spec.corpus_path else 0)
+
     def status(self) -> api.JobStatus:
         spec = self.job.spec
         status = api.JobStatus(
@@ -45,7 +50,7 @@ class JobRecord:
             state=self.state,
             tasks_target=sum(c.num_tasks for c in spec.categories),
             tasks_published=len(self.tasks),
-            examples_target=sum(c.num_tasks * c.examples_per_task for c in spec.categories) + (spec.corpus_queries if spec.corpus_path else 0),
+            examples_target=self.examples_target,
             examples_generated=self.examples_generated,
             examples_accepted=self.examples_accepted,
             examples_rejected=self.examples_rejected,
@@ -94,6 +99,11 @@ class JobStore:
         return self.root / job_id
 
     def _save_progress(self, record: JobRecord) -> None:
+        """Persist a job's progress; a generating job that trains automatically moves to
+        TRAINING here once every planned example has a curator outcome."""
+        curated = record.examples_accepted + record.examples_rejected >= record.examples_target
+        if record.state == api.JOB_STATE_GENERATING and record.job.spec.training.auto_start and curated:
+            record.state = api.JOB_STATE_TRAINING
         data = {
             "state": record.state,
             "error": record.error,

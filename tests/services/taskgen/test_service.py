@@ -161,7 +161,8 @@ def test_job_progress_follows_downstream_topics_until_the_model_is_ready(kafka_s
     job_id = "job-progress-" + uuid.uuid4().hex[:6]
     with Running(build(settings_for(kafka_settings, tmp_path))) as running:
         stub = api_grpc.TaskgenServiceStub(running.channel())
-        stub.SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=2)])))
+        categories = [pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=2)]
+        stub.SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=spec(categories=categories, training=pb.TrainingSpec(auto_start=True))))
         usage = pb.LlmUsage(model="local/smollm2", prompt_tokens=100, completion_tokens=40, calls=1)
         send(kafka_settings, topics.EXAMPLES_RAW, "e1", pb.RawExample(example_id="e1", job_id=job_id, raw_output="{}", usage=usage))
         send(kafka_settings, topics.EXAMPLES_RAW, "e2", pb.RawExample(example_id="e2", job_id=job_id, error="timeout: slow", usage=pb.LlmUsage(model="local/smollm2", calls=2)))
@@ -170,11 +171,11 @@ def test_job_progress_follows_downstream_topics_until_the_model_is_ready(kafka_s
         counted = None
         for update in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60):
             counted = update.job
-            if (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1):
-                break
+            if (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1) and counted.state == api.JOB_STATE_TRAINING:
+                break  # every planned example has a curator outcome and the trainer auto-starts
         send(kafka_settings, topics.MODELS, "m1", pb.ModelReady(model_id="m1", job_id=job_id))
         final = [u.job for u in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60)][-1]
-    assert (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1)
+    assert (counted.examples_generated, counted.examples_accepted, counted.examples_rejected, counted.state) == (1, 1, 1, api.JOB_STATE_TRAINING)
     assert final.state == api.JOB_STATE_SUCCEEDED and final.model_id == "m1"
     local = next(u for u in final.usage if u.model == "local/smollm2")
     assert (local.prompt_tokens, local.completion_tokens, local.calls) == (100, 40, 3)
