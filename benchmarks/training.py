@@ -168,13 +168,18 @@ def cached_examples(corpus: str):
     return examples, {"generated": len(rows), "accepted": len(accepted), "rejected": dict(Counter(r["reason"] for r in rows if not r["accepted"]))}
 
 
-def quality_run(corpus: str, model_config, train_overrides: dict, eval_paths: list[str], run_name: str) -> tuple[list[dict], dict, float]:
+def quality_run(
+    corpus: str, model_config, train_overrides: dict, eval_paths: list[str], run_name: str, limit: int = 0, merge_weight: float = 0.0
+) -> tuple[list[dict], dict, float]:
+    """Fine-tune on the corpus's cached queries (the first ``limit``; 0 = all) and evaluate base
+    vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split."""
     from libs.modeling.data import write_examples
     from libs.modeling.mining import MiningConfig
     from libs.modeling.trainer import TrainConfig
     from services.trainer.pipeline import MergeConfig, RunConfig, execute
 
     examples, stats = cached_examples(corpus)
+    examples = examples[:limit] if limit else examples
     run_dir = WORK / run_name
     if run_dir.exists():
         import shutil
@@ -185,7 +190,7 @@ def quality_run(corpus: str, model_config, train_overrides: dict, eval_paths: li
     config = RunConfig(
         dataset_path=str(run_dir / "data.jsonl"), run_dir=str(run_dir / "run"), model=model_config,
         train=TrainConfig(output_dir="", **train_overrides), mining=MiningConfig(negatives=7),
-        merge=MergeConfig(weight=0.0), corpus_path=str(DATA / corpus), eval_paths=tuple(eval_paths), dev_fraction=0.1,
+        merge=MergeConfig(weight=merge_weight), corpus_path=str(DATA / corpus), eval_paths=tuple(eval_paths), dev_fraction=0.1,
         instruction=examples[0].instruction, model_id=run_name,
     )
     timings = {}
@@ -242,10 +247,16 @@ def decoder(args) -> None:
     torch.set_num_threads(THREADS)
     model = ModelConfig(str(resolve_model("qwen2.5-0.5b-instruct")), pooling="last_token", max_length=args.max_length, lora=LoraSettings(rank=16, alpha=32), gradient_checkpointing=True)
     train = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-4, "negatives_per_query": 1, "checkpoint_every": 0}
-    evals, stats, _ = quality_run("cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc")
+    evals, stats, _ = quality_run("cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc", limit=args.limit, merge_weight=1.0 if args.limit else 0.0)
     base, tuned = pick(evals, "cmrc2018-dev", "ndcg@10")
+    setup = (f"Qwen2.5-Coder-0.5B-Instruct (local GGUF, dequantized) LoRA r16 a32, last-token + EOS, batch 16, lr 1e-4, 1 epoch, "
+             f"max_length {args.max_length}, bf16 autocast")
+    if args.limit:  # a reduced run: its own keys, never the full run's
+        save({"decoder_small_cmrc_ndcg10_base": base, "decoder_small_cmrc_ndcg10_tuned": tuned, "decoder_small_training_s": stats.get("trained_s"),
+              "decoder_small_data": stats, "decoder_small_setup": f"{setup}; first {args.limit} cached queries only, no LM-Cocktail merge"})
+        return
     save({"cmrc_ndcg10_decoder_base": base, "cmrc_ndcg10_decoder_tuned": tuned, "decoder_training_s": stats.get("trained_s"), "decoder_data": stats,
-          "decoder_setup": f"Qwen2.5-Coder-0.5B-Instruct (local GGUF, dequantized) LoRA r16 a32, last-token + EOS, batch 16, lr 1e-4, 1 epoch, max_length {args.max_length}, bf16 autocast"})
+          "decoder_setup": setup})
 
 
 def main() -> None:
@@ -256,6 +267,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="decoder: train on the first N cached queries only (a reduced run)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     {"throughput": throughput, "gradcache": gradcache, "quality": quality, "decoder": decoder, "_peak": peak_memory_child}[args.command](args)
