@@ -21,7 +21,7 @@ from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
-from libs.modeling.embedder import bf16_supported, sentence_transformers_pooling, sentence_transformers_pooling_config
+from libs.modeling.embedder import bf16_supported, is_decoder_config, sentence_transformers_pooling, sentence_transformers_pooling_config
 from libs.modeling.loading import load_pretrained
 from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, without_prompts
 
@@ -30,7 +30,6 @@ meter = metrics.get_meter("embedforge.embedder")
 tokens_counter = meter.create_counter("embedder.tokens", description="Tokens embedded (without padding)")
 padding_counter = meter.create_counter("embedder.padding_tokens", description="Padding tokens computed")
 
-DECODER_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2"}
 # Output blocks computing LayerNorm(dropout(dense(x)) + residual) in their forward.
 RESIDUAL_OUTPUT_BLOCKS = {"BertSelfOutput", "BertOutput", "RobertaSelfOutput", "RobertaOutput", "XLMRobertaSelfOutput", "XLMRobertaOutput"}
 
@@ -98,7 +97,7 @@ def spec_from_folder(
     if not (folder / "config.json").is_file():
         raise ValueError(f"{path} is not a model folder (no config.json)")
     hf_config = AutoConfig.from_pretrained(path)
-    decoder = is_decoder(hf_config)
+    decoder = is_decoder_config(hf_config)
     chosen_pooling = pooling or sentence_transformers_pooling(str(folder)) or ("last_token" if decoder else "mean")
     if chosen_pooling not in POOLING_MODES:
         raise ValueError(f"unknown pooling {chosen_pooling!r}; expected one of {POOLING_MODES}")
@@ -114,11 +113,6 @@ def spec_from_folder(
         base_model=base_model,
         include_prompt=bool(sentence_transformers_pooling_config(str(folder)).get("include_prompt", True)),
     )
-
-
-def is_decoder(hf_config) -> bool:
-    archs = getattr(hf_config, "architectures", None) or []
-    return hf_config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in archs)
 
 
 class PackedLinear(torch.nn.Module):
@@ -205,7 +199,7 @@ class EmbeddingModel:
         self.tokenizer = AutoTokenizer.from_pretrained(spec.path)
         self.tokenizer.padding_side = "right"
         hf_config = AutoConfig.from_pretrained(spec.path)
-        self.append_eos = is_decoder(hf_config)
+        self.append_eos = is_decoder_config(hf_config)
         if self.append_eos and self.tokenizer.eos_token_id is None:
             raise ValueError(f"{spec.path}: decoder model without an EOS token to pool")
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
