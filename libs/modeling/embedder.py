@@ -71,13 +71,17 @@ def is_decoder_config(config) -> bool:
     return config.model_type in DECODER_MODEL_TYPES or any(a.endswith("ForCausalLM") for a in archs)
 
 
+def sentence_transformers_modules(path: str) -> list[dict]:
+    """The module list (modules.json) of a sentence-transformers folder ([] if it has none)."""
+    try:
+        return json.loads((Path(path) / "modules.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
 def sentence_transformers_pooling_config(path: str) -> dict:
     """The config of a sentence-transformers folder's Pooling module ({} if it has none)."""
-    try:
-        modules = json.loads((Path(path) / "modules.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    for module in modules:
+    for module in sentence_transformers_modules(path):
         if module.get("type", "").endswith("Pooling"):
             return json.loads((Path(path) / module["path"] / "config.json").read_text())
     return {}
@@ -94,7 +98,11 @@ def sentence_transformers_query_prompt(path: str) -> str:
 
 def sentence_transformers_pooling(path: str) -> str | None:
     """The pooling a sentence-transformers folder declares, in our names, if it has one."""
-    cfg = sentence_transformers_pooling_config(path)
+    return pooling_mode_of(sentence_transformers_pooling_config(path))
+
+
+def pooling_mode_of(cfg: dict) -> str | None:
+    """Our name for the mode a sentence-transformers Pooling config selects (None if none)."""
     mode = cfg.get("pooling_mode")
     if mode in ("mean", "cls", "lasttoken"):
         return "last_token" if mode == "lasttoken" else mode

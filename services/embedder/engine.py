@@ -21,7 +21,7 @@ from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
-from libs.modeling.embedder import bf16_supported, is_decoder_config, sentence_transformers_pooling, sentence_transformers_pooling_config
+from libs.modeling.embedder import bf16_supported, is_decoder_config, pooling_mode_of, sentence_transformers_modules, sentence_transformers_pooling_config
 from libs.modeling.loading import load_pretrained
 from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, without_prompts
 
@@ -75,13 +75,6 @@ class ModelSpec:
     include_prompt: bool = True
 
 
-def read_modules(path: Path) -> list[dict]:
-    try:
-        return json.loads((path / "modules.json").read_text())
-    except (OSError, ValueError):
-        return []
-
-
 def folder_max_length(path: Path) -> int | None:
     try:
         return int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
@@ -98,10 +91,11 @@ def spec_from_folder(
         raise ValueError(f"{path} is not a model folder (no config.json)")
     hf_config = AutoConfig.from_pretrained(path)
     decoder = is_decoder_config(hf_config)
-    chosen_pooling = pooling or sentence_transformers_pooling(str(folder)) or ("last_token" if decoder else "mean")
+    pooling_config = sentence_transformers_pooling_config(str(folder))
+    chosen_pooling = pooling or pooling_mode_of(pooling_config) or ("last_token" if decoder else "mean")
     if chosen_pooling not in POOLING_MODES:
         raise ValueError(f"unknown pooling {chosen_pooling!r}; expected one of {POOLING_MODES}")
-    normalize = any(m.get("type", "").endswith("Normalize") for m in read_modules(folder))
+    normalize = any(m.get("type", "").endswith("Normalize") for m in sentence_transformers_modules(str(folder)))
     length = max_length or folder_max_length(folder) or min(int(getattr(hf_config, "max_position_embeddings", 512)), 512)
     return ModelSpec(
         model_id=model_id or model_id_of(path),
@@ -111,7 +105,7 @@ def spec_from_folder(
         max_length=length,
         query_instruction=query_instruction,
         base_model=base_model,
-        include_prompt=bool(sentence_transformers_pooling_config(str(folder)).get("include_prompt", True)),
+        include_prompt=bool(pooling_config.get("include_prompt", True)),
     )
 
 
