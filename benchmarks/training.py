@@ -247,13 +247,13 @@ def decoder(args) -> None:
     torch.set_num_threads(THREADS)
     model = ModelConfig(str(resolve_model("qwen2.5-0.5b-instruct")), pooling="last_token", max_length=args.max_length, lora=LoraSettings(rank=16, alpha=32), gradient_checkpointing=True)
     train = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-4, "negatives_per_query": 1, "checkpoint_every": 0}
-    evals, stats, _ = quality_run("cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc", limit=args.limit, merge_weight=1.0 if args.limit else 0.0)
+    evals, stats, _ = quality_run("cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc", limit=args.limit, merge_weight=1.0)
     base, tuned = pick(evals, "cmrc2018-dev", "ndcg@10")
     setup = (f"Qwen2.5-Coder-0.5B-Instruct (local GGUF, dequantized) LoRA r16 a32, last-token + EOS, batch 16, lr 1e-4, 1 epoch, "
-             f"max_length {args.max_length}, bf16 autocast")
+             f"max_length {args.max_length}, bf16 autocast, no LM-Cocktail merge (as E5-mistral)")
     if args.limit:  # a reduced run: its own keys, never the full run's
         save({"decoder_small_cmrc_ndcg10_base": base, "decoder_small_cmrc_ndcg10_tuned": tuned, "decoder_small_training_s": stats.get("trained_s"),
-              "decoder_small_data": stats, "decoder_small_setup": f"{setup}; first {args.limit} cached queries only, no LM-Cocktail merge"})
+              "decoder_small_data": stats, "decoder_small_setup": f"{setup}; first {args.limit} cached queries only"})
         return
     save({"cmrc_ndcg10_decoder_base": base, "cmrc_ndcg10_decoder_tuned": tuned, "decoder_training_s": stats.get("trained_s"), "decoder_data": stats,
           "decoder_setup": setup})

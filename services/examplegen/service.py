@@ -89,7 +89,7 @@ class Examplegen:
         spec = job.spec
         if not spec.corpus_path or spec.corpus_queries <= 0:
             return []
-        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, self.settings.chunk_words)]
+        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, spec.corpus_chunk_words or self.settings.chunk_words)]
         if not chunks:
             raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

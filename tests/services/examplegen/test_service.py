@@ -14,7 +14,7 @@ from embedforge.v1 import examplegen_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from services.examplegen.generation import example_id
-from services.examplegen.service import build
+from services.examplegen.service import Examplegen, build
 from services.examplegen.settings import ExamplegenSettings
 from tests.libs.llm.fault_server import FaultServer, Reply
 from tests.services.examplegen.harness import Running, TopicReader, send
@@ -111,6 +111,19 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
         assert raw.chunk_text == texts[raw.chunk_id]
         assert raw.attributes["doc_id"] in {"d0", "d1", "d2"}
         assert "query" in json.loads(raw.raw_output)
+
+
+def test_a_job_can_ask_for_finer_chunks_than_the_service_default(tmp_path):
+    paragraphs = "\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6))  # 6 paragraphs of 31 words
+    (tmp_path / "manual.txt").write_text(paragraphs)
+    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state"), chunk_words=200), producer=None, writer=None, published=None)
+
+    def chunk_count(**fields) -> int:
+        job = pb.Job(job_id="job-chunks", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=50, **fields))
+        return len(examplegen.corpus_chunks(job))
+
+    assert chunk_count() == 1  # the service default: 200 words hold the whole document
+    assert chunk_count(corpus_chunk_words=62) == 3  # two paragraphs each
 
 
 def test_a_redelivered_task_does_not_regenerate_published_examples(kafka_settings, tmp_path, raw_reader):

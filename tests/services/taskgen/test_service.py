@@ -58,6 +58,7 @@ def test_invalid_job_is_refused_with_invalid_argument(kafka_settings, tmp_path):
             "num_tasks": spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=0, examples_per_task=1)]),
             "languages[0]": spec(languages=[pb.LanguageWeight(language="en", weight=-1)]),
             "nothing to generate": spec(categories=[]),
+            "corpus_chunk_words": spec(corpus_chunk_words=-1),
         }
         for expected, bad in bad_specs.items():
             with pytest.raises(grpc.RpcError) as error:

@@ -16,7 +16,7 @@ from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
 from libs.grpc import GrpcServer
 from libs.kafka import ProtoProducer, physical_name
-from services.trainer.service import build
+from services.trainer.service import build, run_config
 from services.trainer.settings import TrainerSettings
 
 
@@ -177,6 +177,23 @@ def test_bad_start_requests_are_invalid_argument(trainer, request_kwargs, messag
     with pytest.raises(grpc.RpcError) as error:
         stub.StartRun(api.StartRunRequest(**request_kwargs))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+
+
+def test_a_bad_dev_fraction_is_invalid_argument(trainer, tiny_bert, dataset_file):
+    stub, _ = trainer
+    with pytest.raises(grpc.RpcError) as error:
+        stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, dev_fraction=1.0)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "dev_fraction must be in [0, 1)" in error.value.details()
+
+
+def test_a_job_sets_its_dev_fraction_or_gets_the_service_default(tiny_bert, tmp_path):
+    settings = TrainerSettings(state_dir=str(tmp_path), dev_fraction=0.1)
+
+    def dev_fraction(**fields) -> float:
+        return run_config(settings, spec(tiny_bert, **fields), tmp_path / "run", tmp_path / "data.jsonl", [], "", "Find it").dev_fraction
+
+    assert dev_fraction() == 0.1
+    assert dev_fraction(dev_fraction=0.25) == 0.25
 
 
 def test_unknown_run_is_not_found(trainer):
