@@ -1,7 +1,8 @@
 """Consume tasks and corpus chunks, write training examples with the LLM, publish each
 RawExample (success or failure with reason) to forge.examples.raw as soon as it is done.
 
-Jobs with a corpus path are cut into chunks here and published to forge.corpus.chunks.
+Jobs with a corpus path, and documents on forge.documents of jobs without one, are cut into
+chunks here and published to forge.corpus.chunks.
 Example ids are stable, and ids already published are kept in ``state_dir``, so a task
 reprocessed after a crash only writes the examples that were missing.
 """
@@ -19,9 +20,10 @@ from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
 from libs.corpus import read_documents
-from services.examplegen.corpus import chunk_document, chunk_id
+from services.examplegen.corpus import Chunk, chunk_document, chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
+from services.examplegen.topic_corpus import TopicCorpus, takes_topic_documents
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Examplegen:
         self.producer = producer
         self.writer = writer
         self.published = published
+        self.topic_corpus = TopicCorpus(Path(settings.state_dir), settings.chunk_words)
 
     def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
         todo = [p for p in plans if p.raw.example_id not in self.published]
@@ -81,13 +84,30 @@ class Examplegen:
         return self._generate([plan for r in records for plan in self.writer.plan_chunk(r.message)])
 
     def handle_job(self, record: Received) -> list[Outgoing]:
-        """A job with a corpus path: publish the chunks to write queries for."""
+        """A job with a corpus path: publish the chunks to write queries for. A job that takes its
+        documents from forge.documents: publish chunks of the documents that came before it."""
         job: pb.Job = record.message
-        return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.corpus_chunks(job)]
+        parked = self.topic_corpus.add_job(job)
+        chunks = self.corpus_chunks(job) if job.spec.corpus_path else self.topic_chunks(job, parked)
+        return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in chunks]
+
+    def handle_document(self, record: Received) -> list[Outgoing]:
+        """A document of a job that takes them from the topic gets queries for its new chunks."""
+        document: pb.Document = record.message
+        if not document.job_id or document.deleted:
+            return []
+        job = self.topic_corpus.job(document.job_id)
+        if job is None:
+            self.topic_corpus.park(document)
+            return []
+        if not takes_topic_documents(job):
+            return []
+        return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.topic_chunks(job, [document])]
 
     def corpus_chunks(self, job: pb.Job) -> list[pb.CorpusChunk]:
+        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``."""
         spec = job.spec
-        if not spec.corpus_path or spec.corpus_queries <= 0:
+        if spec.corpus_queries <= 0:
             return []
         chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, spec.corpus_chunk_words or self.settings.chunk_words)]
         if not chunks:
@@ -95,25 +115,32 @@ class Examplegen:
         rng = random.Random(f"{job.job_id}|{spec.seed}")
         chosen = rng.sample(chunks, min(spec.corpus_queries, len(chunks)))
         per_chunk, extra = divmod(spec.corpus_queries, len(chosen))
-        task = self.settings.corpus_task.format(domain=spec.domain)
-        messages = []
-        for position, chunk in enumerate(chosen):
-            messages.append(
-                pb.CorpusChunk(
-                    chunk_id=chunk_id(job.job_id, chunk.doc_id, chunk.index),
-                    job_id=job.job_id,
-                    doc_id=chunk.doc_id,
-                    title=chunk.title,
-                    text=chunk.text,
-                    task_description=task,
-                    num_queries=per_chunk + (1 if position < extra else 0),
-                    generator_model=spec.generator_model,
-                    languages=spec.languages,
-                    seed=spec.seed,
-                )
-            )
+        messages = [self.chunk_message(job, chunk, per_chunk + (1 if position < extra else 0)) for position, chunk in enumerate(chosen)]
         log.info("corpus chunked", extra={"job_id": job.job_id, "chunks": len(chunks), "published": len(messages)})
         return messages
+
+    def topic_chunks(self, job: pb.Job, documents: list[pb.Document]) -> list[pb.CorpusChunk]:
+        """One query for each chunk of ``documents`` within the job's budget (see topic_corpus)."""
+        if not documents:
+            return []
+        messages = [self.chunk_message(job, chunk, 1) for chunk in self.topic_corpus.plan(job, documents)]
+        log.info("documents chunked", extra={"job_id": job.job_id, "documents": len(documents), "published": len(messages)})
+        return messages
+
+    def chunk_message(self, job: pb.Job, chunk: Chunk, num_queries: int) -> pb.CorpusChunk:
+        spec = job.spec
+        return pb.CorpusChunk(
+            chunk_id=chunk_id(job.job_id, chunk.doc_id, chunk.index),
+            job_id=job.job_id,
+            doc_id=chunk.doc_id,
+            title=chunk.title,
+            text=chunk.text,
+            task_description=self.settings.corpus_task.format(domain=spec.domain),
+            num_queries=num_queries,
+            generator_model=spec.generator_model,
+            languages=spec.languages,
+            seed=spec.seed,
+        )
 
 
 class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
@@ -153,6 +180,7 @@ def build(settings: ExamplegenSettings) -> ServiceParts:
         Subscription(topics.TASKS, examplegen.handle_tasks, batch=True),
         Subscription(topics.CORPUS_CHUNKS, examplegen.handle_chunks, batch=True),
         Subscription(topics.JOBS, per_message(examplegen.handle_job)),
+        Subscription(topics.DOCUMENTS, per_message(examplegen.handle_document)),
     ]
     servicer = ExamplegenServicer(stats)
     return ServiceParts(

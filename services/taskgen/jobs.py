@@ -40,7 +40,7 @@ class JobRecord:
     @property
     def examples_target(self) -> int:
         spec = self.job.spec
-        return sum(c.num_tasks * c.examples_per_task for c in spec.categories) + (spec.corpus_queries if spec.corpus_path else 0)
+        return sum(c.num_tasks * c.examples_per_task for c in spec.categories) + spec.corpus_queries
 
     def status(self) -> api.JobStatus:
         spec = self.job.spec

@@ -42,7 +42,7 @@ def validate_spec(spec: pb.JobSpec) -> None:
         if target.category not in BRAINSTORM_TEMPLATE and target.category not in FIXED_TASKS:
             raise InvalidArgument(
                 f"spec.categories[{i}].category {pb.Category.Name(target.category) if target.category in pb.Category.values() else target.category} "
-                "cannot be brainstormed (corpus-grounded queries come from corpus_path and corpus_queries)"
+                "cannot be brainstormed (corpus-grounded queries come from corpus_queries)"
             )
         if target.num_tasks < 1 or target.examples_per_task < 1:
             raise InvalidArgument(f"spec.categories[{i}] needs num_tasks >= 1 and examples_per_task >= 1")
@@ -51,8 +51,8 @@ def validate_spec(spec: pb.JobSpec) -> None:
             raise InvalidArgument(f"spec.languages[{i}] needs a language code and a weight >= 0")
     if spec.corpus_queries < 0 or spec.corpus_chunk_words < 0:
         raise InvalidArgument("spec.corpus_queries and spec.corpus_chunk_words must be >= 0")
-    if not spec.categories and not (spec.corpus_path and spec.corpus_queries > 0):
-        raise InvalidArgument("nothing to generate: give spec.categories, or spec.corpus_path with spec.corpus_queries")
+    if not spec.categories and spec.corpus_queries <= 0:
+        raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from spec.corpus_path or forge.documents)")
 
 
 class TaskgenRunner:

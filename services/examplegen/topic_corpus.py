@@ -1,0 +1,82 @@
+"""Corpus-grounded queries for documents that arrive on forge.documents.
+
+A job with ``corpus_queries`` and no ``corpus_path`` takes its corpus from the documents
+topic: every new chunk of a document carrying the job's id gets one query, until the job's
+``corpus_queries`` are planned (continuous generation: the job waits for more documents).
+Documents can arrive before their job; they wait in ``state_dir`` until it does.
+
+Layout under ``<state_dir>/topic_corpus/<sha256(job_id)>/``: ``job.pb`` (the Job),
+``parked.jsonl`` (documents that came before the job) and ``planned.txt`` (chunk ids that got
+a query, appended before the chunks are handed to the consumer loop to publish). A chunk
+already planned is planned again when its document is redelivered: the same chunk id gives
+the same example ids downstream, which examplegen does not write twice.
+"""
+
+import hashlib
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from embedforge.v1 import messages_pb2 as pb
+from libs.corpus import SourceDocument
+from services.examplegen.corpus import Chunk, chunk_document, chunk_id
+
+
+def takes_topic_documents(job: pb.Job) -> bool:
+    return job.spec.corpus_queries > 0 and not job.spec.corpus_path
+
+
+class TopicCorpus:
+    """Per-job state for documents from the topic. Used from the one consumer-loop thread."""
+
+    def __init__(self, state_dir: Path, default_chunk_words: int):
+        self.root = state_dir / "topic_corpus"
+        self.default_chunk_words = default_chunk_words
+
+    def _folder(self, job_id: str) -> Path:
+        return self.root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+    def job(self, job_id: str) -> pb.Job | None:
+        path = self._folder(job_id) / "job.pb"
+        return pb.Job.FromString(path.read_bytes()) if path.exists() else None
+
+    def add_job(self, job: pb.Job) -> list[pb.Document]:
+        """Remember ``job``; returns the documents that arrived before it, if it takes them."""
+        folder = self._folder(job.job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "job.pb").write_bytes(job.SerializeToString())
+        parked = folder / "parked.jsonl"
+        if not parked.exists():
+            return []
+        if not takes_topic_documents(job):
+            parked.unlink()
+            return []
+        return [json_format.Parse(line, pb.Document()) for line in parked.read_text(encoding="utf-8").splitlines()]
+
+    def park(self, document: pb.Document) -> None:
+        folder = self._folder(document.job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "parked.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json_format.MessageToJson(document, indent=None) + "\n")
+
+    def plan(self, job: pb.Job, documents: list[pb.Document]) -> list[Chunk]:
+        """The chunks of ``documents`` that get a query: already planned ones, then new ones
+        while the job's budget lasts."""
+        path = self._folder(job.job_id) / "planned.txt"
+        planned = set(path.read_text().split()) if path.exists() else set()
+        words = job.spec.corpus_chunk_words or self.default_chunk_words
+        chosen, new_ids = [], []
+        for document in documents:
+            for chunk in chunk_document(SourceDocument(document.doc_id, document.title, document.text), words):
+                identifier = chunk_id(job.job_id, chunk.doc_id, chunk.index)
+                if identifier in planned:
+                    chosen.append(chunk)
+                elif len(planned) < job.spec.corpus_queries:
+                    planned.add(identifier)
+                    new_ids.append(identifier)
+                    chosen.append(chunk)
+        if new_ids:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("".join(i + "\n" for i in new_ids))
+        return chosen
