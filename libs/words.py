@@ -1,5 +1,5 @@
-"""Word counts across scripts: the curator's length checks and the generator's length caps
-measure words the same way."""
+"""Word counts across scripts (the curator's length checks and the generator's length caps
+measure words the same way) and word-set overlap."""
 
 import re
 
@@ -27,3 +27,11 @@ def chars_for_words(words: float, language: str) -> int:
     """About how many characters ``words`` words take in ``language`` (an ISO 639-1 code)."""
     per_word = CHARS_PER_UNSPACED_WORD if language.split("-")[0].lower() in UNSPACED_LANGUAGES else CHARS_PER_SPACED_WORD
     return round(words * per_word)
+
+
+def jaccard(a: set, b: set) -> float:
+    """Jaccard similarity of two sets (0 when either is empty)."""
+    if not a or not b:
+        return 0.0
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)

@@ -2,7 +2,8 @@
 numbers checked against what is in Kafka and in Qdrant.
 
 Real parts only: the tansu broker, the five service processes started as their containers
-start them, the offline SmolLM2-135M generator (local litellm provider; no remote API), the
+start them, offline local generators through the local litellm provider (no remote API):
+Qwen2.5-Coder-0.5B-Instruct brainstorms at temperature 0, SmolLM2-135M writes the examples; the
 all-MiniLM-L6-v2 base model, and Qdrant's embedded on-disk mode. Evaluation uses a small
 BEIR-layout folder cut from ../shared/data/xquad-en (its test questions are never trained on).
 """
@@ -67,10 +68,10 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
             "name": "e2e-tiny",
             "domain": "Customer support for the Helios H5 home battery: status lights, error codes and the companion app.",
             "languages": {"en": 1.0},
-            "categories": {"short_matching": {"tasks": 1, "examples_per_task": 3}},
+            "categories": {"classification": {"tasks": 1, "examples_per_task": 3}},
             "corpus_path": str(DEMO_DOCS),
             "corpus_queries": 8,
-            "brainstorm_model": "local/smollm2",
+            "brainstorm_model": "local/qwen2.5-0.5b-instruct",  # SmolLM2 only copies the prompt, which taskgen drops
             "generator_model": "local/smollm2",
             "collection": f"e2e-{uuid.uuid4().hex[:6]}",
             "sample_query": "the battery ring is red",
@@ -81,7 +82,7 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
 
 
 def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_qdrant(broker, tmp_path, tiny_job):
-    runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO"})
+    runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO", "TASKGEN_BRAINSTORM_TEMPERATURE": "0", "TASKGEN_BRAINSTORM_MAX_TOKENS": "96"})
     runtime.start_broker(broker)
     try:
         for name in runtime.services:

@@ -9,6 +9,7 @@ A template file holds::
     max_tokens: 512          # optional: answer length budget (tokens)
     max_tokens_per_word: 5   # optional: extra budget per word the prompt's num_words asks for
     length_caps: {positive_document: num_words}   # optional: schema texts capped by a word-count attribute
+    examples: [...]          # optional: few-shot examples, rendered as {{ examples }}
     system: |                # optional
       ...
     user: |
@@ -47,6 +48,7 @@ class PromptTemplate:
     max_tokens: int = 512
     max_tokens_per_word: float = 0.0
     length_caps: dict[str, str] = field(default_factory=dict)
+    examples: tuple[str, ...] = ()
     path: str = ""
 
     @classmethod
@@ -64,6 +66,7 @@ class PromptTemplate:
             max_tokens=int(data.get("max_tokens", 512)),
             max_tokens_per_word=float(data.get("max_tokens_per_word", 0)),
             length_caps=dict(data.get("length_caps") or {}),
+            examples=tuple(str(e) for e in data.get("examples") or ()),
             path=str(path),
         )
 
@@ -94,7 +97,9 @@ class PromptTemplate:
         return self.max_tokens + round(self.max_tokens_per_word * requested_words(attributes.get("num_words", "")))
 
     def render(self, **variables) -> list[dict]:
-        """Chat messages for these variables (raises TemplateError if one is missing)."""
+        """Chat messages for these variables and the template's ``examples`` (raises TemplateError
+        if one is missing)."""
+        variables = {"examples": self.examples, **variables}
         try:
             messages = [{"role": "system", "content": _env.from_string(self.system).render(**variables).strip()}] if self.system else []
             messages.append({"role": "user", "content": _env.from_string(self.user).render(**variables).strip()})

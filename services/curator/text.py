@@ -46,13 +46,6 @@ def normalize_instruction(text: str) -> str:
     return normalize(text)
 
 
-def jaccard(a: set, b: set) -> float:
-    if not a or not b:
-        return 0.0
-    shared = len(a & b)
-    return shared / (len(a) + len(b) - shared)
-
-
 def strip_label(text: str) -> str:
     """Drop an echoed field label ("Query: ...", "**Document:** ...") and wrapping quotes."""
     if ":" in text or "\uff1a" in text:  # every label ends with a colon

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.words import word_count
+from libs.words import jaccard, word_count
 from services.curator.language import LanguageDetector, language_code, same_language
 from services.curator.parsing import ParseError, parse_object
 from services.curator.settings import ValidationSettings
-from services.curator.text import content_hash, jaccard, normalize, normalize_instruction, strip_label
+from services.curator.text import content_hash, normalize, normalize_instruction, strip_label
 
 IMPORTED = "imported"
 LEAKAGE = re.compile(

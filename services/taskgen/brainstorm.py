@@ -1,5 +1,6 @@
 """Task brainstorming (E5-mistral step 1): ask the LLM for a list of task descriptions per
-category, conditioned on the job's domain; parse robustly; dedup; give stable task ids."""
+category, conditioned on the job's domain; parse robustly; drop echoes of the prompt; dedup;
+give stable task ids."""
 
 import hashlib
 import re
@@ -9,6 +10,7 @@ from embedforge.v1 import messages_pb2 as pb
 from libs.llm import UsageAccumulator, complete
 from libs.llm.parsing import parse_string_list
 from libs.llm.templates import PromptTemplate, load_templates
+from libs.words import jaccard
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 BRAINSTORM_TEMPLATE = {
@@ -24,6 +26,13 @@ FIXED_TASKS = {
 }
 MIN_TASK_CHARS = 12
 MAX_TASK_CHARS = 400
+# Small models copy their prompt instead of writing tasks: its few-shot examples (alone,
+# reworded, or several strung together), its guidelines, or the domain restated. A task is such
+# an echo when under this share of its content words (4+ characters; shorter ones are mostly
+# function words) is new against the prompt without the domain ...
+MIN_NEW_WORDS_VS_PROMPT = 0.25
+# ... or when its word set overlaps the domain description this much (Jaccard).
+DOMAIN_ECHO_JACCARD = 0.5
 
 
 def normalize_task(text: str) -> str:
@@ -32,12 +41,23 @@ def normalize_task(text: str) -> str:
 
 
 def clean_task(text: str) -> str | None:
-    """A usable task sentence, or None (too short/long, or not a sentence)."""
+    """A usable task sentence, or None (too short/long, not a sentence, or a lead-in such as
+    "These tasks are as follows:")."""
     text = re.sub(r"\s+", " ", text).strip().strip("\"'").strip()
     text = re.sub(r"^(?:task\s*\d*\s*[:.-]\s*)", "", text, flags=re.IGNORECASE)
-    if not (MIN_TASK_CHARS <= len(text) <= MAX_TASK_CHARS) or len(normalize_task(text).split()) < 3:
+    if not (MIN_TASK_CHARS <= len(text) <= MAX_TASK_CHARS) or len(normalize_task(text).split()) < 3 or text.endswith((":", "\uff1a")):
         return None
     return text
+
+
+def echoes_prompt(task: str, domain: str, prompt_without_domain: str) -> bool:
+    """Whether ``task`` copies the prompt (examples, guidelines) or restates the domain instead of
+    adding a task of its own."""
+    words = set(normalize_task(task).split())
+    content = {w for w in words if len(w) >= 4}
+    if len(content - set(normalize_task(prompt_without_domain).split())) < MIN_NEW_WORDS_VS_PROMPT * len(content):
+        return True
+    return jaccard(words, set(normalize_task(domain).split())) >= DOMAIN_ECHO_JACCARD
 
 
 def task_id(job_id: str, category: int, description: str) -> str:
@@ -59,8 +79,8 @@ class Brainstormer:
         return self.templates[BRAINSTORM_TEMPLATE[category]]
 
     def brainstorm(self, domain: str, category: int, count: int, model: str = "", accumulator: UsageAccumulator | None = None) -> list[str]:
-        """One brainstorm call: cleaned task sentences (may be fewer or more than ``count``).
-        Raises LlmError when the call failed for good."""
+        """One brainstorm call: cleaned task sentences that do not echo the prompt's examples or
+        the domain (may be fewer or more than ``count``). Raises LlmError when the call failed for good."""
         template = self.template(category)
         messages = template.render(domain=domain, count=count)
         model = model or self.model
@@ -76,4 +96,6 @@ class Brainstormer:
             validate=False,  # a truncated list still holds usable tasks
             **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
         )
-        return [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]
+        tasks = [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]
+        prompt_without_domain = " ".join(m["content"] for m in template.render(domain="", count=""))
+        return [t for t in tasks if not echoes_prompt(t, domain, prompt_without_domain)]

@@ -37,8 +37,35 @@ def test_too_short_items_are_dropped():
     assert clean_task('"Match symptoms with likely diagnoses"') == "Match symptoms with likely diagnoses"
 
 
+def test_lead_ins_are_not_tasks():
+    assert clean_task("These tasks are as follows:") is None
+    assert clean_task("以下是一些检索任务的例子：") is None
+
+
 def test_task_ids_are_stable_and_depend_on_job_category_and_text():
     first = task_id("job", pb.CATEGORY_RETRIEVAL, "Retrieve rulings.")
     assert first == task_id("job", pb.CATEGORY_RETRIEVAL, "retrieve rulings")
     assert first != task_id("job", pb.CATEGORY_CLASSIFICATION, "Retrieve rulings.")
     assert first != task_id("other", pb.CATEGORY_RETRIEVAL, "Retrieve rulings.")
+
+
+def test_the_prompt_lists_the_templates_examples():
+    provider = register_script(['["Retrieve rulings on lease disputes"]'])
+    brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 3)
+    assert "- Provided a scientific claim as query, retrieve documents that help verify or refute the claim.\n- Search for" in provider.prompts[0]
+
+
+def test_tasks_that_echo_the_examples_or_the_domain_are_dropped():
+    # As the 0.5B default generator answered: copies of the prompt's examples (reworded, or
+    # strung together), of its guidelines, and the domain restated, beside two real tasks.
+    register_script(['["Retrieve documents that help verify or refute a scientific claim", '
+                     '"Search for documents that answers a FAQ-style query on children\'s nutrition.", '
+                     '"These tasks are: retrieve documents that help verify a scientific claim, search for documents that answers a FAQ-style query", '
+                     '"These tasks cover a wide range of queries, and should not be too specific.", '
+                     '"These tasks for Helios H5 home battery are installation, status lights, error codes, the companion app", '
+                     '"Given an error code shown by the Helios app, retrieve the support article that explains it", '
+                     '"Given a question about the battery\'s warranty, retrieve documents that answer it"]'])
+    domain = "Customer support for the Helios H5 home battery: installation, status lights, error codes, the companion app"
+    tasks = brainstormer().brainstorm(domain, pb.CATEGORY_RETRIEVAL, 5)
+    assert tasks == ["Given an error code shown by the Helios app, retrieve the support article that explains it",
+                     "Given a question about the battery's warranty, retrieve documents that answer it"]

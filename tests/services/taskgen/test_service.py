@@ -85,7 +85,7 @@ def test_submitted_job_is_brainstormed_into_distinct_tasks_until_each_target_is_
     assert [t.description for t in sts] == ["Retrieve semantically similar text."] * 2
     for t in retrieval:
         assert (t.job_id, t.num_examples, t.generator_model, t.seed, t.brainstorm_model) == (job.job_id, 3, "local/smollm2", 9, "scripted/brainstorm")
-        assert (t.template_id, t.template_version) == ("brainstorm_retrieval", "1")
+        assert (t.template_id, t.template_version) == ("brainstorm_retrieval", "2")
         assert [lw.language for lw in t.languages] == ["en"]
     assert (status.tasks_target, status.tasks_published, status.examples_target) == (6, 6, 22)
     assert status.usage[0].model == "scripted/brainstorm" and status.usage[0].calls == 3
