@@ -1,15 +1,19 @@
 """Users' documents from disk: a JSONL file, a BEIR folder/corpus.jsonl, or a folder of .txt/.md.
 
 Used wherever a job points at its documents: corpus-grounded generation, hard-negative
-mining, ingest into Qdrant, and the local runner.
+mining, ingest into Qdrant, and the local runner. Generation and mining cut documents into the
+same chunks (chunk_document), so mined negatives are the same kind of text as the positives.
 """
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 TEXT_SUFFIXES = (".txt", ".md")
+# Words per chunk when a job does not set corpus_chunk_words.
+DEFAULT_CHUNK_WORDS = 200
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,31 @@ def _read_folder(folder: Path) -> Iterator[SourceDocument]:
         heading = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")), "")
         relative = str(file.relative_to(folder))
         yield SourceDocument(relative, heading or file.stem, text, {"path": relative})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    doc_id: str
+    index: int
+    title: str
+    text: str
+
+
+def chunk_document(document: SourceDocument, max_words: int = DEFAULT_CHUNK_WORDS) -> list[Chunk]:
+    """Paragraph-aligned chunks of at most about ``max_words`` words (long paragraphs are split)."""
+    paragraphs = [p.split() for p in re.split(r"\n\s*\n", document.text) if p.strip()]
+    chunks, current = [], []
+    for words in paragraphs:
+        while len(words) > max_words:
+            if current:
+                chunks.append(current)
+                current = []
+            chunks.append(words[:max_words])
+            words = words[max_words:]
+        if current and len(current) + len(words) > max_words:
+            chunks.append(current)
+            current = []
+        current = current + words
+    if current:
+        chunks.append(current)
+    return [Chunk(document.doc_id, i, document.title, " ".join(words)) for i, words in enumerate(chunks)]

@@ -19,8 +19,8 @@ from libs import topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
-from libs.corpus import read_documents
-from services.examplegen.corpus import Chunk, chunk_document, chunk_id
+from libs.corpus import DEFAULT_CHUNK_WORDS, Chunk, chunk_document, read_documents
+from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
 from services.examplegen.topic_corpus import TopicCorpus, takes_topic_documents
@@ -61,7 +61,7 @@ class Examplegen:
         self.producer = producer
         self.writer = writer
         self.published = published
-        self.topic_corpus = TopicCorpus(Path(settings.state_dir), settings.chunk_words)
+        self.topic_corpus = TopicCorpus(Path(settings.state_dir))
 
     def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
         todo = [p for p in plans if p.raw.example_id not in self.published]
@@ -109,7 +109,7 @@ class Examplegen:
         spec = job.spec
         if spec.corpus_queries <= 0:
             return []
-        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, spec.corpus_chunk_words or self.settings.chunk_words)]
+        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS)]
         if not chunks:
             raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

@@ -23,7 +23,6 @@ class ExamplegenSettings(ServiceSettings):
     llm_backoff_max_s: float = Field(30.0, description="Longest retry wait.")
     concurrency: int = Field(16, description="Examples in flight at once (the local provider batches them).")
     language_alpha: float = Field(0.5, description="Language weight = CC-100 size ** alpha over the XLM-R list.")
-    chunk_words: int = Field(200, description="Words per corpus chunk, unless the job sets corpus_chunk_words.")
     corpus_task: str = Field(
         "Given a question about {domain}, retrieve passages from the documents that answer it",
         description="Task description corpus-grounded queries are conditioned on ({domain} is the job's).",

@@ -18,8 +18,8 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.corpus import SourceDocument
-from services.examplegen.corpus import Chunk, chunk_document, chunk_id
+from libs.corpus import DEFAULT_CHUNK_WORDS, Chunk, SourceDocument, chunk_document
+from services.examplegen.corpus import chunk_id
 
 
 def takes_topic_documents(job: pb.Job) -> bool:
@@ -29,9 +29,8 @@ def takes_topic_documents(job: pb.Job) -> bool:
 class TopicCorpus:
     """Per-job state for documents from the topic. Used from the one consumer-loop thread."""
 
-    def __init__(self, state_dir: Path, default_chunk_words: int):
+    def __init__(self, state_dir: Path):
         self.root = state_dir / "topic_corpus"
-        self.default_chunk_words = default_chunk_words
 
     def _folder(self, job_id: str) -> Path:
         return self.root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
@@ -64,7 +63,7 @@ class TopicCorpus:
         while the job's budget lasts."""
         path = self._folder(job.job_id) / "planned.txt"
         planned = set(path.read_text().split()) if path.exists() else set()
-        words = job.spec.corpus_chunk_words or self.default_chunk_words
+        words = job.spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS
         chosen, new_ids = [], []
         for document in documents:
             for chunk in chunk_document(SourceDocument(document.doc_id, document.title, document.text), words):

@@ -57,6 +57,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 def add_mining_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default="", help="documents to mine from (JSONL or BEIR folder); default the positives pool")
+    parser.add_argument("--corpus-chunk-words", type=int, default=0, help="mine from chunks of this many words (as generation cut them); 0 = whole documents")
     parser.add_argument("--mine-range", default="2-200", help="rank window start-end")
     parser.add_argument("--mine-negatives", type=int, default=7, help="0 disables mining")
     parser.add_argument("--positive-ratio", type=float, default=0.95)
@@ -87,7 +88,7 @@ def run_config(args) -> RunConfig:
         return pipeline.load_run_config(args.config)
     return RunConfig(
         dataset_path=args.data, run_dir=args.out, model=model_config(args), train=train_config(args), mining=mining_config(args),
-        merge=MergeConfig(weight=args.merge_weight), corpus_path=args.corpus, eval_paths=tuple(args.eval), dev_fraction=args.dev_fraction,
+        merge=MergeConfig(weight=args.merge_weight), corpus_path=args.corpus, corpus_chunk_words=args.corpus_chunk_words, eval_paths=tuple(args.eval), dev_fraction=args.dev_fraction,
         instruction=args.instruction, model_id=args.model_id, export_dir=args.export_dir,
     )
 
@@ -109,7 +110,7 @@ def printer(events_path: str):
 def cmd_mine(args) -> None:
     examples = read_examples(args.data)
     base = Embedder(ModelConfig(args.model, args.pooling, args.max_length, padding_side=args.padding_side))
-    corpus = pipeline.read_corpus(args.corpus) if args.corpus else []
+    corpus = pipeline.read_corpus(args.corpus, args.corpus_chunk_words) if args.corpus else []
     write_examples(args.out, mine_hard_negatives(base, examples, corpus, mining_config(args)))
 
 

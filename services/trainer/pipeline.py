@@ -17,7 +17,7 @@ from typing import get_type_hints
 import torch
 import torch.distributed as dist
 
-from libs.corpus import read_documents
+from libs.corpus import chunk_document, read_documents
 from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
@@ -52,6 +52,10 @@ class RunConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     # Documents to mine negatives from (JSONL with "text" [and "title"]); empty = the positives pool.
     corpus_path: str = ""
+    # Mine from chunks of this many words (libs.corpus.chunk_document, as corpus-grounded
+    # generation cuts them, so negatives are the same kind of text as the positives); 0 mines
+    # whole documents as ``title text``.
+    corpus_chunk_words: int = 0
     eval_paths: tuple[str, ...] = ()
     dev_fraction: float = 0.1
     # Instruction for queries that carry none (and the exported model's query prompt).
@@ -88,8 +92,11 @@ def save_run_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(asdict(config), indent=2, ensure_ascii=False))
 
 
-def read_corpus(path: str | Path) -> list[str]:
-    """Mining candidates from the job's documents (any layout libs.corpus reads), as ``title text``."""
+def read_corpus(path: str | Path, chunk_words: int = 0) -> list[str]:
+    """Mining candidates from the job's documents (any layout libs.corpus reads): the texts of
+    their ``chunk_words`` chunks, or with 0 each whole document as ``title text``."""
+    if chunk_words:
+        return [chunk.text for doc in read_documents(path) for chunk in chunk_document(doc, chunk_words)]
     return [f"{doc.title} {doc.text}".strip() for doc in read_documents(path)]
 
 
@@ -124,7 +131,7 @@ def snapshot(config: RunConfig) -> tuple[list[TrainExample], list[TrainExample],
 def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     if config.mining.negatives <= 0:
         return train
-    corpus = read_corpus(config.corpus_path) if config.corpus_path else []
+    corpus = read_corpus(config.corpus_path, config.corpus_chunk_words) if config.corpus_path else []
     mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     return mine_hard_negatives(base, train, corpus, mining)

@@ -22,6 +22,7 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
+from libs.corpus import DEFAULT_CHUNK_WORDS
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
 from libs.modeling.data import read_examples
@@ -37,8 +38,11 @@ from services.trainer.store import CuratedStore, JobStore, RejectedLog, planned_
 log = logging.getLogger(__name__)
 
 
-def run_config(settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str) -> RunConfig:
-    """A job's TrainingSpec (zero = default) as typed stage settings."""
+def run_config(
+    settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, corpus_chunk_words: int = 0
+) -> RunConfig:
+    """A job's TrainingSpec (zero = default) as typed stage settings; ``corpus_chunk_words`` > 0
+    mines from the corpus cut as the job's generation cut it."""
     if spec.pooling and spec.pooling not in ("mean", "cls", "last_token"):
         raise InvalidArgument(f"pooling must be mean, cls or last_token, got {spec.pooling!r}")
     for name in ("batch_size", "max_steps", "lora_rank", "max_length", "hard_negatives_per_query", "epochs"):
@@ -71,6 +75,7 @@ def run_config(settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, 
         mining=MiningConfig(negatives=max(settings.mine_negatives, negatives) if settings.mine_negatives else 0),
         merge=MergeConfig(weight=spec.merge_weight),
         corpus_path=corpus_path,
+        corpus_chunk_words=corpus_chunk_words,
         eval_paths=tuple(eval_paths),
         dev_fraction=spec.dev_fraction or settings.dev_fraction,
         instruction=instruction,
@@ -165,7 +170,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                     raise InvalidArgument(f"{dataset}: needs at least two examples, has {len(examples)}")
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
             instruction = Counter(e.instruction for e in read_examples(dataset)).most_common(1)[0][0]
-            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction)
+            # The job's own documents were cut into chunks for its queries: mine from the same chunks.
+            chunk_words = (job.spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS) if job and corpus_path == job.spec.corpus_path else 0
+            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction, chunk_words)
             config.model_id = f"{request.job_id or 'model'}-{run_id}"
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)

@@ -1,7 +1,7 @@
 """Chunking the user's documents for corpus-grounded queries (services.examplegen.corpus)."""
 
-from libs.corpus import SourceDocument
-from services.examplegen.corpus import chunk_document, chunk_id
+from libs.corpus import SourceDocument, chunk_document
+from services.examplegen.corpus import chunk_id
 
 
 def test_chunks_follow_paragraphs_and_respect_the_word_budget():

@@ -113,16 +113,16 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
         assert "query" in json.loads(raw.raw_output)
 
 
-def test_a_job_can_ask_for_finer_chunks_than_the_service_default(tmp_path):
+def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):
     paragraphs = "\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6))  # 6 paragraphs of 31 words
     (tmp_path / "manual.txt").write_text(paragraphs)
-    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state"), chunk_words=200), producer=None, writer=None, published=None)
+    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state")), producer=None, writer=None, published=None)
 
     def chunk_count(**fields) -> int:
         job = pb.Job(job_id="job-chunks", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=50, **fields))
         return len(examplegen.corpus_chunks(job))
 
-    assert chunk_count() == 1  # the service default: 200 words hold the whole document
+    assert chunk_count() == 1  # the default (DEFAULT_CHUNK_WORDS, 200): one chunk holds the whole document
     assert chunk_count(corpus_chunk_words=62) == 3  # two paragraphs each
 
 

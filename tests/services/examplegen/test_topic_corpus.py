@@ -24,18 +24,18 @@ def document(job_id: str, doc_id: str, paragraphs: int = 1) -> pb.Document:
 
 
 def test_new_chunks_get_queries_until_the_budget_is_spent_and_redelivery_replans_the_same(tmp_path):
-    corpus = TopicCorpus(tmp_path, default_chunk_words=200)
+    corpus = TopicCorpus(tmp_path)
     job = topic_job("j", corpus_queries=3)
     assert [c.index for c in corpus.plan(job, [document("j", "a", paragraphs=2)])] == [0, 1]  # 2 chunks of one paragraph
     assert [(c.doc_id, c.index) for c in corpus.plan(job, [document("j", "b", paragraphs=2)])] == [("b", 0)]  # budget: 1 left
     assert corpus.plan(job, [document("j", "c")]) == []
-    restarted = TopicCorpus(tmp_path, default_chunk_words=200)
+    restarted = TopicCorpus(tmp_path)
     assert [c.index for c in restarted.plan(job, [document("j", "a", paragraphs=2)])] == [0, 1]  # redelivered: same chunks
     assert restarted.plan(job, [document("j", "c")]) == []
 
 
 def test_documents_before_their_job_wait_for_it_and_are_dropped_for_a_job_with_a_corpus_path(tmp_path):
-    corpus = TopicCorpus(tmp_path, default_chunk_words=200)
+    corpus = TopicCorpus(tmp_path)
     corpus.park(document("early", "a"))
     corpus.park(document("with-path", "a"))
     assert corpus.job("early") is None

@@ -4,6 +4,7 @@ and from a job's curated examples (auto-start), progress streaming, cancel, Mode
 import json
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,8 +15,10 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
+from libs.corpus import chunk_document, read_documents
 from libs.grpc import GrpcServer
 from libs.kafka import ProtoProducer, physical_name
+from libs.modeling.data import read_examples
 from services.trainer.service import build, run_config
 from services.trainer.settings import TrainerSettings
 
@@ -63,10 +66,20 @@ def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model
     assert [m.model_id for m in stub.ListModels(api.ListModelsRequest()).models] == [ready.model_id]
 
 
-def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_bert, kafka_settings, make_examples):
-    stub, _ = trainer
+def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_bert, kafka_settings, make_examples, tmp_path):
+    stub, settings = trainer
     producer = ProtoProducer(kafka_settings, client_id="test")
-    job = pb.Job(job_id="job1", spec=pb.JobSpec(domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)], training=spec(tiny_bert, auto_start=True, max_steps=2)))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("harbour", "castle"):
+        (docs / f"{name}.md").write_text(f"# The {name}\n\n" + "\n\n".join(f"The {name} paragraph {i} " + "stone " * 20 for i in range(3)))
+    job = pb.Job(
+        job_id="job1",
+        spec=pb.JobSpec(
+            domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)], training=spec(tiny_bert, auto_start=True, max_steps=2),
+            corpus_path=str(docs), corpus_chunk_words=30,
+        ),
+    )
     producer.send_and_wait(topics.JOBS, job.job_id, job)
     for example in make_examples(24):
         message = pb.CuratedExample(content_hash=example.content_hash, job_id="job1", instruction="Find the place", query=example.query, positives=[example.positive], negatives=list(example.negatives))
@@ -87,6 +100,13 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     final = list(stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300))[-1].run
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     assert stub.ListModels(api.ListModelsRequest(job_id="job1")).models[0].dataset_manifest == run.dataset_manifest
+    # Negatives are mined from the chunks the job's queries were written for, not whole documents.
+    run_dir = next(Path(settings.state_dir).rglob("job1-auto"))
+    assert json.loads((run_dir / "run.json").read_text())["corpus_chunk_words"] == 30
+    chunks = {c.text for d in read_documents(docs) for c in chunk_document(d, 30)}
+    assert len(chunks) == 6  # per document: the heading with paragraph 0, paragraph 1, paragraph 2 (23 words each)
+    mined = [n for e in read_examples(run_dir / "train.mined.jsonl") for n in e.negatives]
+    assert set(mined) & chunks and not any(n.startswith("The harbour # The harbour") for n in mined)
 
 
 def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, tiny_bert, kafka_settings, make_examples):
