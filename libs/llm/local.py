@@ -59,14 +59,25 @@ class LocalResult:
 
 
 class RowSampling:
-    """Per-row temperature (0 = greedy), then top-k (64) and nucleus (top-p) filtering."""
+    """Per-row temperature (0 = greedy), then top-k (64) and nucleus (top-p) filtering.
 
-    def __init__(self, temperatures: list[float], top_p: float):
+    A row left with no usable score (NaN logits, or nothing its grammar allows) is ended with
+    ``eos_id`` instead of failing the whole batch in sampling: its answer comes back cut short,
+    and the caller's validation and retries deal with it.
+    """
+
+    def __init__(self, temperatures: list[float], top_p: float, eos_id: int):
         self.temperatures = torch.tensor(temperatures, dtype=torch.float32)
         self.top_p = top_p
+        self.eos_id = eos_id
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.float()
+        broken = scores.isnan().any(dim=-1) | ~scores.isfinite().any(dim=-1)
+        if broken.any():
+            log.warning("rows without a usable next token are ended", extra={"rows": int(broken.sum())})
+            scores[broken] = float("-inf")
+            scores[broken, self.eos_id] = 0.0
         greedy = self.temperatures <= 0
         scores = scores / self.temperatures.clamp(min=1e-4)[:, None]
         if greedy.any():
@@ -262,7 +273,7 @@ class LocalEngine:
             grammars = [self._grammar(r) for r in batch]
             if any(g is not None for g in grammars):
                 processors.append(GrammarConstraint(grammars, self.model.config.vocab_size))
-            processors.append(RowSampling([r.temperature for r in batch], self.top_p))
+            processors.append(RowSampling([r.temperature for r in batch], self.top_p, self.eos_ids[0]))
             config = GenerationConfig(
                 max_new_tokens=max(limits),
                 do_sample=True,

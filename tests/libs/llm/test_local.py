@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from libs.llm import LlmError, complete, get_engine, register_model_path, resolve_model
+from libs.llm.local import RowSampling
 
 SCHEMA = {
     "type": "object",
@@ -136,3 +137,13 @@ def test_abort_engines_forgets_the_stopped_engines_so_a_later_service_loads_afre
     answer = complete(tiny_model, [{"role": "user", "content": "hi"}], max_tokens=3, temperature=0.0, attempts=1)
     assert answer.usage.completion_tokens > 0
     assert not stopped._worker.is_alive()
+
+
+def test_a_row_without_a_usable_score_is_ended_and_the_others_sample_normally():
+    sampling = RowSampling([1.0, 1.0, 0.0], top_p=0.9, eos_id=2)
+    scores = torch.tensor([[0.5, 3.0, 1.0, -1.0], [float("nan"), 1.0, 0.0, 2.0], [float("-inf")] * 4])
+    out = sampling(torch.zeros(3, 1, dtype=torch.long), scores)
+    assert torch.softmax(out[0], dim=-1).argmax() == 1 and out[0].isfinite().sum() >= 1
+    for row in (1, 2):  # NaN logits; nothing allowed (e.g. by the grammar)
+        assert out[row, 2] == 0.0 and out[row].isfinite().sum() == 1
+    assert not torch.softmax(out, dim=-1).isnan().any()
