@@ -1,8 +1,8 @@
-"""Documents are read from JSONL, BEIR folders and folders of text files."""
+"""Documents are read from JSONL, BEIR folders and folders of text files, and cut into chunks."""
 
 import pytest
 
-from libs.corpus import read_documents
+from libs.corpus import SourceDocument, chunk_document, read_documents
 
 
 def test_beir_folder_is_read_from_its_corpus_jsonl(shared_data):
@@ -38,3 +38,17 @@ def test_bad_jsonl_lines_are_named(tmp_path, content, message):
 def test_missing_path_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no documents at"):
         list(read_documents(tmp_path / "nope"))
+
+
+def test_chunks_follow_paragraphs_and_respect_the_word_budget():
+    text = "\n\n".join(" ".join(f"w{p}_{i}" for i in range(n)) for p, n in enumerate([30, 30, 120, 10]))
+    chunks = chunk_document(SourceDocument("d", "T", text), max_words=50)
+    assert [len(c.text.split()) for c in chunks] == [30, 30, 50, 50, 30]
+    assert [c.index for c in chunks] == [0, 1, 2, 3, 4]
+    assert " ".join(c.text for c in chunks).split() == text.split()
+
+
+def test_short_paragraphs_are_merged_into_one_chunk():
+    chunks = chunk_document(SourceDocument("d", "T", "One two.\n\nThree four.\n\nFive."), max_words=50)
+    assert [c.text for c in chunks] == ["One two. Three four. Five."]
+    assert chunks[0].title == "T"
