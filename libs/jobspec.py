@@ -6,6 +6,7 @@ import yaml
 from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.corpus import DEFAULT_CHUNK_WORDS
 
 CATEGORY_NAMES = {
     name.removeprefix("CATEGORY_").lower(): value
@@ -54,3 +55,8 @@ def load_job_spec(path: str | Path) -> pb.JobSpec:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a job spec is a YAML mapping")
     return job_spec_from_dict(data, base_dir=path.parent)
+
+
+def corpus_chunk_words(spec: pb.JobSpec) -> int:
+    """Words per chunk of the job's documents: generation and mining cut them alike."""
+    return spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS

@@ -19,7 +19,8 @@ from libs import topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
-from libs.corpus import DEFAULT_CHUNK_WORDS, Chunk, chunk_document, read_documents
+from libs.corpus import Chunk, chunk_document, read_documents
+from libs.jobspec import corpus_chunk_words
 from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
@@ -109,7 +110,7 @@ class Examplegen:
         spec = job.spec
         if spec.corpus_queries <= 0:
             return []
-        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS)]
+        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, corpus_chunk_words(spec))]
         if not chunks:
             raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

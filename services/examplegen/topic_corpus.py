@@ -18,7 +18,8 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.corpus import DEFAULT_CHUNK_WORDS, Chunk, SourceDocument, chunk_document
+from libs.corpus import Chunk, SourceDocument, chunk_document
+from libs.jobspec import corpus_chunk_words
 from services.examplegen.corpus import chunk_id
 
 
@@ -63,7 +64,7 @@ class TopicCorpus:
         while the job's budget lasts."""
         path = self._folder(job.job_id) / "planned.txt"
         planned = set(path.read_text().split()) if path.exists() else set()
-        words = job.spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS
+        words = corpus_chunk_words(job.spec)
         chosen, new_ids = [], []
         for document in documents:
             for chunk in chunk_document(SourceDocument(document.doc_id, document.title, document.text), words):

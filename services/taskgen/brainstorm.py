@@ -50,14 +50,18 @@ def clean_task(text: str) -> str | None:
     return text
 
 
-def echoes_prompt(task: str, domain: str, prompt_without_domain: str) -> bool:
-    """Whether ``task`` copies the prompt (examples, guidelines) or restates the domain instead of
-    adding a task of its own."""
-    words = set(normalize_task(task).split())
+def word_set(text: str) -> set[str]:
+    return set(normalize_task(text).split())
+
+
+def echoes_prompt(task: str, domain_words: set[str], prompt_words: set[str]) -> bool:
+    """Whether ``task`` copies the prompt (``prompt_words``: its examples and guidelines, without
+    the domain) or restates the domain instead of adding a task of its own."""
+    words = word_set(task)
     content = {w for w in words if len(w) >= 4}
-    if len(content - set(normalize_task(prompt_without_domain).split())) < MIN_NEW_WORDS_VS_PROMPT * len(content):
+    if len(content - prompt_words) < MIN_NEW_WORDS_VS_PROMPT * len(content):
         return True
-    return jaccard(words, set(normalize_task(domain).split())) >= DOMAIN_ECHO_JACCARD
+    return jaccard(words, domain_words) >= DOMAIN_ECHO_JACCARD
 
 
 def task_id(job_id: str, category: int, description: str) -> str:
@@ -97,5 +101,6 @@ class Brainstormer:
             **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
         )
         tasks = [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]
-        prompt_without_domain = " ".join(m["content"] for m in template.render(domain="", count=""))
-        return [t for t in tasks if not echoes_prompt(t, domain, prompt_without_domain)]
+        prompt_words = word_set(" ".join(m["content"] for m in template.render(domain="", count="")))
+        domain_words = word_set(domain)
+        return [t for t in tasks if not echoes_prompt(t, domain_words, prompt_words)]

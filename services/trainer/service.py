@@ -22,8 +22,8 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
-from libs.corpus import DEFAULT_CHUNK_WORDS
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
+from libs.jobspec import corpus_chunk_words
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
 from libs.modeling.data import read_examples
 from libs.modeling.embedder import LoraSettings, ModelConfig
@@ -171,7 +171,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
             instruction = Counter(e.instruction for e in read_examples(dataset)).most_common(1)[0][0]
             # The job's own documents were cut into chunks for its queries: mine from the same chunks.
-            chunk_words = (job.spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS) if job and corpus_path == job.spec.corpus_path else 0
+            chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else 0
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction, chunk_words)
             config.model_id = f"{request.job_id or 'model'}-{run_id}"
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
