@@ -23,6 +23,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.settings import LlmSettings
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Rejection, Validator
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats
@@ -52,7 +53,7 @@ def main() -> None:
     done = set()
     if OUTPUT.exists():
         done = {(r["corpus"], r["doc_id"]) for r in map(json.loads, OUTPUT.read_text().splitlines())}
-    writer = ExampleWriter(GenerationConfig(default_model=GENERATOR, concurrency=args.batch, timeout_s=3600.0, attempts=2), GenerationStats())
+    writer = ExampleWriter(GenerationConfig(LlmSettings(model=GENERATOR, timeout_s=3600.0, attempts=2), concurrency=args.batch), GenerationStats())
     validator = Validator(ValidationSettings())
     todo_by_corpus = {}
     for corpus, (language, task) in CORPORA.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from libs.grpc import GrpcServer, GrpcService
 from libs.kafka import ConsumerLoop, ProtoProducer
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, UnknownSettingError, load_settings
 from libs.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
@@ -77,4 +77,10 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
 
 
 def main(name: str, settings_class: type[ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> None:
-    sys.exit(run_service(name, settings_class(), build))
+    """Entry point of a service process; exits 2 when its environment holds an unknown setting."""
+    try:
+        settings = load_settings(settings_class)
+    except UnknownSettingError as exc:
+        print(f"{name}: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_service(name, settings, build))

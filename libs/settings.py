@@ -4,7 +4,16 @@ Every service subclasses :class:`ServiceSettings` with its own prefix, e.g.
 ``TASKGEN_GRPC_PORT=50051`` or ``CURATOR_KAFKA__BOOTSTRAP_SERVERS=kafka:9092``
 (nested groups use ``__``). Defaults are the cluster defaults; local mode and
 tests override them through the environment like any deployment would.
+
+A process builds its settings with :func:`load_settings`, which refuses any variable under
+the service's prefix that no field takes (a typo in Helm values fails at start-up, naming
+the closest field) instead of silently running with the default.
 """
+
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,8 +23,8 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
     security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_username: str | None = Field(None, description="SASL user (the chart takes it from kafka.sasl.existingSecret).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (from the same Secret).")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL/SASL_SSL.")
     session_timeout_ms: int = Field(45000, description="Consumer group session timeout; local mode uses 6000.")
     heartbeat_interval_ms: int = Field(3000, description="Consumer heartbeat; local mode uses 1000.")
@@ -36,6 +45,29 @@ class KafkaSettings(BaseModel):
         return kwargs
 
 
+class LlmSettings(BaseModel):
+    """How a service calls its LLM through litellm (env: ``<PREFIX>LLM__<NAME>``)."""
+
+    model: str = Field(
+        "local/qwen2.5-coder-0.5b-instruct",
+        description="litellm model used when a job names none, e.g. hosted_vllm/qwen2.5-7b-instruct (the chart's vLLM), openai/gpt-4o-mini, local/smollm2.",
+    )
+    api_base: str = Field("", description="Base URL of the model's server, e.g. http://vllm:8000/v1; sent only with models of the same provider as `model`.")
+    timeout_s: float = Field(300.0, description="Per-call timeout.")
+    attempts: int = Field(4, description="Attempts per call (rate limits, timeouts, 5xx, invalid JSON) before it fails for good.")
+    backoff_initial_s: float = Field(1.0, description="First retry wait; doubles per attempt, with jitter (Retry-After wins).")
+    backoff_max_s: float = Field(30.0, description="Longest retry wait.")
+
+
+class StorageSettings(BaseModel):
+    """Object storage shared by the trainer and the embedders (env: ``<PREFIX>STORAGE__<NAME>``)."""
+
+    uri: str = Field(
+        "",
+        description="fsspec URI under which models and run state live: s3://bucket/prefix, gs://..., az://..., file:///path; empty = file:// under state_dir. Credentials come from the cloud's credential chain or a Secret, never from here.",
+    )
+
+
 class TelemetrySettings(BaseModel):
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector address; empty disables export.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -45,7 +77,7 @@ class TelemetrySettings(BaseModel):
 class ServiceSettings(BaseSettings):
     """Settings every service has; subclasses add their own and set ``env_prefix``."""
 
-    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")  # unknown variables: see load_settings
 
     grpc_port: int = Field(50051, description="Port of the service's gRPC server.")
     grpc_host: str = Field("0.0.0.0", description="Interface to bind; local mode uses 127.0.0.1.")
@@ -54,3 +86,43 @@ class ServiceSettings(BaseSettings):
     state_dir: str = Field("/var/lib/embedforge", description="Where the service keeps local state.")
     kafka: KafkaSettings = KafkaSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+
+
+class UnknownSettingError(ValueError):
+    """Variables under a service's prefix that no settings field takes."""
+
+
+def setting_names(settings_class: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every environment variable a settings class reads, e.g. TASKGEN_KAFKA__BOOTSTRAP_SERVERS."""
+    prefix = prefix or str(settings_class.model_config.get("env_prefix", ""))
+    for name, field in settings_class.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from setting_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            yield f"{prefix}{name.upper()}"
+
+
+def unknown_settings(settings_class: type[ServiceSettings], environ: Mapping[str, str]) -> list[str]:
+    """One line per variable under the class's prefix that no field takes, with the closest field."""
+    prefix = str(settings_class.model_config["env_prefix"]).upper()
+    known = set(setting_names(settings_class, prefix))
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(prefix) and upper not in known:
+            closest = difflib.get_close_matches(upper, known, n=1, cutoff=0.0)
+            problems.append(f"{name}: no such setting" + (f" (closest: {closest[0]})" if closest else ""))
+    return problems
+
+
+Settings = TypeVar("Settings", bound=ServiceSettings)
+
+
+def load_settings(settings_class: type[Settings]) -> Settings:
+    """A service's settings from this process's environment; raises UnknownSettingError
+    naming every variable under the service's prefix that no field takes."""
+    problems = unknown_settings(settings_class, os.environ)
+    if problems:
+        raise UnknownSettingError("unknown settings in the environment:\n  " + "\n  ".join(problems))
+    return settings_class()

@@ -8,7 +8,7 @@ Model names are litellm's: ``openai/gpt-4o-mini``, ``hosted_vllm/Qwen/Qwen2.5-7B
 :mod:`libs.llm.local` and :mod:`libs.llm.sources`).
 """
 
-from libs.llm.client import Completion, LlmError, Usage, UsageAccumulator, complete, set_max_concurrency
+from libs.llm.client import Completion, LlmError, Usage, UsageAccumulator, call_options, complete, set_max_concurrency
 from libs.llm.local import get_engine, register_local_provider
 from libs.llm.sources import ModelSourceError, register_model_path, resolve_model
 
@@ -18,6 +18,7 @@ __all__ = [
     "ModelSourceError",
     "Usage",
     "UsageAccumulator",
+    "call_options",
     "complete",
     "get_engine",
     "register_local_provider",

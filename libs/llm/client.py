@@ -21,6 +21,8 @@ import litellm
 from opentelemetry import metrics, trace
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from libs.settings import LlmSettings
+
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True  # failures are logged once, structured, below
 tracer = trace.get_tracer("embedforge.llm")
@@ -123,6 +125,16 @@ def _semaphore(model: str) -> threading.BoundedSemaphore:
 
 def provider_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+def call_options(settings: LlmSettings, model: str) -> dict:
+    """The keyword arguments of :func:`complete` that a service's LLM settings give a call to
+    ``model``. The api_base goes only to models of the configured model's provider, so a job
+    that names another provider's model never sends its request to the configured server."""
+    options = {"timeout_s": settings.timeout_s, "attempts": settings.attempts, "backoff_initial_s": settings.backoff_initial_s, "backoff_max_s": settings.backoff_max_s}
+    if settings.api_base and provider_of(model) == provider_of(settings.model) != "local":
+        options["api_base"] = settings.api_base
+    return options
 
 
 def response_format_for(model: str, json_schema: dict) -> dict | None:

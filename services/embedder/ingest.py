@@ -53,11 +53,10 @@ def batches(documents: Iterator[pb.Document], size: int) -> Iterator[list[pb.Doc
 
 
 def open_store(settings: EmbedderSettings) -> VectorStore:
-    path = settings.qdrant_path or str(Path(settings.state_dir) / "qdrant")
     try:
-        return VectorStore(connect(settings.qdrant_url, settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None, path))
+        return VectorStore(connect(settings.qdrant, settings.state_dir))
     except RuntimeError as exc:
-        raise SystemExit(f"cannot open the embedded Qdrant store at {path} ({exc}); is the embedder service running? use --publish") from exc
+        raise SystemExit(f"cannot open the embedded Qdrant store under {settings.state_dir} ({exc}); is the embedder service running? use --publish") from exc
 
 
 def direct_indexer(settings: EmbedderSettings, store: VectorStore) -> Indexer:

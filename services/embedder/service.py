@@ -262,13 +262,7 @@ def build_servicer(settings: EmbedderSettings) -> EmbedderServicer:
     state_dir = Path(settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file = state_dir / "model.json"
-    store = VectorStore(
-        connect(
-            settings.qdrant_url,
-            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
-            settings.qdrant_path or str(state_dir / "qdrant"),
-        )
-    )
+    store = VectorStore(connect(settings.qdrant, settings.state_dir))
     model = EmbeddingModel(startup_spec(settings, state_file), dtype=settings.dtype, batch_tokens=settings.batch_tokens)
     return EmbedderServicer(settings, store, model, state_file)
 

@@ -1,9 +1,17 @@
 import socket
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, StorageSettings
+
+
+class QdrantSettings(BaseModel):
+    """Where the vectors go (env: EMBEDDER_QDRANT__<NAME>)."""
+
+    url: str = Field("", description="Qdrant server or cluster URL; empty = embedded on-disk mode (one replica only) under path.")
+    api_key: SecretStr | None = Field(None, description="API key for url (from a Secret).")
+    path: str = Field("", description="Embedded mode folder; empty = state_dir/qdrant.")
 
 
 class EmbedderSettings(ServiceSettings):
@@ -28,15 +36,14 @@ class EmbedderSettings(ServiceSettings):
     replica_id: str = Field(default_factory=socket.gethostname, description="This replica's name (the pod name in Kubernetes); names its forge.models consumer group.")
     # Qdrant
     collection: str = Field("documents", description="Collection (alias) used when a request or document names none.")
-    qdrant_url: str = Field("", description="Qdrant server or cluster URL; empty = embedded on-disk mode under state_dir/qdrant.")
-    qdrant_api_key: SecretStr | None = Field(None, description="API key for qdrant_url.")
-    qdrant_path: str = Field("", description="Embedded mode folder; empty = state_dir/qdrant.")
+    qdrant: QdrantSettings = QdrantSettings()
+    storage: StorageSettings = StorageSettings()
     # indexing
     chunk_tokens: int = Field(200, description="Chunk size in model tokens (capped to the model's max length - 16).")
     chunk_overlap: int = Field(40, description="Tokens shared by consecutive chunks.")
     upsert_batch: int = Field(256, description="Points per Qdrant upsert.")
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.75
+    bm25_k1: float = Field(1.2, description="BM25 term-frequency saturation of the sparse vectors.")
+    bm25_b: float = Field(0.75, description="BM25 length normalization of the sparse vectors.")
     bm25_avg_length: float = Field(150.0, description="Average chunk length in BM25 terms (the avgdl of BM25).")
     context_model: str = Field("", description="litellm model that writes a context per chunk (contextual retrieval), e.g. local/smollm2; empty = off.")
     context_max_tokens: int = Field(80, description="Longest chunk context the LLM may write.")

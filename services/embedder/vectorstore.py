@@ -21,8 +21,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 from qdrant_client import QdrantClient, models
+
+from services.embedder.settings import QdrantSettings
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -42,13 +45,12 @@ def model_slug_of(physical: str) -> str:
     return physical.rsplit(SEPARATOR, 1)[1] if SEPARATOR in physical else ""
 
 
-def connect(url: str = "", api_key: str | None = None, path: str = "") -> QdrantClient:
-    """A server/cluster client when ``url`` is set, else embedded on-disk local mode at ``path``."""
-    if url:
-        return QdrantClient(url=url, api_key=api_key or None)
-    if not path:
-        raise ValueError("Qdrant needs a url or a local path")
-    return QdrantClient(path=path)
+def connect(qdrant: QdrantSettings, state_dir: str) -> QdrantClient:
+    """A server/cluster client when a URL is set, else embedded on-disk mode (``qdrant.path``,
+    by default ``<state_dir>/qdrant``), which only one process can open."""
+    if qdrant.url:
+        return QdrantClient(url=qdrant.url, api_key=qdrant.api_key.get_secret_value() if qdrant.api_key else None)
+    return QdrantClient(path=qdrant.path or str(Path(state_dir) / "qdrant"))
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from opentelemetry import metrics
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs.kafka import TransientError
-from libs.llm import LlmError, UsageAccumulator, complete
+from libs.llm import LlmError, UsageAccumulator, call_options, complete
 from libs.llm.local import abort_engines
 from libs.llm.templates import PromptTemplate, load_templates
+from libs.settings import LlmSettings
 from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,13 @@ class PlannedExample:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    default_model: str
+    """How examples are written: ``llm.model`` is the generator when a task or chunk names none."""
+
+    llm: LlmSettings
     max_tokens: int = 1024
     temperature: float = 0.8
-    timeout_s: float = 300.0
-    attempts: int = 4
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
     language_alpha: float = 0.5
     concurrency: int = 16
-    api_base: str = ""
 
 
 class GenerationStats:
@@ -173,7 +171,7 @@ class ExampleWriter:
                 attributes=attributes,
             )
             messages = template.render(task=task.description, **template_variables(attributes))
-            planned.append(PlannedExample(raw, messages, task.generator_model or self.config.default_model, template))
+            planned.append(PlannedExample(raw, messages, task.generator_model or self.config.llm.model, template))
         return planned
 
     def plan_chunk(self, chunk: pb.CorpusChunk) -> list[PlannedExample]:
@@ -197,7 +195,7 @@ class ExampleWriter:
                 chunk_text=chunk.text,
             )
             messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **template_variables(attributes))
-            planned.append(PlannedExample(raw, messages, chunk.generator_model or self.config.default_model, template))
+            planned.append(PlannedExample(raw, messages, chunk.generator_model or self.config.llm.model, template))
         return planned
 
     def write_one(self, plan: PlannedExample) -> pb.RawExample:
@@ -210,12 +208,8 @@ class ExampleWriter:
                 json_schema=plan.template.schema_for(dict(plan.raw.attributes)),
                 max_tokens=min(plan.template.answer_budget(dict(plan.raw.attributes)), self.config.max_tokens),
                 temperature=self.config.temperature,
-                timeout_s=self.config.timeout_s,
-                attempts=self.config.attempts,
-                backoff_initial_s=self.config.backoff_initial_s,
-                backoff_max_s=self.config.backoff_max_s,
                 accumulator=self.stats.accumulator(raw.job_id),
-                **({"api_base": self.config.api_base} if self.config.api_base and not plan.model.startswith("local/") else {}),
+                **call_options(self.config.llm, plan.model),
             )
         except LlmError as exc:
             raw.error = f"{exc.reason}: {exc.detail[:500]}"

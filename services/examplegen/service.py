@@ -153,18 +153,7 @@ class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
 
 
 def generation_config(settings: ExamplegenSettings) -> GenerationConfig:
-    return GenerationConfig(
-        default_model=settings.generator_model,
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        timeout_s=settings.llm_timeout_s,
-        attempts=settings.llm_attempts,
-        backoff_initial_s=settings.llm_backoff_initial_s,
-        backoff_max_s=settings.llm_backoff_max_s,
-        language_alpha=settings.language_alpha,
-        concurrency=settings.concurrency,
-        api_base=settings.llm_api_base,
-    )
+    return GenerationConfig(settings.llm, settings.max_tokens, settings.temperature, settings.language_alpha, settings.concurrency)
 
 
 def build(settings: ExamplegenSettings) -> ServiceParts:
@@ -173,10 +162,10 @@ def build(settings: ExamplegenSettings) -> ServiceParts:
     writer = ExampleWriter(generation_config(settings), stats)
     published = PublishedLog(Path(settings.state_dir))
     examplegen = Examplegen(settings, producer, writer, published)
-    if settings.preload_model and settings.generator_model.startswith("local/"):
+    if settings.preload_model and settings.llm.model.startswith("local/"):
         from libs.llm import get_engine
 
-        threading.Thread(target=get_engine, args=(settings.generator_model.split("/", 1)[1],), daemon=True).start()
+        threading.Thread(target=get_engine, args=(settings.llm.model.split("/", 1)[1],), daemon=True).start()
     subscriptions = [
         Subscription(topics.TASKS, examplegen.handle_tasks, batch=True),
         Subscription(topics.CORPUS_CHUNKS, examplegen.handle_chunks, batch=True),

@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.llm import UsageAccumulator, complete
+from libs.llm import UsageAccumulator, call_options, complete
 from libs.llm.parsing import parse_string_list
 from libs.llm.templates import PromptTemplate, load_templates
+from libs.settings import LlmSettings
 from libs.words import jaccard
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
@@ -70,13 +71,10 @@ def task_id(job_id: str, category: int, description: str) -> str:
 
 
 class Brainstormer:
-    def __init__(self, model: str, max_tokens: int, temperature: float, timeout_s: float, attempts: int, api_base: str = "", templates_dir: Path = TEMPLATES_DIR):
-        self.model = model
-        self.api_base = api_base
+    def __init__(self, llm: LlmSettings, max_tokens: int, temperature: float, templates_dir: Path = TEMPLATES_DIR):
+        self.llm = llm
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.timeout_s = timeout_s
-        self.attempts = attempts
         self.templates = load_templates(templates_dir)
 
     def template(self, category: int) -> PromptTemplate:
@@ -87,18 +85,16 @@ class Brainstormer:
         the domain (may be fewer or more than ``count``). Raises LlmError when the call failed for good."""
         template = self.template(category)
         messages = template.render(domain=domain, count=count)
-        model = model or self.model
+        model = model or self.llm.model
         answer = complete(
             model,
             messages,
             json_schema=template.json_schema,
             max_tokens=min(template.max_tokens, self.max_tokens),
             temperature=self.temperature,
-            timeout_s=self.timeout_s,
-            attempts=self.attempts,
             accumulator=accumulator,
             validate=False,  # a truncated list still holds usable tasks
-            **({"api_base": self.api_base} if self.api_base and not model.startswith("local/") else {}),
+            **call_options(self.llm, model),
         )
         tasks = [t for t in (clean_task(item) for item in parse_string_list(answer.text)) if t]
         prompt_words = word_set(" ".join(m["content"] for m in template.render(domain="", count="")))

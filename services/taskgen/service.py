@@ -109,7 +109,7 @@ class TaskgenRunner:
             generator_model=job.spec.generator_model,
             languages=job.spec.languages,
             seed=job.spec.seed,
-            brainstorm_model=(job.spec.brainstorm_model or self.settings.brainstorm_model) if template_id else "",
+            brainstorm_model=(job.spec.brainstorm_model or self.settings.llm.model) if template_id else "",
             template_id=template_id,
             template_version=template_version,
         )
@@ -258,7 +258,7 @@ class ProgressCounter:
 def build(settings: TaskgenSettings) -> ServiceParts:
     store = JobStore(Path(settings.state_dir))
     producer = ProtoProducer(settings.kafka, client_id="taskgen")
-    brainstormer = Brainstormer(settings.brainstorm_model, settings.brainstorm_max_tokens, settings.brainstorm_temperature, settings.llm_timeout_s, settings.llm_attempts, settings.llm_api_base)
+    brainstormer = Brainstormer(settings.llm, settings.brainstorm_max_tokens, settings.brainstorm_temperature)
     runner = TaskgenRunner(store, producer, brainstormer, settings)
 
     def register_job(record: Received) -> list[Outgoing]:

@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, StorageSettings
 
 
 class TrainerSettings(ServiceSettings):
@@ -18,3 +18,4 @@ class TrainerSettings(ServiceSettings):
     learning_rate_lora: float = Field(1e-4, description="Default learning rate for LoRA (paper: 1e-4).")
     mine_negatives: int = Field(7, description="Hard negatives mined per query from the corpus (0 disables mining).")
     checkpoint_every: int = Field(50, description="Optimizer steps between checkpoints.")
+    storage: StorageSettings = StorageSettings()

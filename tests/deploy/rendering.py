@@ -58,3 +58,24 @@ def pod_spec(doc: dict) -> dict | None:
     if doc["kind"] == "Pod":
         return doc["spec"]
     return None
+
+
+def pod_environment(docs: list[dict], workload: dict, secrets: dict[tuple[str, str], str] | None = None) -> dict[str, str]:
+    """The environment of a workload's main container as Kubernetes would build it: its
+    ConfigMaps (envFrom), then its env entries. A Secret reference takes ``secrets[(name, key)]``
+    (default: a placeholder naming the reference); downward-API fields take a placeholder."""
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    configmaps = objects(docs, "ConfigMap")
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            environment.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            environment[entry["name"]] = entry["value"]
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["secretKeyRef"]
+            environment[entry["name"]] = (secrets or {}).get((ref["name"], ref["key"]), f"secret:{ref['name']}/{ref['key']}")
+        else:
+            environment[entry["name"]] = f"field:{entry['name']}"
+    return environment

@@ -134,3 +134,68 @@ tolerations:
 {{- end -}}
 {{- join "," $attrs -}}
 {{- end -}}
+
+
+{{/* The ConfigMap data of one service: its settings as <SVC>_* variables plus plain env.
+Call with (list $ name svc). Also hashed into the pod's checksum/config annotation, so a
+change restarts only the pods of the service it belongs to. */}}
+{{- define "embedforge.configData" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $svc := index . 2 -}}
+{{- $p := include "embedforge.envPrefix" $name -}}
+{{- $config := $svc.config | default dict -}}
+{{- $vllm := and $svc.llm $root.Values.vllm.enabled -}}
+{{ $p }}GRPC_HOST: "0.0.0.0"
+{{ $p }}GRPC_PORT: {{ $svc.grpcPort | quote }}
+{{ $p }}STATE_DIR: {{ $root.Values.storage.mountPath | quote }}
+{{ $p }}SHUTDOWN_GRACE_S: {{ $svc.shutdownGraceSeconds | quote }}
+{{ $p }}KAFKA__BOOTSTRAP_SERVERS: {{ $root.Values.kafka.bootstrapServers | quote }}
+{{ $p }}KAFKA__SECURITY_PROTOCOL: {{ $root.Values.kafka.securityProtocol | quote }}
+{{- with $root.Values.kafka.saslMechanism }}
+{{ $p }}KAFKA__SASL_MECHANISM: {{ . | quote }}
+{{- end }}
+{{- if $root.Values.kafka.tls.caSecret }}
+{{ $p }}KAFKA__SSL_CAFILE: {{ printf "/etc/embedforge/kafka-ca/%s" $root.Values.kafka.tls.caKey | quote }}
+{{- end }}
+{{ $p }}KAFKA__SESSION_TIMEOUT_MS: {{ $root.Values.kafka.sessionTimeoutMs | quote }}
+{{ $p }}KAFKA__TOPIC_PREFIX: {{ $root.Values.kafka.topicPrefix | quote }}
+{{ $p }}TELEMETRY__OTLP_ENDPOINT: {{ $root.Values.telemetry.otlpEndpoint | quote }}
+{{ $p }}TELEMETRY__LOG_LEVEL: {{ $root.Values.telemetry.logLevel | quote }}
+{{ $p }}TELEMETRY__LOG_FORMAT: {{ $root.Values.telemetry.logFormat | quote }}
+{{- if $svc.sharedStorage }}
+{{ $p }}STORAGE__URI: {{ include "embedforge.storageUri" $root | quote }}
+{{- end }}
+# Model downloads go to the state volume, not the small /tmp.
+HF_HOME: {{ printf "%s/huggingface" $root.Values.storage.mountPath | quote }}
+{{- if and $svc.sharedStorage (hasPrefix "s3://" (include "embedforge.storageUri" $root)) }}
+{{- with $root.Values.storage.s3.endpointUrl }}
+AWS_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- with $root.Values.storage.s3.region }}
+AWS_REGION: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if and $svc.qdrant (include "embedforge.qdrantUrl" $root) }}
+{{ $p }}QDRANT__URL: {{ include "embedforge.qdrantUrl" $root | quote }}
+{{- end }}
+{{- if and $vllm (not (hasKey $config "LLM__MODEL")) }}
+{{ $p }}LLM__MODEL: {{ printf "hosted_vllm/%s" $root.Values.vllm.servedModelName | quote }}
+{{- end }}
+{{- if and $vllm (not (hasKey $config "LLM__API_BASE")) }}
+{{ $p }}LLM__API_BASE: {{ include "embedforge.vllmApiBase" $root | quote }}
+{{- end }}
+{{- range $key, $value := $root.Values.env }}
+{{- include "embedforge.assertNotSecret" $key }}
+{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- range $key, $value := $config }}
+{{- include "embedforge.assertNotSecret" $key }}
+{{ $p }}{{ upper $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The OpenAI-compatible base URL of the chart's vLLM server. */}}
+{{- define "embedforge.vllmApiBase" -}}
+{{- printf "http://%s:%v/v1" (include "embedforge.componentName" (list . "vllm")) .Values.vllm.port -}}
+{{- end -}}

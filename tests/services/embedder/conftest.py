@@ -13,7 +13,7 @@ from embedforge.v1 import embedder_pb2_grpc as api_grpc
 from libs.grpc import GrpcServer, GrpcService, traced_channel
 from services.embedder.engine import EmbeddingModel, spec_from_folder
 from services.embedder.service import EmbedderServicer, default_model_path
-from services.embedder.settings import EmbedderSettings
+from services.embedder.settings import EmbedderSettings, QdrantSettings
 from services.embedder.vectorstore import VectorStore, connect
 
 
@@ -59,7 +59,7 @@ def new_servicer(settings: EmbedderSettings, model: EmbeddingModel) -> EmbedderS
     """A servicer over the embedded Qdrant store of ``settings.state_dir``, serving a loaded model."""
     state = Path(settings.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    return EmbedderServicer(settings, VectorStore(connect(path=str(state / "qdrant"))), model, state / "model.json")
+    return EmbedderServicer(settings, VectorStore(connect(QdrantSettings(), str(state))), model, state / "model.json")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import sys
 
 from libs.local.runtime import REPO_ROOT, python_env
 from services.embedder.ingest import read_documents
+from services.embedder.settings import QdrantSettings
 from services.embedder.vectorstore import VectorStore, connect
 
 
@@ -25,7 +26,7 @@ def test_the_cli_indexes_a_corpus_into_the_embedded_store(tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"indexed": 5, "chunks": 5, "collection": "bulk"}
-    store = VectorStore(connect(path=str(tmp_path / "state" / "qdrant")))
+    store = VectorStore(connect(QdrantSettings(), str(tmp_path / "state")))
     try:
         assert store.count("bulk") == 5
     finally:

@@ -24,8 +24,8 @@ RETRIEVAL_ANSWER = {"user_query": "q", "positive_document": "p", "hard_negative_
 
 
 def settings_for(kafka_settings, state_dir, **overrides) -> ExamplegenSettings:
-    values = {"generator_model": "recorded/generator", "llm_backoff_initial_s": 0.01, "llm_backoff_max_s": 0.05, **overrides}
-    return ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), **values)
+    llm = {"model": "recorded/generator", "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **overrides.pop("llm", {})}
+    return ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), llm=llm, **overrides)
 
 
 def task(category=pb.CATEGORY_RETRIEVAL, description="Retrieve tenancy rulings that answer a tenant's question", num_examples=2, **fields) -> pb.Task:
@@ -73,7 +73,7 @@ def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_contin
         return Reply(text=json.dumps(RETRIEVAL_ANSWER))
 
     with FaultServer([], choose=choose) as server:
-        settings = settings_for(kafka_settings, tmp_path, generator_model="openai/fault", llm_api_base=server.api_base, llm_attempts=2, llm_timeout_s=0.5)
+        settings = settings_for(kafka_settings, tmp_path, llm={"model": "openai/fault", "api_base": server.api_base, "attempts": 2, "timeout_s": 0.5})
         words = ["RATE", "BROKEN", "SLOW", "GARBLED", "FINE"]
         sent = {w: task(description=f"Retrieve {w} documents for tenants", num_examples=1) for w in words}
         with Running(build(settings)) as running:

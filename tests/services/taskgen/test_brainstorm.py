@@ -2,12 +2,13 @@
 recorded-response provider registered in litellm (recorded.py)."""
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.settings import LlmSettings
 from services.taskgen.brainstorm import Brainstormer, clean_task, normalize_task, task_id
 from tests.services.taskgen.recorded import register_script
 
 
 def brainstormer() -> Brainstormer:
-    return Brainstormer("scripted/brainstorm", max_tokens=256, temperature=1.0, timeout_s=10, attempts=1)
+    return Brainstormer(LlmSettings(model="scripted/brainstorm", timeout_s=10, attempts=1), max_tokens=256, temperature=1.0)
 
 
 def test_messy_answer_gives_clean_task_sentences():

@@ -20,8 +20,8 @@ from tests.services.examplegen.harness import Running, TopicReader
 
 
 def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings, tmp_path):
-    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), brainstorm_model="local/qwen2.5-0.5b-instruct", brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3, llm_attempts=1)
-    examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), generator_model="local/smollm2", max_tokens=800, llm_attempts=2)
+    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), llm={"model": "local/qwen2.5-0.5b-instruct", "attempts": 1}, brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3)
+    examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), llm={"model": "local/smollm2", "attempts": 2}, max_tokens=800)
     spec = pb.JobSpec(
         domain="home cooking recipes",
         categories=[pb.CategoryTarget(category=pb.CATEGORY_CLASSIFICATION, num_tasks=1, examples_per_task=2)],

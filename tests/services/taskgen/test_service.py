@@ -26,7 +26,7 @@ def ideas(start: int, count: int) -> str:
 
 
 def settings_for(kafka_settings, state_dir, **overrides) -> TaskgenSettings:
-    return TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), brainstorm_model="scripted/brainstorm", llm_attempts=1, **overrides)
+    return TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), llm={"model": "scripted/brainstorm", "attempts": 1}, **overrides)
 
 
 def spec(**fields) -> pb.JobSpec:
@@ -132,7 +132,7 @@ def test_restart_mid_job_resumes_without_redoing_or_duplicating_tasks(kafka_sett
     job = pb.Job(job_id="job-restart", spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=6, examples_per_task=1)]))
     settings = settings_for(kafka_settings, tmp_path)
     producer = ProtoProducer(kafka_settings, client_id="test-taskgen")
-    brainstormer = Brainstormer(settings.brainstorm_model, 256, 1.0, 10, 1)
+    brainstormer = Brainstormer(settings.llm, 256, 1.0)
 
     store = JobStore(tmp_path)
     store.add(job)
