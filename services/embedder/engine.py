@@ -161,7 +161,8 @@ def pack_linears(model: torch.nn.Module, rows_hint: int) -> None:
 
 
 def packing_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+    """oneDNN's packed bf16 linears exist only on CPUs with native bf16 (a forced bf16 elsewhere runs unpacked)."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available() and bf16_supported()
 
 
 def length_batches(lengths: list[int], budget: int) -> list[list[int]]:
