@@ -141,6 +141,11 @@ fsspec.register_implementation("s3", BotoS3FileSystem, clobber=True)
 fsspec.register_implementation("s3a", BotoS3FileSystem, clobber=True)
 
 
+def service_storage(settings) -> "Storage":
+    """A service's storage: ``settings.storage.uri``, or ``file://<state_dir>/storage`` when empty."""
+    return Storage(settings.storage.uri, Path(settings.state_dir) / "storage")
+
+
 class Storage:
     """Keys (``a/b/c``) under one root URI; an empty URI means ``file://<default_root>``."""
 
