@@ -1,6 +1,7 @@
 """An S3 endpoint on loopback (moto's server mode) for tests, benchmarks and local trials: boto3
 (and so libs.storage) talks to it over HTTP like any S3-compatible store, through ``AWS_ENDPOINT_URL``."""
 
+import logging
 import os
 import uuid
 
@@ -22,6 +23,7 @@ class MotoS3:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
     def start(self) -> "MotoS3":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
         self.server.start()
         os.environ.update(self.env)  # this process's boto3 clients; children inherit it
         return self
