@@ -8,6 +8,7 @@ import pytest
 
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker
+from libs.local.objectstore import MotoS3
 from libs.settings import KafkaSettings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -52,3 +53,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"evaluation data not found at {SHARED_DATA} (../shared/data beside the repository)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback, a real HTTP endpoint: this process and its children reach it
+    through AWS_ENDPOINT_URL and test credentials, which the fixture puts in os.environ."""
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_uri(s3_server) -> str:
+    """A fresh bucket with a prefix, as a storage URI (s3://bucket/prefix)."""
+    return s3_server.bucket() + "/embedforge"

@@ -26,6 +26,7 @@ from libs.kafka import physical_name
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.report import write_report
 from libs.local.runtime import LocalRuntime
+from libs.storage import Storage
 
 DEMO_DOCS = Path(__file__).resolve().parents[1] / "examples" / "demo" / "docs"
 
@@ -129,7 +130,9 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     xquad = next(e for e in report["evaluation"] if e["dataset"] == "xquad-small" and e["metric"] == "ndcg@10")
     assert xquad["base"] > 0.5  # all-MiniLM-L6-v2 ranks these English passages well; a broken eval would not
     assert [m.model_id for m in models] == [report["model"]["model_id"]]
-    model = SentenceTransformer(report["model"]["path"], device="cpu")
+    # Trainer and embedder share local mode's storage (file://<run dir>/storage): fetch it as the embedder does.
+    folder = Storage((tmp_path / "run" / "storage").as_uri()).get_folder(report["model"]["uri"], report["model"]["manifest_digest"], tmp_path / "model")
+    model = SentenceTransformer(str(folder), device="cpu")
     assert model.encode(["status lights"]).shape == (1, models[0].dimensions)
 
     # Index: the embedder serves the new model and indexed every document once; Qdrant agrees.

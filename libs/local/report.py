@@ -62,7 +62,7 @@ def render_markdown(report: dict) -> str:
         "",
         "## Model and index",
         "",
-        f"Model `{report['model']['model_id']}` at `{report['model']['path']}`.",
+        f"Model `{report['model']['model_id']}` at `{report['model']['uri']}`.",
         f"Qdrant collection `{report['index']['collection']}`: {report['index']['points']} points.",
         "",
     ]

@@ -19,6 +19,7 @@ from libs.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
+STORAGE_SERVICES = ("trainer", "embedder")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,10 +56,12 @@ class LocalRuntime:
 
     ``extra_env`` is passed to every service process; ``{PREFIX}`` in a name becomes the
     service's prefix, so ``{"{PREFIX}TELEMETRY__LOG_LEVEL": "DEBUG"}`` reaches all five.
+    Trainer and embedder share the object storage at ``storage_uri`` (default ``file://<run_dir>/storage``).
     """
 
-    def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = ""):
+    def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = ""):
         self.run_dir = run_dir
+        self.storage_uri = storage_uri or (run_dir / "storage").resolve().as_uri()
         self.services = services
         self.extra_env = extra_env or {}
         self.topic_prefix = topic_prefix
@@ -93,6 +96,8 @@ class LocalRuntime:
             f"{prefix}KAFKA__HEARTBEAT_INTERVAL_MS": str(kafka.heartbeat_interval_ms),
             f"{prefix}KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         }
+        if name in STORAGE_SERVICES:  # models and run state: one object store shared by trainer and embedder
+            env[f"{prefix}STORAGE__URI"] = self.storage_uri
         env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
         return env
 

@@ -196,7 +196,9 @@ class Trainer:
         steps = sum(len([b for b in self._plan(e) if len(b) >= 2]) for e in range(self.config.epochs))
         return min(steps, self.config.max_steps) if self.config.max_steps else steps
 
-    def train(self, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    def train(self, on_step: Callable[[int, int, float], None] | None = None, on_checkpoint: Callable[[int, Path], None] | None = None) -> TrainResult:
+        """Train to the end, resuming from the checkpoint file if there is one; ``on_checkpoint(step,
+        path)`` runs on rank 0 after each checkpoint is saved (e.g. to copy it to object storage)."""
         config = self.config
         result = TrainResult(steps=0, total_steps=self.total_steps)
         epoch, position = self._resume(result)
@@ -221,6 +223,8 @@ class Trainer:
                     on_step(result.steps, self.total_steps, loss)
                 if config.checkpoint_every and result.steps % config.checkpoint_every == 0 and result.steps < self.total_steps:
                     self._save(result, epoch, position)
+                    if on_checkpoint is not None and self.rank == 0:
+                        on_checkpoint(result.steps, self.checkpoint_path)
             epoch, position = epoch + 1, 0
         return result
 

@@ -1,7 +1,10 @@
 """Embedder: serves the current model over gRPC (Embed, Search, GetModelInfo), indexes
 forge.documents into Qdrant, and swaps models on forge.models events without failing a request.
 
-Model swap: the new model is loaded beside the serving one, every collection is re-indexed
+Model swap: the replica downloads the model folder from object storage (ModelReady.uri) into its
+own cache (state_dir/models/<manifest digest>), verifying the manifest against the published digest
+and every file against the manifest; a mismatch is refused and the old model keeps serving. Then
+the new model is loaded beside the serving one, every collection is re-indexed
 into the new model's physical collection while the old model keeps serving, then the
 serving model and the aliases switch (the model by one reference assignment, the aliases
 in one atomic alias update) and the old model finishes its queued work before it is
@@ -27,6 +30,7 @@ from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.modeling.pooling import format_query
 from libs.service import ServiceParts
+from libs.storage import IntegrityError, redact, service_storage
 from services.embedder.batching import DynamicBatcher
 from services.embedder.contextual import Contextualizer
 from services.embedder.engine import EmbeddingModel, ModelSpec, slug, spec_from_folder
@@ -82,6 +86,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
         self.settings = settings
         self.store = store
         self.state_file = state_file
+        self.storage = service_storage(settings)
+        self.models_dir = Path(settings.state_dir) / "models"
         self.batcher = DynamicBatcher(settings.batch_tokens, settings.max_wait_ms / 1000)
         self.indexer = Indexer(
             store,
@@ -214,13 +220,21 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
         if event.model_id == old.spec.model_id:
             log.info("model already serving; event ignored", extra={"model_id": event.model_id})
             return
-        if not event.path:
-            raise ValueError(f"ModelReady {event.model_id!r} has no path")
+        if not event.uri or not event.manifest_digest:
+            raise ValueError(f"ModelReady {event.model_id!r} has no uri or manifest_digest")
         with tracer.start_as_current_span("model swap", attributes={"from": old.spec.model_id, "to": event.model_id}):
-            spec = spec_from_folder(event.path, event.model_id, event.pooling, event.max_length, event.query_instruction, event.base_model)
+            try:
+                folder = self.storage.get_folder(event.uri, event.manifest_digest, self.models_dir / event.manifest_digest)
+            except IntegrityError as exc:
+                log.error(
+                    "model refused: its stored files do not match the published manifest digest; the old model keeps serving",
+                    extra={"model_id": event.model_id, "uri": redact(event.uri), "serving": old.spec.model_id, "detail": str(exc)},
+                )
+                return
+            spec = spec_from_folder(str(folder), event.model_id, event.pooling, event.max_length, event.query_instruction, event.base_model)
             new = self.load(spec)
             if event.dimensions and event.dimensions != new.dimensions:
-                raise ValueError(f"ModelReady says {event.dimensions} dimensions, the model at {event.path} makes {new.dimensions}")
+                raise ValueError(f"ModelReady says {event.dimensions} dimensions, the model at {redact(event.uri)} makes {new.dimensions}")
             new_slug = slug(spec.model_id)
             with self.index_lock:
                 self.loaded[new_slug] = new

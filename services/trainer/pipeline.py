@@ -1,6 +1,11 @@
 """One training run, stage by stage: snapshot -> mine negatives -> fine-tune -> evaluate
 (base vs tuned, same run) -> merge (LoRA, LM-Cocktail) -> export with a model card.
 
+With ``storage_uri`` set (the service always sets it) each checkpoint is copied to object
+storage (libs.storage) under ``trainer/runs/<run_id>/`` and the exported model is uploaded to
+``models/<model_id>/`` with its manifest: a trainer that lost its disk resumes the run from the
+last stored checkpoint, and embedders load the model from storage, never from this disk.
+
 Each stage is also a CLI command (services/trainer/cli.py). A run reports progress as JSON
 lines through ``report`` (the service tails them from the run's events file).
 """
@@ -25,7 +30,8 @@ from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives
 from libs.modeling.pooling import format_query, prompt_of
-from libs.modeling.trainer import Trainer, TrainConfig
+from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig
+from libs.storage import Storage
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict], None]
@@ -63,6 +69,40 @@ class RunConfig:
     model_id: str = ""
     export_dir: str = ""
     provenance: dict = field(default_factory=dict)
+    # Object storage root (libs.storage URI) for checkpoints and the exported model; empty = local only.
+    storage_uri: str = ""
+
+
+MINED_FILE = "train.mined.jsonl"
+
+
+def run_key(run_id: str) -> str:
+    """Where a run's state lives in object storage."""
+    return f"trainer/runs/{run_id}"
+
+
+def relocate(config: RunConfig, run_dir: str) -> RunConfig:
+    """The config of a run restored into another folder: paths inside the old run folder move along."""
+    old = config.run_dir.rstrip("/")
+
+    def moved(path: str) -> str:
+        return run_dir + path[len(old) :] if path == old or path.startswith(old + "/") else path
+
+    config.dataset_path, config.run_dir, config.export_dir = moved(config.dataset_path), run_dir, moved(config.export_dir)
+    config.train.output_dir = moved(config.train.output_dir)
+    return config
+
+
+def store_checkpoint(config: RunConfig, step: int) -> None:
+    """Copy the checkpoint (and the negatives it trains with) to storage, point the run's
+    checkpoint.json at it, then drop the previous one."""
+    storage = Storage(config.storage_uri)
+    key = run_key(Path(config.run_dir).name)
+    previous = storage.read_json(f"{key}/checkpoint.json")
+    stored = storage.put_folder(Path(config.run_dir), f"{key}/checkpoints/{step:08d}", [CHECKPOINT_FILE, MINED_FILE])
+    storage.write_json(f"{key}/checkpoint.json", {"step": step, "uri": stored.uri, "digest": stored.digest})
+    if previous and previous["uri"] != stored.uri:
+        storage.delete(storage.key_of(previous["uri"]))
 
 
 def from_dict(cls, raw: dict):
@@ -154,7 +194,7 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
         if rank == 0:
             report({"state": "training", "step": step, "total_steps": total, "loss": round(loss, 6)})
 
-    result = trainer.train(on_step)
+    result = trainer.train(on_step, (lambda step, _path: store_checkpoint(config, step)) if config.storage_uri else None)
     if rank == 0:
         save_trained(embedder, Path(config.run_dir) / "trained")
         report({"state": "training", "trained_s": round(time.perf_counter() - started, 2), "steps": result.steps, "resumed_from": result.resumed_from})
@@ -237,8 +277,10 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
     card = ModelCard(model_id, str(config.model.base_model), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
     export_model(merged, export_dir, card)
+    stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
     done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,
-            "max_length": config.model.max_length, "merge_weight": weight, "evals": evals}
+            "max_length": config.model.max_length, "merge_weight": weight, "evals": evals,
+            "model_uri": stored.uri if stored else "", "manifest_digest": stored.digest if stored else ""}
     report(done)
     return done
 
@@ -247,7 +289,7 @@ def execute(config: RunConfig, report: Report) -> dict:
     """The whole run in this process (rank 0 evaluates and exports under torchrun)."""
     rank, world_size = init_distributed()
     run_dir = Path(config.run_dir)
-    mined_path = run_dir / "train.mined.jsonl"
+    mined_path = run_dir / MINED_FILE
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         train, dev, manifest = snapshot(config)

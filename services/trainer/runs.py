@@ -5,11 +5,18 @@ child writes), stderr.log, checkpoint.pt, and state.json (the Run message). Trai
 ``python -m services.trainer.cli run`` so the gRPC server stays responsive, a cancel is a
 signal to the child's process group, and a restarted service relaunches unfinished runs,
 which resume from their last checkpoint.
+
+Object storage holds each run under ``trainer/runs/<run_id>/``: its input (run.json and the job's
+dataset snapshot, a manifest folder), state.json (the Run at its last state change) and the last
+checkpoint the run process stored. A service whose state dir lacks a run that storage has
+rebuilds its folder from there, so a trainer rescheduled with an empty disk resumes the run from
+its last stored checkpoint.
 """
 
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +29,8 @@ from opentelemetry import metrics, trace
 
 from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
-from services.trainer.pipeline import RunConfig, save_run_config
+from libs.storage import Storage
+from services.trainer.pipeline import RunConfig, load_run_config, relocate, run_key, save_run_config
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.trainer")
@@ -50,21 +58,27 @@ class RunHandle:
         self.cancelled = False
         self.events_read = 0
         self.transitions: list[api.Run] = []  # the run as it entered each state, in order
+        input_file = folder / "input.json"
+        self.input: dict = json.loads(input_file.read_text()) if input_file.exists() else {}  # the stored input folder: uri, digest
 
 
 class RunManager:
     """Owns the runs; ``on_success(run, event)`` is called once when a run's model is exported."""
 
-    def __init__(self, root: Path, max_concurrent: int, run_threads: int, on_success: Callable[[api.Run, dict], None]):
+    def __init__(self, root: Path, storage: Storage, max_concurrent: int, run_threads: int, on_success: Callable[[api.Run, dict], None]):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.storage = storage
         self.max_concurrent = max_concurrent
         self.run_threads = run_threads
         self.on_success = on_success
         self.changed = threading.Condition()
         self.runs: dict[str, RunHandle] = {}
         self.stopping = threading.Event()
-        for state_file in sorted(self.root.glob("*/state.json")):
+        for run_id in storage.list("trainer/runs"):
+            if not (self.root / run_id / "state.json").exists():
+                self._restore(run_id)
+        for state_file in sorted(self.root.glob("[!.]*/state.json")):
             run = json_format.Parse(state_file.read_text(), api.Run())
             handle = RunHandle(run, state_file.parent)
             events = state_file.parent / "events.jsonl"
@@ -83,6 +97,9 @@ class RunManager:
             folder = Path(config.run_dir)
             folder.mkdir(parents=True, exist_ok=True)
             save_run_config(config, folder / "run.json")
+            names = [n for n in ("run.json", "dataset.jsonl", "snapshot.json") if (folder / n).exists()]
+            stored = self.storage.put_folder(folder, f"{run_key(run.run_id)}/input", names)
+            (folder / "input.json").write_text(json.dumps({"uri": stored.uri, "digest": stored.digest}))
             run.state = api.RUN_STATE_QUEUED
             run.created_at.GetCurrentTime()
             handle = RunHandle(run, folder)
@@ -207,7 +224,7 @@ class RunManager:
             del run.evals[:]
             run.evals.extend(pb.EvalResult(**e) for e in event["evals"])
         if event.get("state") == "succeeded":
-            run.model_id, run.model_path = event["model_id"], event["model_path"]
+            run.model_id, run.model_uri, run.manifest_digest = event["model_id"], event["model_uri"], event["manifest_digest"]
             self._persist(handle)
             try:
                 self.on_success(self._copy(run), event)
@@ -229,8 +246,34 @@ class RunManager:
         handle.run.updated_at.GetCurrentTime()
         if not handle.transitions or handle.transitions[-1].state != handle.run.state:
             handle.transitions.append(self._copy(handle.run))
+            self.storage.write_json(f"{run_key(handle.run.run_id)}/state.json", {"run": json_format.MessageToDict(handle.run), "input": handle.input})
         (handle.folder / "state.json").write_text(json_format.MessageToJson(handle.run))
         self.changed.notify_all()
+
+    def _restore(self, run_id: str) -> None:
+        """Rebuild a run's folder from storage: its state, and for an unfinished run its input and
+        last stored checkpoint (verified downloads), with paths moved into this state dir."""
+        key = run_key(run_id)
+        state = self.storage.read_json(f"{key}/state.json")
+        if state is None:
+            return
+        run = json_format.ParseDict(state["run"], api.Run())
+        checkpoint = self.storage.read_json(f"{key}/checkpoint.json") if run.state not in TERMINAL else None
+        parts = [] if run.state in TERMINAL else [state["input"], *([checkpoint] if checkpoint else [])]
+        staging = self.root / f".restore-{run_id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for n, part in enumerate(parts):
+            downloaded = self.storage.get_folder(part["uri"], part["digest"], staging / f".part{n}")
+            for file in downloaded.iterdir():
+                os.replace(file, staging / file.name)
+            downloaded.rmdir()
+        if parts:
+            save_run_config(relocate(load_run_config(staging / "run.json"), str(self.root / run_id)), staging / "run.json")
+        (staging / "input.json").write_text(json.dumps(state["input"]))
+        (staging / "state.json").write_text(json_format.MessageToJson(run))
+        os.replace(staging, self.root / run_id)
+        log.info("run restored from storage", extra={"run_id": run_id, "state": api.RunState.Name(run.state), "checkpoint_step": checkpoint["step"] if checkpoint else 0})
 
     @staticmethod
     def _copy(run: api.Run) -> api.Run:

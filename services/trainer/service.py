@@ -4,7 +4,10 @@ forge.jobs tells the trainer each job's training spec, eval sets and planned siz
 forge.examples.curated fills the job's dataset and forge.examples.rejected counts the other
 outcomes. StartRun (or the auto-start, when a job's curated set reaches its target share of the
 planned examples, or when every planned example has an outcome) snapshots the dataset and launches a run process; when it
-has exported the model, a ModelReady goes to forge.models.
+has exported the model and uploaded it to object storage, a ModelReady with its URI and manifest digest goes to
+forge.models. Jobs, curated examples, rejected ids, runs and published models live in object storage
+(settings.storage.uri, default file://<state_dir>/storage), so a trainer rescheduled with an empty state dir
+resumes where the last one stopped.
 """
 
 import json
@@ -30,6 +33,7 @@ from libs.modeling.embedder import LoraSettings, ModelConfig
 from libs.modeling.mining import MiningConfig
 from libs.modeling.trainer import TrainConfig
 from libs.service import ServiceParts
+from libs.storage import redact, service_storage
 from services.trainer.pipeline import MergeConfig, RunConfig
 from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
@@ -86,15 +90,14 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
     def __init__(self, settings: TrainerSettings, producer: ProtoProducer):
         self.settings = settings
         self.producer = producer
-        root = Path(settings.state_dir) / "trainer"
-        self.runs_dir = root / "runs"
-        self.models_file = root / "models.jsonl"
-        self.curated = CuratedStore(root / "curated")
-        self.jobs = JobStore(root / "jobs")
-        self.rejected = RejectedLog(root / "rejected")
+        self.storage = service_storage(settings)
+        self.runs_dir = Path(settings.state_dir) / "trainer" / "runs"
+        self.curated = CuratedStore(self.storage)
+        self.jobs = JobStore(self.storage)
+        self.rejected = RejectedLog(self.storage)
         self.lock = threading.Lock()
-        self.models_lock = threading.Lock()
-        self.runs = RunManager(self.runs_dir, settings.max_concurrent_runs, settings.run_threads, self.publish)
+        self.runs = RunManager(self.runs_dir, self.storage, settings.max_concurrent_runs, settings.run_threads, self.publish)
+        log.info("trainer state in object storage", extra={"storage": redact(self.storage.uri), "jobs": len(self.jobs.jobs), "runs": len(self.runs.runs)})
 
     # ----- Kafka
 
@@ -103,17 +106,15 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.maybe_auto_start(record.message.job_id)
         return []
 
-    def record_curated(self, record: Received) -> list[Outgoing]:
-        message: pb.CuratedExample = record.message
-        self.curated.add(message.job_id, record.partition, record.offset, message)
-        self.maybe_auto_start(message.job_id)
+    def record_curated(self, records: list[Received]) -> list[Outgoing]:
+        for job_id in self.curated.add_batch([(r.partition, r.offset, r.message) for r in records]):
+            self.maybe_auto_start(job_id)
         return []
 
-    def record_rejected(self, record: Received) -> list[Outgoing]:
-        message: pb.RejectedExample = record.message
-        if message.job_id and message.example_id:
-            self.rejected.add(message.job_id, message.example_id)
-            self.maybe_auto_start(message.job_id)
+    def record_rejected(self, records: list[Received]) -> list[Outgoing]:
+        rows = [(r.partition, r.offset, r.message.job_id, r.message.example_id) for r in records if r.message.job_id and r.message.example_id]
+        for job_id in self.rejected.add_batch(rows):
+            self.maybe_auto_start(job_id)
         return []
 
     def maybe_auto_start(self, job_id: str) -> None:
@@ -175,17 +176,19 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction, chunk_words)
             config.model_id = f"{request.job_id or 'model'}-{run_id}"
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
+            config.storage_uri = self.storage.uri
             run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)
             return self.runs.start(run, config)
 
     def publish(self, run: api.Run, event: dict) -> None:
-        """The run exported its model: publish ModelReady on forge.models and list it."""
+        """The run exported and uploaded its model: publish ModelReady on forge.models and list it."""
         config = json.loads((self.runs_dir / run.run_id / "run.json").read_text())
         ready = pb.ModelReady(
             model_id=run.model_id,
             run_id=run.run_id,
             job_id=run.job_id,
-            path=str(Path(run.model_path).resolve()),
+            uri=run.model_uri,
+            manifest_digest=run.manifest_digest,
             base_model=config["model"]["base_model"],
             dimensions=event["dimensions"],
             pooling=event["pooling"],
@@ -195,10 +198,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             dataset_manifest=run.dataset_manifest,
         )
         ready.created_at.GetCurrentTime()
+        self.storage.write_bytes(f"trainer/models/{ready.model_id}.json", json_format.MessageToJson(ready).encode())
         self.producer.send_and_wait(topics.MODELS, ready.model_id, ready)
-        with self.models_lock, open(self.models_file, "a", encoding="utf-8") as handle:
-            handle.write(json_format.MessageToJson(ready, indent=None) + "\n")
-        log.info("model published", extra={"model_id": ready.model_id, "run_id": run.run_id, "path": ready.path})
+        log.info("model published", extra={"model_id": ready.model_id, "run_id": run.run_id, "uri": redact(ready.uri), "manifest_digest": ready.manifest_digest})
 
     # ----- gRPC
 
@@ -218,9 +220,8 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         return api.CancelRunResponse(run=self.runs.cancel(request.run_id))
 
     def ListModels(self, request: api.ListModelsRequest, context) -> api.ListModelsResponse:
-        with self.models_lock:
-            lines = self.models_file.read_text(encoding="utf-8").splitlines() if self.models_file.exists() else []
-        models = [json_format.Parse(line, pb.ModelReady()) for line in lines]
+        models = [json_format.Parse(self.storage.read_bytes(f"trainer/models/{name}").decode(), pb.ModelReady()) for name in self.storage.list("trainer/models")]
+        models.sort(key=lambda m: m.created_at.ToNanoseconds())
         return api.ListModelsResponse(models=[m for m in models if not request.job_id or m.job_id == request.job_id])
 
     def _run(self, run_id: str) -> api.Run:
@@ -236,8 +237,8 @@ def build(settings: TrainerSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="trainer")
     servicer = TrainerServicer(settings, producer)
     subscriptions = [
-        Subscription(topics.EXAMPLES_CURATED, per_message(servicer.record_curated)),
-        Subscription(topics.EXAMPLES_REJECTED, per_message(servicer.record_rejected)),
+        Subscription(topics.EXAMPLES_CURATED, servicer.record_curated, batch=True),
+        Subscription(topics.EXAMPLES_REJECTED, servicer.record_rejected, batch=True),
         Subscription(topics.JOBS, per_message(servicer.record_job)),
     ]
     return ServiceParts(

@@ -1,4 +1,6 @@
-"""Curated examples per job, persisted beside the consumer so a restart loses nothing, and
+"""The trainer's consumed state in object storage (libs.storage), written before the consumer
+commits its offsets, so a trainer rescheduled with an empty disk loses nothing: curated examples
+and rejected ids per job as one segment object per consumed batch, jobs as one object each. Plus
 snapshots that record exactly which examples a run used (topic partition/offset and content hash).
 """
 
@@ -13,6 +15,7 @@ from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.modeling.data import TrainExample, write_examples
+from libs.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -34,34 +37,52 @@ def to_train_example(message: pb.CuratedExample) -> TrainExample:
     )
 
 
-class CuratedStore:
-    """Append-only JSONL per job under ``root``; deduplicated by content hash (at-least-once input)."""
+def valid_id(value: str) -> bool:
+    return bool(value) and "/" not in value and not value.startswith(".") and not any(c.isspace() for c in value)
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+
+def segment_name(partition: int, offset: int, suffix: str) -> str:
+    """A batch's segment is named by its first record, so a redelivered batch rewrites the same object."""
+    return f"{partition:04d}-{offset:015d}{suffix}"
+
+
+class CuratedStore:
+    """Curated examples per job, deduplicated by content hash (at-least-once input); persisted
+    as JSONL segments ``trainer/curated/<job>/<partition>-<offset>.jsonl``."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
         self.lock = threading.Lock()
         self.examples: dict[str, dict[str, StoredExample]] = {}
-        for path in sorted(self.root.glob("*.jsonl")):
-            job = self.examples.setdefault(path.stem, {})
-            for line in path.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                example = TrainExample.from_json(row["example"])
-                job.setdefault(example.content_hash, StoredExample(row["partition"], row["offset"], example))
-
-    def add(self, job_id: str, partition: int, offset: int, message: pb.CuratedExample) -> int:
-        """Store one example (a repeat is ignored); returns the job's example count."""
-        if not job_id or "/" in job_id or job_id.startswith("."):
-            raise ValueError(f"invalid job id {job_id!r}")
-        example = to_train_example(message)
-        with self.lock:
+        for job_id in storage.list("trainer/curated"):
             job = self.examples.setdefault(job_id, {})
-            if example.content_hash not in job:
-                job[example.content_hash] = StoredExample(partition, offset, example)
-                row = {"partition": partition, "offset": offset, "example": example.to_json()}
-                with open(self.root / f"{job_id}.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return len(job)
+            for name in storage.list(f"trainer/curated/{job_id}"):
+                for line in storage.read_bytes(f"trainer/curated/{job_id}/{name}").decode().splitlines():
+                    row = json.loads(line)
+                    example = TrainExample.from_json(row["example"])
+                    job.setdefault(example.content_hash, StoredExample(row["partition"], row["offset"], example))
+
+    def add_batch(self, records: list[tuple[int, int, pb.CuratedExample]]) -> set[str]:
+        """Store a consumed batch of (partition, offset, example), one segment per job, before
+        the caller commits; repeats are ignored. Returns the jobs that gained examples."""
+        rows: dict[str, list[StoredExample]] = {}
+        for partition, offset, message in records:
+            if not valid_id(message.job_id):
+                raise ValueError(f"invalid job id {message.job_id!r}")
+            rows.setdefault(message.job_id, []).append(StoredExample(partition, offset, to_train_example(message)))
+        changed = set()
+        with self.lock:
+            for job_id, batch in rows.items():
+                job = self.examples.setdefault(job_id, {})
+                new = [s for s in batch if s.example.content_hash not in job]
+                if not new:
+                    continue
+                lines = [json.dumps({"partition": s.partition, "offset": s.offset, "example": s.example.to_json()}, ensure_ascii=False) for s in new]
+                self.storage.write_bytes(f"trainer/curated/{job_id}/{segment_name(new[0].partition, new[0].offset, '.jsonl')}", ("\n".join(lines) + "\n").encode())
+                for stored in new:
+                    job.setdefault(stored.example.content_hash, stored)
+                changed.add(job_id)
+        return changed
 
     def count(self, job_id: str) -> int:
         with self.lock:
@@ -94,25 +115,36 @@ class CuratedStore:
 
 
 class RejectedLog:
-    """Ids of each job's rejected examples (append-only text per job, deduplicated): with the
-    curated count it tells when every planned example has an outcome."""
+    """Ids of each job's rejected examples (deduplicated; segments ``trainer/rejected/<job>/<partition>-<offset>.txt``):
+    with the curated count it tells when every planned example has an outcome."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, storage: Storage):
+        self.storage = storage
         self.lock = threading.Lock()
-        self.ids = {p.stem: set(p.read_text(encoding="utf-8").split()) for p in self.root.glob("*.txt")}
-
-    def add(self, job_id: str, example_id: str) -> int:
-        if not job_id or "/" in job_id or job_id.startswith(".") or not example_id or any(c.isspace() for c in example_id):
-            raise ValueError(f"invalid job id {job_id!r} or example id {example_id!r}")
-        with self.lock:
+        self.ids: dict[str, set[str]] = {}
+        for job_id in storage.list("trainer/rejected"):
             ids = self.ids.setdefault(job_id, set())
-            if example_id not in ids:
-                ids.add(example_id)
-                with open(self.root / f"{job_id}.txt", "a", encoding="utf-8") as handle:
-                    handle.write(example_id + "\n")
-            return len(ids)
+            for name in storage.list(f"trainer/rejected/{job_id}"):
+                ids.update(storage.read_bytes(f"trainer/rejected/{job_id}/{name}").decode().split())
+
+    def add_batch(self, records: list[tuple[int, int, str, str]]) -> set[str]:
+        """Store a consumed batch of (partition, offset, job id, example id); returns the jobs that changed."""
+        rows: dict[str, list[tuple[int, int, str]]] = {}
+        for partition, offset, job_id, example_id in records:
+            if not valid_id(job_id) or not valid_id(example_id):
+                raise ValueError(f"invalid job id {job_id!r} or example id {example_id!r}")
+            rows.setdefault(job_id, []).append((partition, offset, example_id))
+        changed = set()
+        with self.lock:
+            for job_id, batch in rows.items():
+                ids = self.ids.setdefault(job_id, set())
+                new = [r for r in batch if r[2] not in ids]
+                if not new:
+                    continue
+                self.storage.write_bytes(f"trainer/rejected/{job_id}/{segment_name(new[0][0], new[0][1], '.txt')}", "".join(r[2] + "\n" for r in new).encode())
+                ids.update(r[2] for r in new)
+                changed.add(job_id)
+        return changed
 
     def count(self, job_id: str) -> int:
         with self.lock:
@@ -120,18 +152,20 @@ class RejectedLog:
 
 
 class JobStore:
-    """Jobs seen on forge.jobs (their training spec, eval sets and target size), persisted as JSON."""
+    """Jobs seen on forge.jobs (their training spec, eval sets and target size), one object each: ``trainer/jobs/<job>.json``."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.jobs = {p.stem: json_format.Parse(p.read_text(), pb.Job()) for p in self.root.glob("*.json")}
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.jobs = {}
+        for name in storage.list("trainer/jobs"):
+            job = json_format.Parse(storage.read_bytes(f"trainer/jobs/{name}").decode(), pb.Job())
+            self.jobs[job.job_id] = job
 
     def add(self, job: pb.Job) -> None:
-        if not job.job_id or "/" in job.job_id or job.job_id.startswith("."):
+        if not valid_id(job.job_id):
             raise ValueError(f"invalid job id {job.job_id!r}")
+        self.storage.write_bytes(f"trainer/jobs/{job.job_id}.json", json_format.MessageToJson(job).encode())
         self.jobs[job.job_id] = job
-        (self.root / f"{job.job_id}.json").write_text(json_format.MessageToJson(job))
 
     def get(self, job_id: str) -> pb.Job | None:
         return self.jobs.get(job_id)

@@ -360,6 +360,21 @@ def test_s3_storage_needs_no_claim_and_passes_the_uri(renders):
         assert service_config(docs, service)[f"{service.upper()}_STORAGE__URI"] == "s3://embedforge-artifacts/prod"
 
 
+def test_without_a_claim_trainer_and_embedder_need_object_storage(helm, tmp_path):
+    no_claim = tmp_path / "no-claim.yaml"
+    no_claim.write_text("storage: {persistence: {enabled: false}}\n")
+    result = helm_template(helm, [no_claim])
+    assert result.returncode != 0
+    assert "set storage.uri" in result.stderr
+    assert helm_template(helm, [no_claim], {"storage.uri": "s3://bucket/prefix"}).returncode == 0
+
+
+def test_a_storage_uri_with_credentials_is_refused(helm):
+    result = helm_template(helm, [], {"storage.uri": "s3://AKIAEXAMPLE:secret@bucket/prefix"})
+    assert result.returncode != 0
+    assert "secret@bucket" not in result.stdout
+
+
 def test_a_mistyped_value_is_rejected_by_the_values_schema(helm):
     result = helm_template(helm, [], {"services.taskgen.replicas": "3"})
     assert result.returncode != 0

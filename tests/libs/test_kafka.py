@@ -29,7 +29,7 @@ SAMPLES = {
     topics.EXAMPLES_RAW: pb.RawExample(example_id="e1", job_id="j1", attributes={"language": "en"}, raw_output='{"user_query": "q"}', usage=pb.LlmUsage(model="local/x", prompt_tokens=10)),
     topics.EXAMPLES_CURATED: pb.CuratedExample(content_hash="h1", job_id="j1", query="q", positives=["p"], negatives=["n1", "n2"], language="zh"),
     topics.EXAMPLES_REJECTED: pb.RejectedExample(example_id="e2", job_id="j1", reason="invalid_json", original_payload=b"\x00\xff"),
-    topics.MODELS: pb.ModelReady(model_id="m1", path="/models/m1", dimensions=384, evals=[pb.EvalResult(dataset="dev", metric="ndcg@10", base=0.5, tuned=0.6)]),
+    topics.MODELS: pb.ModelReady(model_id="m1", uri="s3://bucket/models/m1", manifest_digest="ab" * 32, dimensions=384, evals=[pb.EvalResult(dataset="dev", metric="ndcg@10", base=0.5, tuned=0.6)]),
     topics.DOCUMENTS: pb.Document(doc_id="d1", collection="docs", text="Paris is the capital of France.", metadata={"lang": "en"}),
     topics.DEAD_LETTER: pb.DeadLetter(source_topic="forge.tasks", reason="undecodable", value=b"junk"),
 }

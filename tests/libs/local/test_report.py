@@ -14,7 +14,7 @@ def sample_report() -> dict:
         "usage": [{"stage": "examples", "model": "local/qwen", "calls": 12, "prompt_tokens": 3000, "completion_tokens": 2000, "cost_usd": 0.0}],
         "training": {"run_id": "run-1", "steps": 3, "train_examples": 8, "dev_examples": 1, "loss_curve": [[1, 2.5], [2, 1.75], [3, 1.25]]},
         "evaluation": [{"dataset": "dev", "metric": "ndcg@10", "base": 0.5, "tuned": 0.625}],
-        "model": {"model_id": "m-1", "path": "/models/m-1"},
+        "model": {"model_id": "m-1", "uri": "s3://bucket/models/m-1", "manifest_digest": "ab" * 32},
         "index": {"collection": "demo", "points": 42},
         "sample_search": {"query": "battery shows red", "hits": [{"score": 0.9, "doc_id": "03-error-codes.md", "text": "E01 | over-voltage"}]},
     }

@@ -10,7 +10,9 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import embedder_pb2_grpc as api_grpc
+from embedforge.v1 import messages_pb2 as pb
 from libs.grpc import GrpcServer, GrpcService, traced_channel
+from libs.storage import service_storage
 from services.embedder.engine import EmbeddingModel, spec_from_folder
 from services.embedder.service import EmbedderServicer, default_model_path
 from services.embedder.settings import EmbedderSettings, QdrantSettings
@@ -48,6 +50,17 @@ def save_tiny_bert(folder: Path, tokenizer_path: str, pooling: str = "cls", seed
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, minilm_path) -> str:
     return str(save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_path))
+
+
+@pytest.fixture
+def publish_tiny(tiny_model_path):
+    """Upload the tiny model to a replica's object storage as the trainer does; returns its ModelReady."""
+
+    def publish(settings: EmbedderSettings, **fields) -> pb.ModelReady:
+        stored = service_storage(settings).put_folder(Path(tiny_model_path), "models/tiny")
+        return pb.ModelReady(model_id="tiny", uri=stored.uri, manifest_digest=stored.digest, **fields)
+
+    return publish
 
 
 @pytest.fixture

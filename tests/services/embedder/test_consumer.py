@@ -4,6 +4,7 @@ are indexed, and a forge.models event swaps the serving model of every replica."
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
@@ -12,6 +13,7 @@ from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.kafka import ProtoProducer, physical_name
+from libs.settings import StorageSettings
 from services.embedder.service import consumers
 
 
@@ -91,11 +93,11 @@ def test_a_malformed_document_is_dead_lettered_and_the_others_are_indexed(runnin
     wait_for(lambda: point_count(servicer) == 2)
 
 
-def test_a_model_ready_event_swaps_the_serving_model(running, tiny_model_path):
+def test_a_model_ready_event_swaps_the_serving_model(running, publish_tiny):
     servicer, producer = running
     producer.send_and_wait(topics.DOCUMENTS, "d", pb.Document(doc_id="d", text="Indexed before the swap."))
     wait_for(lambda: point_count(servicer) == 1)
-    producer.send_and_wait(topics.MODELS, "tiny", pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=32, query_instruction="Find it"))
+    producer.send_and_wait(topics.MODELS, "tiny", publish_tiny(servicer.settings, dimensions=32, query_instruction="Find it"))
     wait_for(lambda: servicer.current.spec.model_id == "tiny")
     info = servicer.GetModelInfo(api.GetModelInfoRequest(), None)
     assert (info.dimensions, info.query_instruction) == (32, "Find it")
@@ -103,14 +105,15 @@ def test_a_model_ready_event_swaps_the_serving_model(running, tiny_model_path):
     assert servicer.Search(api.SearchRequest(query="swap"), None).hits[0].doc_id == "d"
 
 
-def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settings, settings, make_servicer, minilm, tiny_model_path, tmp_path):
-    """Two replicas (each with its own embedded Qdrant): each document is indexed by one of them,
-    and the model event reaches both, so neither keeps serving the old model."""
+def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settings, settings, make_servicer, minilm, publish_tiny, s3_uri, tmp_path):
+    """Two replicas (each with its own embedded Qdrant and model cache, sharing S3 storage on moto):
+    each document is indexed by one of them, and the model event reaches both, so neither keeps
+    serving the old model."""
     producer = ProtoProducer(kafka_settings, client_id="test")
     stop = threading.Event()
     replicas, started = [], []
     for name in ("replica-a", "replica-b"):
-        replica_settings = settings.model_copy(update={"kafka": kafka_settings, "replica_id": name, "state_dir": str(tmp_path / name)})
+        replica_settings = settings.model_copy(update={"kafka": kafka_settings, "replica_id": name, "state_dir": str(tmp_path / name), "storage": StorageSettings(uri=s3_uri)})
         replicas.append(make_servicer(replica_settings, minilm))
         started += start_consumers(replica_settings, replicas[-1], producer, stop)
     try:
@@ -120,9 +123,10 @@ def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settin
         producer.flush()
         wait_for(lambda: sum(point_count(r) for r in replicas) == 12)
         assert all(point_count(r) > 0 for r in replicas)  # the shared group split the partitions
-        producer.send_and_wait(topics.MODELS, "tiny", pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=32))
+        producer.send_and_wait(topics.MODELS, "tiny", publish_tiny(replicas[0].settings, dimensions=32))
         wait_for(lambda: all(r.current.spec.model_id == "tiny" for r in replicas))
         assert [r.store.resolve("documents") for r in replicas] == ["documents__tiny"] * 2
+        assert [Path(r.current.spec.path).parent for r in replicas] == [tmp_path / "replica-a" / "models", tmp_path / "replica-b" / "models"]
         assert sum(point_count(r) for r in replicas) == 12  # each re-indexed what it holds
     finally:
         stop.set()

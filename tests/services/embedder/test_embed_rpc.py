@@ -113,7 +113,7 @@ def test_sixteen_concurrent_clients_get_their_own_results_in_order(stub, minilm)
             np.testing.assert_allclose(vectors, expected[index], atol=5e-3)
 
 
-def test_model_swap_under_load_loses_no_request(stub, servicer, tiny_model_path):
+def test_model_swap_under_load_loses_no_request(stub, servicer, publish_tiny):
     """8 clients embed without pause while the service swaps to another model: every call
     succeeds, and each response is wholly from one model (384-d minilm or 32-d tiny)."""
     stop = threading.Event()
@@ -134,7 +134,7 @@ def test_model_swap_under_load_loses_no_request(stub, servicer, tiny_model_path)
         thread.start()
     while len(seen) < 8 and not errors:
         threading.Event().wait(0.05)
-    servicer.swap(pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=32))
+    servicer.swap(publish_tiny(servicer.settings, dimensions=32))
     after_swap = len(seen)
     while len(seen) < after_swap + 16 and not errors:
         threading.Event().wait(0.05)

@@ -2,12 +2,15 @@
 known-query search (dense and hybrid) on xquad-en, state across a restart, re-index on swap."""
 
 import json
+import logging
 import threading
+from pathlib import Path
 
 import pytest
 
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
+from libs.storage import service_storage
 from services.embedder.service import build_servicer
 from services.embedder.vectorstore import point_id
 
@@ -104,10 +107,10 @@ def test_search_returns_the_right_passage_for_known_xquad_questions(servicer, xq
     assert found >= 0.9 * len(pairs), f"right passage in the top 3 for only {found} of {len(pairs)} questions"
 
 
-def test_qdrant_state_and_the_swapped_model_survive_a_restart(settings, minilm, tiny_model_path, make_servicer):
+def test_qdrant_state_and_the_swapped_model_survive_a_restart(settings, minilm, publish_tiny, make_servicer):
     first = make_servicer(settings, minilm)
     index(first, [pb.Document(doc_id="d1", text="Persistent storage keeps vectors on disk."), pb.Document(doc_id="d2", text="Bananas are yellow.")])
-    first.swap(pb.ModelReady(model_id="tiny", path=tiny_model_path))
+    first.swap(publish_tiny(settings))
     first.close()
 
     second = build_servicer(settings)
@@ -120,10 +123,10 @@ def test_qdrant_state_and_the_swapped_model_survive_a_restart(settings, minilm, 
         second.close()
 
 
-def test_a_model_swap_reindexes_into_a_new_collection_and_moves_the_alias(servicer, tiny_model_path):
+def test_a_model_swap_reindexes_into_a_new_collection_and_moves_the_alias(servicer, publish_tiny):
     index(servicer, [pb.Document(doc_id=f"d{i}", text=f"Document number {i} about topic {i}.") for i in range(5)])
     assert servicer.store.resolve("documents") == "documents__minilm"
-    servicer.swap(pb.ModelReady(model_id="tiny", path=tiny_model_path))
+    servicer.swap(publish_tiny(servicer.settings))
     assert servicer.store.resolve("documents") == "documents__tiny"
     assert count(servicer, "documents__tiny") == 5
     assert servicer.Search(api.SearchRequest(query="topic 3"), None).model_id == "tiny"
@@ -132,10 +135,22 @@ def test_a_model_swap_reindexes_into_a_new_collection_and_moves_the_alias(servic
     assert count(servicer, "documents__minilm") == 5
 
 
-def test_a_model_event_with_the_wrong_dimensions_is_refused_and_the_old_model_keeps_serving(servicer, tiny_model_path):
+def test_a_model_event_with_the_wrong_dimensions_is_refused_and_the_old_model_keeps_serving(servicer, publish_tiny):
     with pytest.raises(ValueError, match="says 64 dimensions"):
-        servicer.swap(pb.ModelReady(model_id="tiny", path=tiny_model_path, dimensions=64))
+        servicer.swap(publish_tiny(servicer.settings, dimensions=64))
     assert servicer.current.spec.model_id == "minilm"
+
+
+def test_a_model_whose_stored_files_do_not_match_its_digest_is_refused_and_the_old_model_keeps_serving(servicer, publish_tiny, caplog):
+    event = publish_tiny(servicer.settings, dimensions=32)
+    storage = service_storage(servicer.settings)
+    storage.write_bytes(storage.key_of(event.uri) + "/model.safetensors", b"not the published weights")
+    with caplog.at_level(logging.ERROR, logger="services.embedder.service"):
+        servicer.swap(event)
+    assert servicer.current.spec.model_id == "minilm" and servicer.store.resolve("documents") is None
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("model refused")]
+    assert "model.safetensors: sha256" in record.detail and record.serving == "minilm"
+    assert not any((Path(servicer.settings.state_dir) / "models").iterdir())
 
 
 def test_searches_run_safely_while_documents_are_being_indexed(servicer):

@@ -19,6 +19,7 @@ from libs.corpus import chunk_document, read_documents
 from libs.grpc import GrpcServer
 from libs.kafka import ProtoProducer, physical_name
 from libs.modeling.data import read_examples
+from libs.storage import service_storage
 from services.trainer.service import build, run_config
 from services.trainer.settings import TrainerSettings
 
@@ -49,8 +50,8 @@ def spec(tiny_bert: str, **overrides) -> pb.TrainingSpec:
     return pb.TrainingSpec(base_model=tiny_bert, batch_size=8, learning_rate=1e-3, **overrides)
 
 
-def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model(trainer, tiny_bert, dataset_file, beir_folder, kafka_settings):
-    stub, _ = trainer
+def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model(trainer, tiny_bert, dataset_file, beir_folder, kafka_settings, tmp_path):
+    stub, settings = trainer
     run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=2), eval_paths=[beir_folder])).run
     seen = [update.run for update in stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300)]
     final = seen[-1]
@@ -62,7 +63,8 @@ def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model
     (record,) = list(consumer)
     ready = pb.ModelReady.FromString(record.value)
     assert ready.run_id == run.run_id and ready.dimensions == 32 and ready.pooling == "mean"
-    assert SentenceTransformer(ready.path, device="cpu").encode(["a query"]).shape == (1, 32)
+    folder = service_storage(settings).get_folder(ready.uri, ready.manifest_digest, tmp_path / "download")
+    assert SentenceTransformer(str(folder), device="cpu").encode(["a query"]).shape == (1, 32)
     assert [m.model_id for m in stub.ListModels(api.ListModelsRequest()).models] == [ready.model_id]
 
 
@@ -101,7 +103,7 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     assert stub.ListModels(api.ListModelsRequest(job_id="job1")).models[0].dataset_manifest == run.dataset_manifest
     # Negatives are mined from the chunks the job's queries were written for, not whole documents.
-    run_dir = next(Path(settings.state_dir).rglob("job1-auto"))
+    run_dir = Path(settings.state_dir) / "trainer" / "runs" / "job1-auto"
     assert json.loads((run_dir / "run.json").read_text())["corpus_chunk_words"] == 30
     chunks = {c.text for d in read_documents(docs) for c in chunk_document(d, 30)}
     assert len(chunks) == 6  # per document: the heading with paragraph 0, paragraph 1, paragraph 2 (23 words each)
