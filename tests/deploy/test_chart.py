@@ -198,6 +198,45 @@ def test_gpu_values_put_only_trainer_embedder_and_vllm_on_gpu_nodes(renders):
     assert gpu_pods == {"trainer", "embedder", "vllm"}
 
 
+def test_gpu_pods_run_under_the_gpu_pools_runtime_class_and_others_under_the_default(renders):
+    for doc in renders["gpu"]:
+        spec = pod_spec(doc)
+        if spec is not None:
+            expected = "nvidia" if component(doc) in {"trainer", "embedder", "vllm"} else None
+            assert spec.get("runtimeClassName") == expected, doc["metadata"]["name"]
+    assert not any("runtimeClassName" in (pod_spec(d) or {}) for d in renders["default"])
+
+
+def test_a_components_priority_and_runtime_class_replace_its_pools(helm, tmp_path):
+    values = tmp_path / "classes.yaml"
+    values.write_text(
+        "nodePools: {gpu: {priorityClassName: gpu-batch}}\n"
+        "services: {trainer: {gpu: 1, priorityClassName: training-high}, embedder: {gpu: 1, runtimeClassName: kata-nvidia}}\n"
+    )
+    docs = render(helm, [values])
+    specs = {s: service_deployment(docs, s)["spec"]["template"]["spec"] for s in SERVICES}
+    assert specs["trainer"]["priorityClassName"] == "training-high"
+    assert (specs["embedder"]["priorityClassName"], specs["embedder"]["runtimeClassName"]) == ("gpu-batch", "kata-nvidia")
+    assert not any("priorityClassName" in specs[s] for s in ("taskgen", "examplegen", "curator"))
+
+
+def quantity_mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@values_names
+def test_every_pod_requests_the_ephemeral_storage_its_disk_emptydirs_may_fill(renders, values):
+    for doc in renders[values]:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        disk = [v["emptyDir"] for v in spec.get("volumes", []) if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"]
+        assert all("sizeLimit" in d for d in disk), doc["metadata"]["name"]
+        requested = sum(quantity_mebibytes(c["resources"].get("requests", {}).get("ephemeral-storage", "0Mi")) for c in spec["containers"])
+        assert requested >= sum(quantity_mebibytes(d["sizeLimit"]) for d in disk), doc["metadata"]["name"]
+
+
 def test_gpu_values_run_cuda_images_for_trainer_and_embedder(renders):
     docs = renders["gpu"]
     for service in SERVICES:

@@ -78,13 +78,21 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- end -}}
 {{- end -}}
 
-{{/* Node placement: GPU pods on the gpu pool, others on the cpu pool, plus the workload's own.
-Call with (list $ gpuCount nodeSelector tolerations). */}}
+{{/* Node placement: GPU pods on the gpu pool, others on the cpu pool, plus the workload's own
+nodeSelector, tolerations, runtimeClassName and priorityClassName (the workload's win over the pool's).
+Call with (list $ gpuCount workloadValues). */}}
 {{- define "embedforge.placement" -}}
 {{- $root := index . 0 -}}
 {{- $pool := ternary $root.Values.nodePools.gpu $root.Values.nodePools.cpu (gt (int (index . 1)) 0) -}}
-{{- $selector := merge (deepCopy (index . 2 | default dict)) ($pool.nodeSelector | default dict) -}}
-{{- $tolerations := concat ($pool.tolerations | default list) (index . 3 | default list) -}}
+{{- $own := index . 2 | default dict -}}
+{{- $selector := merge (deepCopy ($own.nodeSelector | default dict)) ($pool.nodeSelector | default dict) -}}
+{{- $tolerations := concat ($pool.tolerations | default list) ($own.tolerations | default list) -}}
+{{- with $own.runtimeClassName | default $pool.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with $own.priorityClassName | default $pool.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with $selector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -95,13 +103,37 @@ tolerations:
 {{- end }}
 {{- end -}}
 
-{{/* Container resources with nvidia.com/gpu added to requests and limits when gpu > 0. */}}
+{{/* A disk size (Mi, Gi or Ti, as the schema allows) in MiB. */}}
+{{- define "embedforge.mebibytes" -}}
+{{- $size := toString . -}}
+{{- if hasSuffix "Ti" $size -}}{{ mul (trimSuffix "Ti" $size | int) 1048576 }}
+{{- else if hasSuffix "Gi" $size -}}{{ mul (trimSuffix "Gi" $size | int) 1024 }}
+{{- else if hasSuffix "Mi" $size -}}{{ trimSuffix "Mi" $size | int }}
+{{- else -}}{{ fail (printf "disk size %q: use Mi, Gi or Ti" $size) }}
+{{- end -}}
+{{- end -}}
+
+{{/* Container resources: nvidia.com/gpu added to requests and limits when gpu > 0, and an
+ephemeral-storage request covering the pod's disk emptyDirs (the scheduler then places the pod
+on a node with that much local disk) unless the values set one.
+Call with (list resources gpuCount emptyDirSizes). */}}
 {{- define "embedforge.resources" -}}
 {{- $resources := deepCopy (index . 0 | default dict) -}}
 {{- $gpu := int (index . 1) -}}
+{{- $requests := $resources.requests | default dict -}}
 {{- if gt $gpu 0 -}}
 {{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $gpu) ($resources.limits | default dict)) -}}
-{{- $_ := set $resources "requests" (merge (dict "nvidia.com/gpu" $gpu) ($resources.requests | default dict)) -}}
+{{- $requests = merge (dict "nvidia.com/gpu" $gpu) $requests -}}
+{{- end -}}
+{{- $disk := 0 -}}
+{{- range index . 2 -}}
+{{- $disk = add $disk (include "embedforge.mebibytes" . | int) -}}
+{{- end -}}
+{{- if gt (int $disk) 0 -}}
+{{- $requests = merge $requests (dict "ephemeral-storage" (printf "%dMi" (int $disk))) -}}
+{{- end -}}
+{{- with $requests -}}
+{{- $_ := set $resources "requests" . -}}
 {{- end -}}
 {{- toYaml $resources -}}
 {{- end -}}
