@@ -284,6 +284,13 @@ def test_external_values_take_kafka_qdrant_and_s3_credentials_from_their_secrets
     assert refs["AWS_SECRET_ACCESS_KEY"] == "embedforge-s3"
 
 
+def test_only_trainer_and_embedder_get_the_object_storage_credentials(renders):
+    docs = renders["external"]
+    for service in SERVICES:
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        assert ("AWS_SECRET_ACCESS_KEY" in env_of(container)) == (service in {"trainer", "embedder"}), service
+
+
 def test_a_config_key_that_looks_like_a_credential_is_refused(helm):
     result = helm_template(helm, [], {"services.taskgen.config.LLM__API_KEY": "sk-oops"})
     assert result.returncode != 0
