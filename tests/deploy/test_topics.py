@@ -58,12 +58,12 @@ def test_strimzi_topics_match_libs_topics_with_the_prefix_and_cluster_label(rend
     assert strimzi_topics(docs) == {f"prod.{name}": spec for name, spec in DECLARED.items()}
     for topic in objects(docs, "KafkaTopic").values():
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "kafka" and topic["spec"]["replicas"] == 3
-        assert "namespace" not in topic["metadata"]
+        assert topic["metadata"]["namespace"] == "kafka"  # the Kafka cluster's, which its Topic Operator watches
 
 
-def test_strimzi_topics_go_to_the_kafka_clusters_namespace_when_set(helm, tmp_path):
-    docs = render(helm, [write_values(tmp_path, "kafka:\n  strimzi: {enabled: true, clusterName: main, namespace: kafka}\n")])
-    assert {t["metadata"]["namespace"] for t in objects(docs, "KafkaTopic").values()} == {"kafka"}
+def test_strimzi_topics_go_to_the_release_namespace_when_no_kafka_namespace_is_set(helm, tmp_path):
+    docs = render(helm, [write_values(tmp_path, "kafka:\n" + STRIMZI)])
+    assert all("namespace" not in t["metadata"] for t in objects(docs, "KafkaTopic").values())
 
 
 def test_partition_overrides_apply_and_the_dedup_log_follows_the_candidates(helm, tmp_path):
