@@ -38,6 +38,8 @@ def readme_installs() -> dict[str, list[Path]]:
     return installs
 
 
+# Custom resources (Strimzi, KEDA): kubernetes-validate has no schema for them; tests assert their fields.
+CRD_KINDS = {"KafkaTopic", "ScaledObject", "TriggerAuthentication"}
 VALUES_FILES = {
     "default": [],
     "gpu": [CHART / "values-gpu.yaml"],
@@ -108,3 +110,12 @@ def pod_environment(docs: list[dict], workload: dict, secrets: dict[tuple[str, s
         else:
             environment[entry["name"]] = f"field:{entry['name']}"
     return environment
+
+
+def job_topics(docs: list[dict]) -> dict[str, tuple[int, int, str]]:
+    """The topic Job's topics: name -> (partitions, retention.ms, cleanup.policy)."""
+    (job,) = objects(docs, "Job").values()
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    (entry,) = [e for e in container["env"] if e["name"] == "TOPICS"]
+    lines = entry["value"].strip().splitlines()
+    return {name: (int(partitions), int(retention), cleanup) for name, partitions, retention, cleanup in (line.split() for line in lines)}

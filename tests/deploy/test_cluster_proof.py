@@ -30,13 +30,14 @@ from pathlib import Path
 import boto3
 import grpc
 import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from embedforge.v1 import embedder_pb2, embedder_pb2_grpc, examplegen_pb2, examplegen_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, taskgen_pb2, taskgen_pb2_grpc
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.grpc import wait_until_serving
-from libs.kafka import ProtoProducer, ensure_topics
+from libs.kafka import ProtoProducer
 from libs.local.broker import tansu_binary
 from libs.local.pipeline import start_run
 from libs.settings import KafkaSettings
@@ -102,6 +103,21 @@ class EmbedProbe(threading.Thread):
                 self.failures.append(error.code().name)
 
 
+def create_topics_as_the_topic_job_would(docs: list[dict], kafka: KafkaSettings) -> None:
+    """The rendered topic Job's TOPICS lines (name partitions retention.ms cleanup.policy), created
+    with its TOPIC_PREFIX and REPLICATION_FACTOR."""
+    (job,) = objects(docs, "Job").values()
+    environment = pod_environment(docs, job)
+    admin = KafkaAdminClient(**kafka.client_kwargs())
+    try:
+        admin.create_topics([
+            NewTopic(environment["TOPIC_PREFIX"] + name, int(partitions), int(environment["REPLICATION_FACTOR"]), {"retention.ms": retention, "cleanup.policy": cleanup})
+            for name, partitions, retention, cleanup in (line.split() for line in environment["TOPICS"].splitlines() if line.strip())
+        ])
+    finally:
+        admin.close()
+
+
 def xquad_documents(data: Path) -> list[dict]:
     """The first passages that have a held-out question."""
     held_out = held_out_questions(data)
@@ -140,7 +156,7 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
 
         # What the chart's topic Job and the platform's bucket provisioning do before the services start.
         kafka_settings = KafkaSettings(bootstrap_servers=f"{kafka.address}:9092", topic_prefix="proof.")
-        ensure_topics(kafka_settings)
+        create_topics_as_the_topic_job_would(docs, kafka_settings)
         s3_client = boto3.client("s3", endpoint_url=f"http://{s3.address}:5000", aws_access_key_id="proof-access-key", aws_secret_access_key="proof-secret-key", region_name="us-east-1")
         s3_client.create_bucket(Bucket=BUCKET)
 

@@ -231,3 +231,28 @@ AWS_REGION: {{ . | quote }}
 {{- define "embedforge.vllmApiBase" -}}
 {{- printf "http://%s:%v/v1" (include "embedforge.componentName" (list . "vllm")) .Values.vllm.port -}}
 {{- end -}}
+
+{{/* The topics of files/topics.yaml (written from libs/topics.py by tools/topics.py) with
+kafka.partitions applied, as YAML {topics: [{name, partitions, retentionMs, cleanupPolicy}]}.
+A topic with partitionsOf always has that topic's count. */}}
+{{- define "embedforge.topics" -}}
+{{- $declared := (.Files.Get "files/topics.yaml" | fromYaml).topics }}
+{{- $overrides := .Values.kafka.partitions }}
+{{- $names := list }}
+{{- range $declared }}{{ $names = append $names .name }}{{ end }}
+{{- range $name, $_ := $overrides }}
+{{- if not (has $name $names) }}
+{{- fail (printf "kafka.partitions.%s: no such topic; libs/topics.py declares %s" $name (join ", " $names)) }}
+{{- end }}
+{{- end }}
+{{- $topics := list }}
+{{- range $declared }}
+{{- if and .partitionsOf (hasKey $overrides .name) }}
+{{- fail (printf "kafka.partitions.%s: this topic always has the partitions of %s; set kafka.partitions.%s instead" .name .partitionsOf .partitionsOf) }}
+{{- end }}
+{{- $partitions := index $overrides (.partitionsOf | default .name) | default .partitions }}
+{{- $topics = append $topics (dict "name" .name "partitions" (int $partitions) "retentionMs" (int64 .retentionMs) "cleanupPolicy" .cleanupPolicy) }}
+{{- end }}
+{{- dict "topics" $topics | toYaml }}
+{{- end -}}
+
