@@ -68,6 +68,27 @@ class StorageSettings(BaseModel):
     )
 
 
+class TlsSettings(BaseModel):
+    """TLS of the gRPC server, and of a client calling one (env: ``<PREFIX>TLS__<NAME>``). The chart
+    mounts cert-manager's Secret (tls.crt, tls.key, ca.crt); a rotated file is picked up on the next handshake."""
+
+    enabled: bool = Field(False, description="Serve gRPC over TLS only (the health port, if any, stays plaintext).")
+    cert_file: str = Field("/etc/embedforge/tls/tls.crt", description="PEM certificate chain: the server's, and a client's own for mTLS.")
+    key_file: str = Field("/etc/embedforge/tls/tls.key", description="PEM private key of cert_file.")
+    ca_file: str = Field("/etc/embedforge/tls/ca.crt", description="PEM CA bundle: verifies client certificates (mTLS) and, as a client, the server.")
+    require_client_cert: bool = Field(False, description="mTLS: refuse clients without a certificate signed by ca_file.")
+    server_name: str = Field("", description="As a client: the name expected in the server's certificate when it differs from the target host.")
+
+
+class AuthSettings(BaseModel):
+    """Bearer-token auth of the gRPC API (env: ``<PREFIX>AUTH__<NAME>``); roles per RPC in libs/auth.py."""
+
+    enabled: bool = Field(False, description="Require `authorization: Bearer <token>` on every RPC (needs TLS).")
+    tokens_file: str = Field("/etc/embedforge/auth/tokens", description="Lines `<client name> <role> <token>` (roles: submit, read, search, admin); re-read when it changes.")
+    open_health: bool = Field(True, description="grpc.health.v1 without a token (probes, load balancers).")
+    open_reflection: bool = Field(False, description="Server reflection without a token.")
+
+
 class TelemetrySettings(BaseModel):
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector address; empty disables export.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -82,8 +103,11 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = Field(50051, description="Port of the service's gRPC server.")
     grpc_host: str = Field("0.0.0.0", description="Interface to bind; local mode uses 127.0.0.1.")
     grpc_max_workers: int = Field(16, description="Threads serving RPCs.")
+    grpc_health_port: int = Field(0, description="Plaintext port serving only grpc.health.v1 (kubelet probes when TLS is on); 0 = none.")
     shutdown_grace_s: float = Field(10.0, description="Drain time for in-flight RPCs on SIGTERM.")
     state_dir: str = Field("/var/lib/embedforge", description="Where the service keeps local state.")
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
     kafka: KafkaSettings = KafkaSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
