@@ -17,8 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
-
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import embedder_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
@@ -54,7 +52,7 @@ def main() -> None:
                 runtimes.append(runtime)
             for runtime in runtimes:
                 runtime.wait_healthy("embedder", timeout_s=300)
-            stubs = [api_grpc.EmbedderServiceStub(grpc.insecure_channel(r.processes["embedder"].target)) for r in runtimes]
+            stubs = [api_grpc.EmbedderServiceStub(r.channel("embedder")) for r in runtimes]
             producer = ProtoProducer(runtimes[0].kafka_settings, client_id="bench")
             time.sleep(8)  # every replica's forge.models group has its assignment
 
