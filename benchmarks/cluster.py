@@ -31,7 +31,6 @@ import time
 import uuid
 from pathlib import Path
 
-import grpc
 import psutil
 
 from embedforge.v1 import embedder_pb2 as api
@@ -73,7 +72,7 @@ def model_handoff() -> dict:
                 runtimes.append(runtime)
             for runtime in runtimes:
                 runtime.wait_healthy("embedder", timeout_s=300)
-            stubs = [api_grpc.EmbedderServiceStub(grpc.insecure_channel(r.processes["embedder"].target)) for r in runtimes]
+            stubs = [api_grpc.EmbedderServiceStub(r.channel("embedder")) for r in runtimes]
             producer = ProtoProducer(runtimes[0].kafka_settings, client_id="bench")
             time.sleep(8)  # every replica's forge.models group has its assignment
 
@@ -124,7 +123,7 @@ def start_trainer(broker: TansuBroker, run_dir: Path, uri: str) -> tuple[LocalRu
     runtime.start_broker(broker)
     runtime.start_service("trainer")
     runtime.wait_healthy("trainer", timeout_s=300)
-    return runtime, trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(runtime.processes["trainer"].target))
+    return runtime, trainer_pb2_grpc.TrainerServiceStub(runtime.channel("trainer"))
 
 
 def trainer_resume() -> dict:

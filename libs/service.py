@@ -43,7 +43,15 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     parts = build(settings)
-    server = GrpcServer(parts.grpc_services, settings.grpc_host, settings.grpc_port, settings.grpc_max_workers)
+    server = GrpcServer(
+        parts.grpc_services,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.grpc_max_workers,
+        tls=settings.tls,
+        auth=settings.auth,
+        health_port=settings.grpc_health_port,
+    )
     server.start()
 
     def consume(loop: ConsumerLoop) -> None:
@@ -58,7 +66,7 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
     for thread in threads:
         thread.start()
     server.set_serving(True)
-    log.info("service started", extra={"grpc_port": server.port, "consumers": len(threads)})
+    log.info("service started", extra={"grpc_port": server.port, "tls": settings.tls.enabled, "auth": settings.auth.enabled, "consumers": len(threads)})
 
     stop.wait()
     log.info("draining")

@@ -52,6 +52,7 @@ def start(runtime: LocalRuntime) -> None:
     for name, proc in runtime.processes.items():
         table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
     console.print(table)
+    console.print(runtime.credentials.usage(runtime.processes["taskgen"].target))
 
 
 def run(args: argparse.Namespace) -> int:

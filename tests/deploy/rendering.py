@@ -38,8 +38,8 @@ def readme_installs() -> dict[str, list[Path]]:
     return installs
 
 
-# Custom resources (Strimzi, KEDA): kubernetes-validate has no schema for them; tests assert their fields.
-CRD_KINDS = {"KafkaTopic", "ScaledObject", "TriggerAuthentication"}
+# Custom resources (Strimzi, KEDA, cert-manager): kubernetes-validate has no schema for them; tests assert their fields.
+CRD_KINDS = {"KafkaTopic", "ScaledObject", "TriggerAuthentication", "Certificate", "Issuer"}
 VALUES_FILES = {
     "default": [],
     "gpu": [CHART / "values-gpu.yaml"],

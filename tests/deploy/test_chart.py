@@ -97,7 +97,7 @@ def test_every_service_has_a_deployment_service_configmap_and_serviceaccount(ren
 def test_service_port_is_named_grpc_and_reaches_the_container_port(renders):
     docs = renders["default"]
     for service in SERVICES:
-        (port,) = objects(docs, "Service")[f"{RELEASE}-embedforge-{service}"]["spec"]["ports"]
+        port = objects(docs, "Service")[f"{RELEASE}-embedforge-{service}"]["spec"]["ports"][0]
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
         assert port["name"] == "grpc" and port["targetPort"] == "grpc"
         assert {"name": "grpc", "containerPort": port["port"], "protocol": "TCP"} in container["ports"]
@@ -154,10 +154,13 @@ def test_every_long_running_container_has_liveness_and_readiness_probes(renders,
 
 @values_names
 def test_services_are_probed_with_native_grpc_health_checks(renders, values):
+    """On the plaintext health-only port when the API serves TLS (kubelet probes cannot speak TLS)."""
     docs = renders[values]
     for service in SERVICES:
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
-        port = int(service_config(docs, service)[f"{service.upper()}_GRPC_PORT"])
+        config = service_config(docs, service)
+        tls = config[f"{service.upper()}_TLS__ENABLED"] == "true"
+        port = int(config[f"{service.upper()}_GRPC_HEALTH_PORT" if tls else f"{service.upper()}_GRPC_PORT"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["grpc"] == {"port": port}, (service, probe)
 
@@ -341,7 +344,7 @@ def test_network_policies_are_rendered_only_when_enabled(renders):
     assert {component(p) for p in policies} == set(SERVICES)
     for policy in policies:
         (rule,) = policy["spec"]["ingress"]
-        assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+        assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}, {"port": "health", "protocol": "TCP"}]
 
 
 def test_in_cluster_qdrant_is_the_one_the_embedder_uses(renders):
@@ -423,7 +426,8 @@ def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(re
     (container,) = pod["spec"]["containers"]
     script, *targets = container["args"]
     services = objects(docs, "Service")
-    assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{services[f'{RELEASE}-embedforge-{s}']['spec']['ports'][0]['port']}" for s in SERVICES)
+    health_ports = {name: {p["name"]: p["port"] for p in service["spec"]["ports"]}["health"] for name, service in services.items()}
+    assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{health_ports[f'{RELEASE}-embedforge-{s}']}" for s in SERVICES)
 
     serving, draining = GrpcServer([], "127.0.0.1", 0), GrpcServer([], "127.0.0.1", 0)
     for server in (serving, draining):

@@ -19,7 +19,9 @@ that case is covered by the chart refusing two replicas on embedded Qdrant (belo
 URL wiring test of tests/deploy/test_settings_contract.py.
 """
 
+import base64
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -36,11 +38,12 @@ from embedforge.v1 import embedder_pb2, embedder_pb2_grpc, examplegen_pb2, examp
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, taskgen_pb2, taskgen_pb2_grpc
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
-from libs.grpc import wait_until_serving
+from libs.certs import new_ca, new_certificate
+from libs.grpc import traced_channel, wait_until_serving
 from libs.kafka import ProtoProducer
 from libs.local.broker import tansu_binary
 from libs.local.pipeline import start_run
-from libs.settings import KafkaSettings
+from libs.settings import KafkaSettings, TlsSettings
 from tests.deploy.hosts import Network, host_venv, namespaces_available, wait_for_tcp
 from tests.deploy.recorded_llm import held_out_questions
 from tests.deploy.rendering import REPO, RELEASE, SERVICES, helm_template, objects, pod_environment, render
@@ -77,9 +80,33 @@ def image_entrypoint(service: str, venv_bin: Path) -> list[str]:
     return [str(venv_bin / "python") if argv[0] == "python" else argv[0], *argv[1:]]
 
 
-def service_environment(docs: list[dict], service: str, venv_bin: Path, state_dir: Path, host_tmp: Path) -> dict[str, str]:
+def mount_secret_volumes(deployment: dict, secrets: dict[str, dict[str, bytes]], host_dir: Path, uid: int) -> dict[str, str]:
+    """Write each Secret volume of the pod into ``host_dir`` as the kubelet would (its items,
+    readable by the host's user only); returns mount path -> folder on this machine."""
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    mount_paths = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    mounted = {}
+    for volume in spec["volumes"]:
+        if "secret" in volume:
+            folder = host_dir / volume["name"]
+            folder.mkdir()
+            for item in volume["secret"]["items"]:
+                (folder / item["path"]).write_bytes(secrets[volume["secret"]["secretName"]][item["key"]])
+                os.chown(folder / item["path"], uid, uid)
+                (folder / item["path"]).chmod(0o400)
+            os.chown(folder, uid, uid)
+            mounted[mount_paths[volume["name"]]] = str(folder)
+    return mounted
+
+
+def service_environment(docs: list[dict], service: str, venv_bin: Path, state_dir: Path, host_tmp: Path, mounts: dict[str, str]) -> dict[str, str]:
     deployment = objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
     environment = {**image_environment(service, venv_bin, host_tmp), **pod_environment(docs, deployment, SECRETS)}
+    for name, value in environment.items():
+        for mount_path, folder in mounts.items():
+            if value.startswith(mount_path + "/"):
+                environment[name] = folder + value.removeprefix(mount_path)
     environment[f"{service.upper()}_STATE_DIR"] = str(state_dir)  # the pod's emptyDir at storage.mountPath
     environment["HF_HUB_OFFLINE"] = "1"  # these hosts have no route out; models come from packages
     return environment
@@ -88,9 +115,9 @@ def service_environment(docs: list[dict], service: str, venv_bin: Path, state_di
 class EmbedProbe(threading.Thread):
     """Calls Embed every 0.2 s until stopped; counts the calls that failed."""
 
-    def __init__(self, target: str):
+    def __init__(self, channel: grpc.Channel):
         super().__init__(daemon=True)
-        self.stub = embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(target))
+        self.stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
         self.calls, self.failures = 0, []
         self.stopped = threading.Event()
 
@@ -116,6 +143,24 @@ def create_topics_as_the_topic_job_would(docs: list[dict], kafka: KafkaSettings)
         ])
     finally:
         admin.close()
+
+
+def cluster_secrets(docs: list[dict]) -> dict[str, dict[str, bytes]]:
+    """The Secrets the pods mount: the gRPC certificate cert-manager would issue for the rendered
+    Certificate (its dnsNames, from the rendered CA chain) and the Secrets the chart renders."""
+    (certificate,) = [c for c in objects(docs, "Certificate").values() if not c["spec"].get("isCA")]
+    ca = new_ca("embedforge proof CA")
+    served = new_certificate(ca, certificate["spec"]["dnsNames"][0], certificate["spec"]["dnsNames"])
+    secrets = {certificate["spec"]["secretName"]: {"tls.crt": served.cert_pem, "tls.key": served.key_pem, "ca.crt": ca.cert_pem}}
+    for name, secret in objects(docs, "Secret").items():
+        secrets[name] = {key: base64.b64decode(value) for key, value in secret.get("data", {}).items()}
+        secrets[name].update({key: value.encode() for key, value in secret.get("stringData", {}).items()})
+    return secrets
+
+
+def admin_token(secrets: dict[str, dict[str, bytes]]) -> str:
+    (tokens,) = [s["tokens"].decode() for s in secrets.values() if "tokens" in s]
+    return next(line.split()[2] for line in tokens.splitlines() if not line.startswith("#") and line.split()[1] == "admin")
 
 
 def xquad_documents(data: Path) -> list[dict]:
@@ -160,23 +205,41 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
         s3_client = boto3.client("s3", endpoint_url=f"http://{s3.address}:5000", aws_access_key_id="proof-access-key", aws_secret_access_key="proof-secret-key", region_name="us-east-1")
         s3_client.create_bucket(Bucket=BUCKET)
 
+        secrets = cluster_secrets(docs)
+        client_ca = base / "client-ca.crt"
+        client_ca.write_bytes(next(secret["ca.crt"] for secret in secrets.values() if "ca.crt" in secret))
+        tls_of = {service: TlsSettings(enabled=True, ca_file=str(client_ca), server_name=f"{RELEASE}-embedforge-{service}") for service in SERVICES}
+        token = admin_token(secrets)
+
         def start_service(service: str) -> Path:
             host = hosts[service]
             state_dir = host.private_dir(base, f"state-{time.monotonic_ns()}")
-            environment = service_environment(docs, service, venv_bin, state_dir, host.private_dir(base, f"tmp-{time.monotonic_ns()}"))
+            deployment = objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
+            mounts = mount_secret_volumes(deployment, secrets, host.private_dir(base, f"secrets-{time.monotonic_ns()}"), host.uid)
+            environment = service_environment(docs, service, venv_bin, state_dir, host.private_dir(base, f"tmp-{time.monotonic_ns()}"), mounts)
             host.start(image_entrypoint(service, venv_bin), environment, logs / f"{service}.log", REPO)
             return state_dir
 
         for service in SERVICES:
             start_service(service)
-        targets = {service: f"{hosts[service].address}:{GRPC_PORT}" for service in SERVICES}
+        # Clients reach each API over TLS (verified against the Service name) with a bearer token.
+        def channel(service: str) -> grpc.Channel:
+            return traced_channel(f"{hosts[service].address}:{GRPC_PORT}", tls_of[service], token)
+
+        def wait_until_ready(service: str) -> None:
+            wait_until_serving(f"{hosts[service].address}:{GRPC_PORT}", timeout_s=300, tls=tls_of[service], token=token)
+
         for service in SERVICES:
-            wait_until_serving(targets[service], timeout_s=300)
-        taskgen = taskgen_pb2_grpc.TaskgenServiceStub(grpc.insecure_channel(targets["taskgen"]))
-        examplegen = examplegen_pb2_grpc.ExamplegenServiceStub(grpc.insecure_channel(targets["examplegen"]))
-        curator = curator_pb2_grpc.CuratorServiceStub(grpc.insecure_channel(targets["curator"]))
-        trainer = trainer_pb2_grpc.TrainerServiceStub(grpc.insecure_channel(targets["trainer"]))
-        embedder = embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(targets["embedder"]))
+            wait_until_ready(service)
+        unauthenticated = embedder_pb2_grpc.EmbedderServiceStub(traced_channel(f"{hosts['embedder'].address}:{GRPC_PORT}", tls_of["embedder"]))
+        with pytest.raises(grpc.RpcError) as refused:
+            unauthenticated.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        taskgen = taskgen_pb2_grpc.TaskgenServiceStub(channel("taskgen"))
+        examplegen = examplegen_pb2_grpc.ExamplegenServiceStub(channel("examplegen"))
+        curator = curator_pb2_grpc.CuratorServiceStub(channel("curator"))
+        trainer = trainer_pb2_grpc.TrainerServiceStub(channel("trainer"))
+        embedder = embedder_pb2_grpc.EmbedderServiceStub(channel("embedder"))
 
         # A corpus-only job: the documents go to forge.documents, examplegen writes one query per passage.
         spec = pb.JobSpec(
@@ -206,7 +269,7 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
             time.sleep(1)
         assert generation.succeeded == DOCUMENTS and dataset.accepted >= DOCUMENTS // 2, (generation, dataset)
 
-        probe = EmbedProbe(targets["embedder"])
+        probe = EmbedProbe(channel("embedder"))
         probe.start()
         run = start_run(trainer, trainer_pb2.StartRunRequest(job_id=job.job_id, spec=spec.training, run_id=f"{job.job_id}-proof", min_examples=dataset.accepted), timeout_s=120)
         deadline = time.monotonic() + 600
@@ -219,7 +282,7 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
 
         hosts["trainer"].kill()
         new_state_dir = start_service("trainer")  # a fresh pod on an empty node: new state dir, same storage
-        wait_until_serving(targets["trainer"], timeout_s=300)
+        wait_until_ready("trainer")
         final = run
         for update in trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=900):
             final = update.run
@@ -249,6 +312,6 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
 
         # Nothing a host wrote is readable by another host's user; the model travelled through S3.
         assert {p.stat().st_uid for p in base.glob("trainer-state-*")} == {hosts["trainer"].uid}
-        assert all(p.stat().st_mode & 0o077 == 0 for p in base.iterdir() if p.name not in ("logs", "venv"))
+        assert all(p.stat().st_mode & 0o077 == 0 for p in base.iterdir() if p.name not in ("logs", "venv", "client-ca.crt"))
         assert any(o["Key"].endswith("manifest.json") for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix="embedforge/models/").get("Contents", []))
     shutil.rmtree(base)  # kept for its logs when the test fails
