@@ -138,7 +138,7 @@ def create_topics_as_the_topic_job_would(docs: list[dict], kafka: KafkaSettings)
     admin = KafkaAdminClient(**kafka.client_kwargs())
     try:
         admin.create_topics([
-            NewTopic(environment["TOPIC_PREFIX"] + name, int(partitions), int(environment["REPLICATION_FACTOR"]), {"retention.ms": retention, "cleanup.policy": cleanup})
+            NewTopic(environment["TOPIC_PREFIX"] + name, num_partitions=int(partitions), replication_factor=int(environment["REPLICATION_FACTOR"]), topic_configs={"retention.ms": retention, "cleanup.policy": cleanup})
             for name, partitions, retention, cleanup in (line.split() for line in environment["TOPICS"].splitlines() if line.strip())
         ])
     finally:
@@ -208,7 +208,7 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
         secrets = cluster_secrets(docs)
         client_ca = base / "client-ca.crt"
         client_ca.write_bytes(next(secret["ca.crt"] for secret in secrets.values() if "ca.crt" in secret))
-        tls_of = {service: TlsSettings(enabled=True, ca_file=str(client_ca), server_name=f"{RELEASE}-embedforge-{service}") for service in SERVICES}
+        tls_of = {service: TlsSettings(enabled=True, ca_file=str(client_ca), cert_file="", key_file="", server_name=f"{RELEASE}-embedforge-{service}") for service in SERVICES}
         token = admin_token(secrets)
 
         def start_service(service: str) -> Path:
