@@ -132,7 +132,7 @@ def trainer_resume() -> dict:
     dataset = work / "train.jsonl"
     write_examples(dataset, xquad_pairs(400))
     kill_at = CHECKPOINT_EVERY * 2 - 2  # just before the next checkpoint: the most a kill can cost
-    spec = pb.TrainingSpec(batch_size=16, max_steps=40, max_length=128)
+    spec = pb.TrainingSpec(batch_size=16, max_steps=40, epochs=5, max_length=128)
     with TansuBroker(log_path=work / "broker.log") as broker, MotoS3() as s3:
         uri = s3.bucket() + "/embedforge"
         first, stub = start_trainer(broker, work / "first", uri)

@@ -112,12 +112,20 @@ def decode_value(topic: Topic, headers: dict[str, str], value: bytes | None) -> 
     version = headers.get(HEADER_SCHEMA_VERSION, "")
     if version != SCHEMA_VERSION:
         raise DecodeError("unsupported_schema_version", f"schema-version {version!r}, this consumer reads {SCHEMA_VERSION}")
-    if value is None:
-        raise DecodeError("undecodable", "empty value (tombstone)")
+    if not value:  # every message on every topic carries at least its id
+        raise DecodeError("undecodable", "empty value (a tombstone, or a message with no field set)")
     try:
-        return topic.message_type.FromString(value)
+        message = topic.message_type.FromString(value)
     except protobuf_message.DecodeError as exc:
         raise DecodeError("undecodable", f"not a valid {expected}: {exc}") from exc
+    # Same schema version, so every field is known: unknown ones mean another type's bytes
+    # (protobuf would otherwise parse them into a half-empty message of this type).
+    known = topic.message_type()
+    known.CopyFrom(message)
+    known.DiscardUnknownFields()
+    if known.ByteSize() != message.ByteSize():
+        raise DecodeError("undecodable", f"fields unknown to {expected} (schema {SCHEMA_VERSION}): not a {expected}")
+    return message
 
 
 class ProtoProducer:
