@@ -1,6 +1,6 @@
 """A gRPC client for a running EmbedForge (`make run CONTINUOUS=1`, or the services in a cluster).
 
-    # submit a job and follow it until its model is trained
+    # submit a job (its corpus_path documents are uploaded) and follow it until its model is trained
     PYTHONPATH=.:gen .venv/bin/python examples/client.py submit examples/demo/job.yaml --watch
     # jobs and their progress
     PYTHONPATH=.:gen .venv/bin/python examples/client.py jobs
@@ -9,6 +9,10 @@
 
 Addresses come from `.run/endpoints.json` (written by `make run`) unless given with
 --taskgen / --embedder (host:port, e.g. a port-forwarded Service in Kubernetes).
+
+A path on this machine means nothing to the services: the documents a job's corpus_path names
+here are read here and uploaded (UploadDocuments), and the job takes them from forge.documents.
+eval_paths and training.base_model stay server paths, accepted only under the services' data roots.
 """
 
 import argparse
@@ -18,7 +22,9 @@ from pathlib import Path
 import grpc
 
 from embedforge.v1 import embedder_pb2, embedder_pb2_grpc, taskgen_pb2, taskgen_pb2_grpc
+from libs.grpc import traced_channel
 from libs.jobspec import load_job_spec
+from libs.uploads import upload_requests
 
 ENDPOINTS = Path(".run") / "endpoints.json"
 
@@ -39,22 +45,30 @@ def describe(job: taskgen_pb2.JobStatus) -> str:
 
 
 def submit(args: argparse.Namespace) -> None:
-    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(grpc.insecure_channel(address(args, "taskgen")))
-    job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=load_job_spec(args.job), job_id=args.job_id)).job
+    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(address(args, "taskgen")))
+    spec = load_job_spec(args.job)
+    documents = spec.corpus_path
+    spec.ClearField("corpus_path")
+    job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec, job_id=args.job_id)).job
     print(describe(job))
+    if documents:
+        print(f"uploaded {taskgen.UploadDocuments(upload_requests(documents, job.job_id, spec.collection)).documents} documents from {documents}")
     if args.watch:  # a server stream: one status per change, until SUCCEEDED or FAILED
         for update in taskgen.WatchJob(taskgen_pb2.WatchJobRequest(job_id=job.job_id)):
             print(describe(update.job))
 
 
 def jobs(args: argparse.Namespace) -> None:
-    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(grpc.insecure_channel(address(args, "taskgen")))
-    for job in taskgen.ListJobs(taskgen_pb2.ListJobsRequest(limit=args.limit)).jobs:
+    taskgen = taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(address(args, "taskgen")))
+    page = taskgen.ListJobs(taskgen_pb2.ListJobsRequest(page_size=args.limit, page_token=args.page_token))
+    for job in page.jobs:
         print(describe(job))
+    if page.next_page_token:
+        print(f"(more: --page-token {page.next_page_token})")
 
 
 def search(args: argparse.Namespace) -> None:
-    embedder = embedder_pb2_grpc.EmbedderServiceStub(grpc.insecure_channel(address(args, "embedder")))
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(traced_channel(address(args, "embedder")))
     mode = embedder_pb2.SEARCH_MODE_HYBRID if args.mode == "hybrid" else embedder_pb2.SEARCH_MODE_DENSE
     response = embedder.Search(embedder_pb2.SearchRequest(query=args.query, collection=args.collection, top_k=args.top_k, mode=mode))
     for rank, hit in enumerate(response.hits, start=1):
@@ -73,7 +87,8 @@ def main() -> None:
     submit_parser.add_argument("--watch", action="store_true", help="follow the job until it succeeds or fails")
     submit_parser.set_defaults(handler=submit)
     jobs_parser = commands.add_parser("jobs", help="list jobs")
-    jobs_parser.add_argument("--limit", type=int, default=20)
+    jobs_parser.add_argument("--limit", type=int, default=20, help="jobs per page (at most 100)")
+    jobs_parser.add_argument("--page-token", default="", help="next page, as the previous page printed")
     jobs_parser.set_defaults(handler=jobs)
     search_parser = commands.add_parser("search", help="search a collection")
     search_parser.add_argument("query")

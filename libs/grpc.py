@@ -17,13 +17,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from libs.limits import MAX_MESSAGE_BYTES, LimitsInterceptor
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.grpc")
 meter = metrics.get_meter("embedforge.grpc")
 rpc_counter = meter.create_counter("rpc.server.requests", description="RPCs handled, by method and status code")
 rpc_duration = meter.create_histogram("rpc.server.duration", unit="s", description="RPC handling time")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class RpcError(Exception):
@@ -55,7 +55,7 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return exc.code, str(exc)
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return grpc.StatusCode.INTERNAL, "internal error (logged by the service)"
 
 
 class ObservabilityInterceptor(grpc.ServerInterceptor):
@@ -144,7 +144,7 @@ class GrpcServer:
     def __init__(self, services: list[GrpcService], host: str, port: int, max_workers: int = 16):
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=[ObservabilityInterceptor()],
+            interceptors=[ObservabilityInterceptor(), LimitsInterceptor()],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)

@@ -68,6 +68,16 @@ class StorageSettings(BaseModel):
     )
 
 
+class DataSettings(BaseModel):
+    """Where a service may read files that a job or request names (env: ``<PREFIX>DATA__<NAME>``)."""
+
+    roots: list[str] = Field(
+        [],
+        description='Folders (or files) whose contents jobs and requests may name, as a JSON list, e.g. ["/data/corpora"]; empty refuses every server path.',
+    )
+    max_file_bytes: int = Field(2 * 1024**3, description="Largest file a job or request may name.")
+
+
 class TelemetrySettings(BaseModel):
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector address; empty disables export.")
     log_level: str = Field("INFO", description="Python logging level.")

@@ -26,3 +26,12 @@ DOCUMENTS = Topic("forge.documents", pb.Document)
 DEAD_LETTER = Topic("forge.deadletter", pb.DeadLetter, partitions=1)
 
 ALL_TOPICS = (JOBS, TASKS, CORPUS_CHUNKS, EXAMPLES_RAW, EXAMPLES_CURATED, EXAMPLES_REJECTED, MODELS, DOCUMENTS, DEAD_LETTER)
+
+
+def curated_key(example: pb.CuratedExample) -> str:
+    """Key of a curated example: one per job and content, so two jobs' equal texts stay apart under compaction."""
+    return f"{example.job_id}/{example.content_hash}"
+
+
+def rejected_key(example: pb.RejectedExample) -> str:
+    return f"{example.job_id}/{example.example_id}"

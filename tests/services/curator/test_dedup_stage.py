@@ -26,7 +26,7 @@ def stage() -> DedupStage:
 
 def test_new_example_goes_to_the_curated_topic_and_the_dedup_log():
     outputs = stage().decide(candidate(1, "e1"))
-    assert [(o.topic, o.key) for o in outputs] == [(topics.EXAMPLES_CURATED, outputs[0].message.content_hash), (DEDUP_LOG, "job-1")]
+    assert [(o.topic, o.key) for o in outputs] == [(topics.EXAMPLES_CURATED, f"job-1/{outputs[0].message.content_hash}"), (DEDUP_LOG, "job-1")]
 
 
 def test_replayed_example_is_re_emitted_with_the_same_key_and_value_only():
