@@ -15,7 +15,7 @@ from pathlib import Path
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import examplegen_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
-from libs import topics
+from libs import ids, topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
@@ -153,7 +153,7 @@ class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
         self.stats = stats
 
     def GetGenerationStats(self, request: api.GetGenerationStatsRequest, context) -> api.GetGenerationStatsResponse:
-        return self.stats.snapshot(request.job_id)
+        return self.stats.snapshot(ids.check(request.job_id, "job_id") if request.job_id else "")
 
 
 def generation_config(settings: ExamplegenSettings) -> GenerationConfig:
