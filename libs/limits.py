@@ -21,9 +21,11 @@ from libs.ids import MAX_ID_CHARS
 
 # gRPC messages in either direction, on every server and client (libs.grpc).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# List RPCs: page_size 0 takes the default; more than the maximum is refused.
+# List RPCs: page_size 0 takes the default; more than the maximum is refused. A page also stops
+# at MAX_PAGE_BYTES, so it fits a client with gRPC's default 4 MiB receive limit.
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 PATH_CHARS = 1024
 MAX_UPLOAD_DOCUMENTS = 10_000
 
@@ -168,13 +170,18 @@ def page_size(requested: int) -> int:
     return requested or DEFAULT_PAGE_SIZE
 
 
-def paginate(items: list, key: Callable[[object], str], size: int, token: str) -> tuple[list, str]:
-    """One page of ``items`` (ordered by the string ``key``) after ``token``, and the next token
-    ("" on the last page). The token is the last key served, so items added between calls
-    neither repeat nor hide older ones."""
+def paginate(items: list[Message], key: Callable[[Message], str], size: int, token: str) -> tuple[list[Message], str]:
+    """One page of ``items`` (ordered by the string ``key``) after ``token``: at most ``size``
+    items and MAX_PAGE_BYTES (at least one item), and the next token ("" on the last page). The
+    token is the last key served, so items added between calls neither repeat nor hide others."""
     remaining = [item for item in items if key(item) > token] if token else items
-    page = remaining[:size]
-    return page, key(page[-1]) if len(remaining) > size else ""
+    page, total = [], 0
+    for item in remaining[:size]:
+        total += item.ByteSize()
+        if page and total > MAX_PAGE_BYTES:
+            break
+        page.append(item)
+    return page, key(page[-1]) if len(remaining) > len(page) else ""
 
 
 class LimitsInterceptor(grpc.ServerInterceptor):

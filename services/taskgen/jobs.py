@@ -31,9 +31,9 @@ def folder_name(job_id: str) -> str:
     return hashlib.sha256(job_id.encode()).hexdigest()[:32]
 
 
-def _newest_first(record: "JobRecord") -> str:
+def _newest_first(job: api.JobStatus) -> str:
     """Sort key (and page token) of a job: newest first, then by id."""
-    return f"{2**63 - record.job.created_at.ToNanoseconds():019d}/{record.job.job_id}"
+    return f"{2**63 - job.created_at.ToNanoseconds():019d}/{job.job_id}"
 
 
 @dataclass
@@ -192,9 +192,8 @@ class JobStore:
     def list_jobs(self, page_size: int, page_token: str) -> tuple[list[api.JobStatus], str]:
         """A page of jobs, newest first (see libs.limits.paginate), and the next page's token."""
         with self._changed:
-            records = sorted(self._jobs.values(), key=_newest_first)
-            page, token = paginate(records, _newest_first, page_size, page_token)
-            return [r.status() for r in page], token
+            statuses = sorted((r.status() for r in self._jobs.values()), key=_newest_first)
+        return paginate(statuses, _newest_first, page_size, page_token)
 
     def unfinished(self) -> list[str]:
         """Jobs whose brainstorming is not complete (resumed after a restart)."""

@@ -38,10 +38,16 @@ def test_a_client_stream_is_bounded_as_a_whole():
 
 
 def test_pages_follow_the_last_key_served_so_new_items_do_not_shift_them():
-    items = ["b", "d", "f"]
-    page, token = limits.paginate(items, str, 2, "")
-    assert (page, token) == (["b", "d"], "d")
-    assert limits.paginate(["a", *items], str, 2, token) == (["f"], "")  # "a" arrived meanwhile: no repeat
+    def jobs(*names):
+        return [taskgen_pb2.JobStatus(job_id=n) for n in names]
+
+    def key(job):
+        return job.job_id
+
+    page, token = limits.paginate(jobs("b", "d", "f"), key, 2, "")
+    assert ([j.job_id for j in page], token) == (["b", "d"], "d")
+    page, token = limits.paginate(jobs("a", "b", "d", "f"), key, 2, token)  # "a" arrived meanwhile: no repeat
+    assert ([j.job_id for j in page], token) == (["f"], "")
     with pytest.raises(ValueError, match="page_size must be between 0"):
         limits.page_size(-1)
     assert limits.page_size(0) == limits.DEFAULT_PAGE_SIZE

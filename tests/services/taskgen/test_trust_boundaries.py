@@ -21,13 +21,14 @@ from tests.services.taskgen.test_service import settings_for, spec
 
 @pytest.fixture
 def taskgen(kafka_settings, tmp_path):
-    """A running taskgen whose only data root is tmp_path/data, and readers of its output topics."""
+    """A running taskgen whose only data root is tmp_path/data: its stub, readers of its output
+    topics and its address."""
     register_script([])
     (tmp_path / "data").mkdir()
     settings = settings_for(kafka_settings, tmp_path / "state", data={"roots": [str(tmp_path / "data")]})
     jobs, documents = TopicReader(kafka_settings, topics.JOBS), TopicReader(kafka_settings, topics.DOCUMENTS)
     with Running(build(settings)) as running:
-        yield api_grpc.TaskgenServiceStub(running.channel()), jobs, documents
+        yield api_grpc.TaskgenServiceStub(running.channel()), jobs, documents, f"127.0.0.1:{running.server.port}"
     jobs.close()
     documents.close()
 
@@ -44,7 +45,7 @@ def state_files(tmp_path) -> list[str]:
 
 
 def test_a_job_id_that_is_a_path_or_too_long_or_holds_nul_is_refused_and_writes_nothing(taskgen, tmp_path):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     before = state_files(tmp_path)
     for job_id in (str(tmp_path / "x" / "abs-escape"), "../../escape", "a" * 300, "job\x00nul", "..", "a/b"):
         message = refused(lambda: stub.SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=spec())))
@@ -55,14 +56,14 @@ def test_a_job_id_that_is_a_path_or_too_long_or_holds_nul_is_refused_and_writes_
 
 
 def test_job_ids_are_never_folder_names(taskgen, tmp_path):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     stub.SubmitJob(api.SubmitJobRequest(job_id="Job.1_ok-" + uuid.uuid4().hex[:6], spec=spec()))
     assert [p.name for p in (tmp_path / "state" / "jobs").iterdir()] != ["Job.1_ok"]
     assert len(jobs.wait_for(lambda m: len(m) == 1)) == 1
 
 
 def test_paths_outside_the_data_roots_are_refused_alike_whether_or_not_they_exist(taskgen, tmp_path):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     (tmp_path / "secret.txt").write_text("secret")
     os.symlink(tmp_path / "secret.txt", tmp_path / "data" / "link.txt")
     os.mkfifo(tmp_path / "data" / "fifo")
@@ -87,7 +88,7 @@ def test_paths_outside_the_data_roots_are_refused_alike_whether_or_not_they_exis
 
 
 def test_a_path_inside_a_data_root_is_accepted(taskgen, tmp_path):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     (tmp_path / "data" / "docs.jsonl").write_text('{"_id": "d1", "text": "some text"}\n')
     job = stub.SubmitJob(api.SubmitJobRequest(spec=spec(corpus_path=str(tmp_path / "data" / "docs.jsonl"), corpus_queries=1))).job
     assert [j.job_id for j in jobs.wait_for(lambda m: len(m) == 1)] == [job.job_id]
@@ -103,7 +104,7 @@ def test_a_path_inside_a_data_root_is_accepted(taskgen, tmp_path):
     ],
 )
 def test_oversized_fields_are_refused_before_anything_is_kept_or_published(taskgen, tmp_path, fields, expected):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     assert expected in refused(lambda: stub.SubmitJob(api.SubmitJobRequest(job_id="big", spec=spec(**fields))))
     assert state_files(tmp_path) == []
     with pytest.raises(grpc.RpcError) as missing:
@@ -113,7 +114,7 @@ def test_oversized_fields_are_refused_before_anything_is_kept_or_published(taskg
 
 
 def test_a_message_over_the_grpc_limit_is_refused_by_size(taskgen):
-    stub, jobs, _ = taskgen
+    stub, jobs, _, _ = taskgen
     with pytest.raises(grpc.RpcError) as error:
         stub.SubmitJob(api.SubmitJobRequest(spec=spec(domain="x" * (17 * 1024 * 1024))))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -121,7 +122,7 @@ def test_a_message_over_the_grpc_limit_is_refused_by_size(taskgen):
 
 
 def test_list_jobs_pages_newest_first_and_refuses_bad_page_sizes(taskgen):
-    stub, _, _ = taskgen
+    stub, _, _, _ = taskgen
     submitted = [stub.SubmitJob(api.SubmitJobRequest(job_id=f"page-{i}", spec=spec())).job.job_id for i in range(3)]
     first = stub.ListJobs(api.ListJobsRequest(page_size=2))
     second = stub.ListJobs(api.ListJobsRequest(page_size=2, page_token=first.next_page_token))
@@ -131,8 +132,26 @@ def test_list_jobs_pages_newest_first_and_refuses_bad_page_sizes(taskgen):
     assert "page_size must be between 0" in refused(lambda: stub.ListJobs(api.ListJobsRequest(page_size=101)))
 
 
+def test_the_largest_jobs_list_in_pages_that_a_default_4_mib_client_can_read(taskgen):
+    """Jobs with the longest domain allowed (10,000 four-byte characters) once made ListJobs
+    fail for every client with gRPC's default 4 MiB receive limit: a page now stops at 2 MiB."""
+    stub, _, _, target = taskgen
+    for i in range(70):
+        stub.SubmitJob(api.SubmitJobRequest(job_id=f"wide-{i:02d}", spec=spec(domain="\U0001f50b" * 10_000)))
+    default_client = api_grpc.TaskgenServiceStub(grpc.insecure_channel(target))
+    seen, token, pages = [], "", 0
+    while True:
+        page = default_client.ListJobs(api.ListJobsRequest(page_size=100, page_token=token))
+        assert page.ByteSize() <= 2 * 1024 * 1024
+        seen += [j.job_id for j in page.jobs]
+        pages, token = pages + 1, page.next_page_token
+        if not token:
+            break
+    assert pages >= 2 and sorted(seen) == [f"wide-{i:02d}" for i in range(70)]
+
+
 def test_ids_are_checked_on_every_job_rpc(taskgen):
-    stub, _, _ = taskgen
+    stub, _, _, _ = taskgen
     assert "job_id is not a valid id" in refused(lambda: stub.GetJob(api.GetJobRequest(job_id="../x")))
     assert "job_id is not a valid id" in refused(lambda: next(iter(stub.WatchJob(api.WatchJobRequest(job_id="/etc/passwd")))))
     assert "spec.collection is not a valid id" in refused(lambda: stub.SubmitJob(api.SubmitJobRequest(spec=spec(collection="../qdrant"))))
@@ -144,7 +163,7 @@ def upload(stub, job_id: str, *documents: pb.Document, per_message: int = 2):
 
 
 def test_uploaded_documents_are_published_for_the_job(taskgen):
-    stub, _, documents = taskgen
+    stub, _, documents, _ = taskgen
     job = stub.SubmitJob(api.SubmitJobRequest(job_id="docs-job", spec=spec(collection="manuals", categories=[], corpus_queries=2))).job
     response = upload(stub, job.job_id, *(pb.Document(doc_id=f"d{i}", title=f"Doc {i}", text=f"text {i}", job_id="someone-else") for i in range(3)))
     published = documents.wait_for(lambda m: len(m) == 3)
@@ -153,7 +172,7 @@ def test_uploaded_documents_are_published_for_the_job(taskgen):
 
 
 def test_an_upload_with_one_bad_document_publishes_none(taskgen):
-    stub, _, documents = taskgen
+    stub, _, documents, _ = taskgen
     stub.SubmitJob(api.SubmitJobRequest(job_id="docs-bad", spec=spec(categories=[], corpus_queries=2)))
     good = [pb.Document(doc_id=f"d{i}", text="fine") for i in range(3)]
     bad = {
