@@ -38,7 +38,7 @@ from rich.progress import Progress  # noqa: E402
 
 from embedforge.v1 import messages_pb2 as pb  # noqa: E402
 from libs import topics  # noqa: E402
-from libs.kafka import ProtoProducer, ensure_topics  # noqa: E402
+from libs.kafka import ProtoProducer  # noqa: E402
 from libs.local.broker import TansuBroker  # noqa: E402
 from libs.local.runtime import LocalRuntime  # noqa: E402
 from services.curator.dedup import SCHEME, DedupIndex, MinHasher, Signature  # noqa: E402
@@ -280,7 +280,6 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
     with tempfile.TemporaryDirectory() as run_dir, TansuBroker(log_path=Path(run_dir) / "broker.log") as broker:
         runtime = LocalRuntime(Path(run_dir), services=("curator",), extra_env={"{PREFIX}KAFKA__MAX_POLL_RECORDS": "500"}, topic_prefix="bench.")
         runtime.start_broker(broker)
-        ensure_topics(runtime.kafka_settings)
         runtime.start_service("curator")
         runtime.wait_healthy("curator")
         kafka = runtime.kafka_settings

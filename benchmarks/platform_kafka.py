@@ -20,6 +20,7 @@ from libs.kafka import ConsumerLoop, ProtoProducer, Subscription, encode_headers
 from libs.local.broker import TansuBroker
 from libs.settings import KafkaSettings, TelemetrySettings
 from libs.telemetry import setup_telemetry
+from libs.topics import ConsumerGroup
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
 PARTITIONS = 6
@@ -76,7 +77,7 @@ def consume_layer(settings, expected: int) -> float:
         return ()
 
     stop = threading.Event()
-    loop = ConsumerLoop(settings, f"bench-{uuid.uuid4().hex[:6]}", [Subscription(topics.EXAMPLES_RAW, per_message(handle))], ProtoProducer(settings, client_id="bench"))
+    loop = ConsumerLoop(settings, ConsumerGroup(f"bench-{uuid.uuid4().hex[:6]}", (topics.EXAMPLES_RAW,)), [Subscription(topics.EXAMPLES_RAW, per_message(handle))], ProtoProducer(settings, client_id="bench"))
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     done.wait(300)

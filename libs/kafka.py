@@ -23,7 +23,7 @@ from opentelemetry.trace import Link, SpanKind
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.settings import KafkaSettings
-from libs.topics import Topic
+from libs.topics import ConsumerGroup, Topic
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.kafka")
@@ -55,11 +55,13 @@ class TransientError(Exception):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message a handler wants produced: topic, idempotency key and value."""
+    """A message a handler wants produced: topic, idempotency key and value; ``partition``
+    places it explicitly (default: by key)."""
 
     topic: Topic
     key: str
     message: Message
+    partition: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,8 @@ class ProtoProducer:
             max_request_size=settings.max_message_bytes,
         )
 
-    def send(self, topic: Topic, key: str, message: Message):
-        """Queue one message; returns kafka-python's future (``.get()`` waits for the ack)."""
+    def send(self, topic: Topic, key: str, message: Message, partition: int | None = None):
+        """Queue one message (to ``partition``, else by key); returns kafka-python's future (``.get()`` waits for the ack)."""
         if not isinstance(message, topic.message_type):
             raise TypeError(f"{topic.name} carries {topic.message_type.DESCRIPTOR.full_name}, got {type(message).__name__}")
         produced_counter.add(1, {"topic": topic.name})
@@ -142,6 +144,7 @@ class ProtoProducer:
             key=key.encode(),
             value=message.SerializeToString(),
             headers=encode_headers(message),
+            partition=partition,
         )
 
     def send_and_wait(self, topic: Topic, key: str, message: Message, timeout_s: float = 30.0):
@@ -176,14 +179,18 @@ class Subscription:
 class ConsumerLoop:
     """Consume subscriptions as one consumer-group member; commit after outputs are acked.
 
+    The subscriptions must be exactly the topics the group declares in libs/topics.py.
     A record that cannot be decoded, or whose handler raises, goes to the dead-letter
     topic with a reason and the loop continues. If producing fails, the loop raises
     without committing, so a restart reprocesses the batch.
     """
 
-    def __init__(self, settings: KafkaSettings, group_id: str, subscriptions: Sequence[Subscription], producer: ProtoProducer):
+    def __init__(self, settings: KafkaSettings, group: ConsumerGroup, subscriptions: Sequence[Subscription], producer: ProtoProducer):
+        subscribed = {s.topic.name for s in subscriptions}
+        if group.per_replica or subscribed != {t.name for t in group.topics}:
+            raise ValueError(f"group {group.id} reads {sorted(t.name for t in group.topics)} (libs/topics.py), subscriptions are {sorted(subscribed)}")
         self.settings = settings
-        self.group_id = settings.topic_prefix + group_id  # isolated like the topics
+        self.group_id = settings.topic_prefix + group.id  # isolated like the topics
         self.producer = producer
         self.subscriptions = {physical_name(settings, s.topic): s for s in subscriptions}
         self.ready = threading.Event()
@@ -268,7 +275,7 @@ class ConsumerLoop:
                 except Exception:  # noqa: BLE001 - isolate the bad record(s) below
                     log.exception("batch handler failed; retrying records one by one", extra={"topic": topic_name})
                 else:
-                    return futures + [self.producer.send(o.topic, o.key, o.message) for o in outputs]
+                    return futures + self._produce(outputs)
         for received in decoded:
             futures.extend(self._process_one(subscription, received))
         return futures
@@ -290,7 +297,10 @@ class ConsumerLoop:
                 detail = f"{type(exc).__name__}: {exc}"
                 topic_name = physical_name(self.settings, received.topic)
                 return [self._dead_letter(topic_name, received.partition, received.offset, received.key, received.value, received.headers, "handler_error", detail)]
-            return [self.producer.send(o.topic, o.key, o.message) for o in outputs]
+            return self._produce(outputs)
+
+    def _produce(self, outputs: list[Outgoing]) -> list:
+        return [self.producer.send(o.topic, o.key, o.message, o.partition) for o in outputs]
 
     def _dead_letter(self, topic_name: str, partition: int, offset: int, key: str, value: bytes | None, headers: dict[str, str], reason: str, detail: str):
         self.dead_lettered += 1
@@ -320,8 +330,32 @@ def per_message(handle: Callable[[Received], Iterable[Outgoing]]) -> BatchHandle
     return handle_batch
 
 
-def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_TOPICS, partitions: int | None = None) -> None:
-    """Create missing topics (idempotent). ``partitions`` overrides each topic's default."""
+class MissingTopicsError(Exception):
+    """Topics a service uses do not exist: they are created by the deployment, not by services."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(
+            f"missing Kafka topics {', '.join(missing)}: create them first (the chart's topic Job or Strimzi "
+            "KafkaTopics; locally: python -m libs.local topics --bootstrap-servers HOST:PORT)"
+        )
+        self.missing = missing
+
+
+def require_topics(settings: KafkaSettings, wanted: Iterable[Topic]) -> None:
+    """Raise MissingTopicsError naming every topic of ``wanted`` that does not exist."""
+    admin = KafkaAdminClient(**settings.client_kwargs(), client_id="embedforge-admin")
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    missing = [physical_name(settings, t) for t in wanted if physical_name(settings, t) not in existing]
+    if missing:
+        raise MissingTopicsError(missing)
+
+
+def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_TOPICS, partitions: int | None = None, replication_factor: int = 1) -> list[str]:
+    """Create the missing topics with their declared configs (local mode and tests only) and
+    return their names. ``partitions`` replaces every topic's count (shared counts stay shared)."""
     admin = KafkaAdminClient(**settings.client_kwargs(), client_id="embedforge-admin")
     try:
         existing = set(admin.list_topics())
@@ -329,8 +363,8 @@ def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_
             NewTopic(
                 physical_name(settings, t),
                 num_partitions=partitions or t.partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": str(t.retention_ms)},
+                replication_factor=replication_factor,
+                topic_configs={"retention.ms": str(t.retention_ms), "cleanup.policy": t.cleanup_policy},
             )
             for t in wanted
             if physical_name(settings, t) not in existing
@@ -340,5 +374,6 @@ def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+        return [t.name for t in new]
     finally:
         admin.close()

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from libs.grpc import GrpcServer, GrpcService
-from libs.kafka import ConsumerLoop, ProtoProducer
+from libs import topics
+from libs.kafka import ConsumerLoop, MissingTopicsError, ProtoProducer, require_topics
 from libs.settings import ServiceSettings, UnknownSettingError, load_settings
 from libs.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -42,7 +43,15 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     parts = build(settings)
-    server = GrpcServer(parts.grpc_services, settings.grpc_host, settings.grpc_port, settings.grpc_max_workers)
+    server = GrpcServer(
+        parts.grpc_services,
+        settings.grpc_host,
+        settings.grpc_port,
+        settings.grpc_max_workers,
+        tls=settings.tls,
+        auth=settings.auth,
+        health_port=settings.grpc_health_port,
+    )
     server.start()
 
     def consume(loop: ConsumerLoop) -> None:
@@ -57,7 +66,7 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
     for thread in threads:
         thread.start()
     server.set_serving(True)
-    log.info("service started", extra={"grpc_port": server.port, "consumers": len(threads)})
+    log.info("service started", extra={"grpc_port": server.port, "tls": settings.tls.enabled, "auth": settings.auth.enabled, "consumers": len(threads)})
 
     stop.wait()
     log.info("draining")
@@ -77,10 +86,12 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
 
 
 def main(name: str, settings_class: type[ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> None:
-    """Entry point of a service process; exits 2 when its environment holds an unknown setting."""
+    """Entry point of a service process; exits 2 when its environment holds an unknown setting
+    or a topic it uses (libs/topics.py) does not exist: services never create topics."""
     try:
         settings = load_settings(settings_class)
-    except UnknownSettingError as exc:
+        require_topics(settings.kafka, topics.SERVICES[name].uses)
+    except (UnknownSettingError, MissingTopicsError) as exc:
         print(f"{name}: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(run_service(name, settings, build))

@@ -13,25 +13,38 @@ the closest field) instead of silently running with the default.
 import difflib
 import os
 from collections.abc import Iterator, Mapping
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
-    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol).")
     sasl_username: str | None = Field(None, description="SASL user (the chart takes it from kafka.sasl.existingSecret).")
     sasl_password: SecretStr | None = Field(None, description="SASL password (from the same Secret).")
     ssl_cafile: str | None = Field(None, description="CA bundle for SSL/SASL_SSL.")
+    ssl_certfile: str | None = Field(None, description="PEM client certificate for brokers that require mTLS (not rendered by the chart yet).")
+    ssl_keyfile: str | None = Field(None, description="Private key of ssl_certfile.")
     session_timeout_ms: int = Field(45000, description="Consumer group session timeout; local mode uses 6000.")
     heartbeat_interval_ms: int = Field(3000, description="Consumer heartbeat; local mode uses 1000.")
     max_poll_records: int = Field(100, description="Records per poll: the commit batch size.")
     max_poll_interval_ms: int = Field(600000, description="Longest processing of one poll batch before the group reassigns its partitions.")
     max_message_bytes: int = Field(8 * 1024 * 1024, description="Largest produced/fetched message.")
     topic_prefix: str = Field("", description="Prepended to every topic name (test isolation, multi-tenant clusters).")
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> "KafkaSettings":
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl != bool(self.sasl_mechanism):
+            raise ValueError(f"security_protocol {self.security_protocol} {'needs' if sasl else 'takes no'} sasl_mechanism")
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError("a SASL protocol needs sasl_username and sasl_password")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
 
     def client_kwargs(self) -> dict:
         """Connection arguments shared by producers, consumers and admin clients."""
@@ -40,8 +53,9 @@ class KafkaSettings(BaseModel):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
-        if self.ssl_cafile:
-            kwargs["ssl_cafile"] = self.ssl_cafile
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                kwargs[name] = getattr(self, name)
         return kwargs
 
 
@@ -78,6 +92,27 @@ class DataSettings(BaseModel):
     max_file_bytes: int = Field(2 * 1024**3, description="Largest file a job or request may name.")
 
 
+class TlsSettings(BaseModel):
+    """TLS of the gRPC server, and of a client calling one (env: ``<PREFIX>TLS__<NAME>``). The chart
+    mounts cert-manager's Secret (tls.crt, tls.key, ca.crt); a rotated file is picked up on the next handshake."""
+
+    enabled: bool = Field(False, description="Serve gRPC over TLS only (the health port, if any, stays plaintext).")
+    cert_file: str = Field("/etc/embedforge/tls/tls.crt", description="PEM certificate chain: the server's, and a client's own for mTLS.")
+    key_file: str = Field("/etc/embedforge/tls/tls.key", description="PEM private key of cert_file.")
+    ca_file: str = Field("/etc/embedforge/tls/ca.crt", description="PEM CA bundle: verifies client certificates (mTLS) and, as a client, the server.")
+    require_client_cert: bool = Field(False, description="mTLS: refuse clients without a certificate signed by ca_file.")
+    server_name: str = Field("", description="As a client: the name expected in the server's certificate when it differs from the target host.")
+
+
+class AuthSettings(BaseModel):
+    """Bearer-token auth of the gRPC API (env: ``<PREFIX>AUTH__<NAME>``); roles per RPC in libs/auth.py."""
+
+    enabled: bool = Field(False, description="Require `authorization: Bearer <token>` on every RPC (needs TLS).")
+    tokens_file: str = Field("/etc/embedforge/auth/tokens", description="Lines `<client name> <role> <token>` (roles: submit, read, search, admin); re-read when it changes.")
+    open_health: bool = Field(True, description="grpc.health.v1 without a token (probes, load balancers).")
+    open_reflection: bool = Field(False, description="Server reflection without a token.")
+
+
 class TelemetrySettings(BaseModel):
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector address; empty disables export.")
     log_level: str = Field("INFO", description="Python logging level.")
@@ -92,8 +127,11 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = Field(50051, description="Port of the service's gRPC server.")
     grpc_host: str = Field("0.0.0.0", description="Interface to bind; local mode uses 127.0.0.1.")
     grpc_max_workers: int = Field(16, description="Threads serving RPCs.")
+    grpc_health_port: int = Field(0, description="Plaintext port serving only grpc.health.v1 (kubelet probes when TLS is on); 0 = none.")
     shutdown_grace_s: float = Field(10.0, description="Drain time for in-flight RPCs on SIGTERM.")
     state_dir: str = Field("/var/lib/embedforge", description="Where the service keeps local state.")
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
     kafka: KafkaSettings = KafkaSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 

@@ -2,6 +2,10 @@
 print its report; with --continuous keep everything up until Ctrl-C for more jobs.
 
 Usage: python -m libs.local run [--job JOB.yaml] [--continuous] [--run-dir .run]
+       python -m libs.local topics --bootstrap-servers HOST:PORT [--topic-prefix P] [--partitions N]
+
+``topics`` creates every topic of libs/topics.py that is missing on a broker (services never
+create topics; in a cluster the chart's Job or Strimzi does).
 """
 
 import argparse
@@ -16,9 +20,11 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from libs.jobspec import load_job_spec
+from libs.kafka import ensure_topics
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.report import write_report
 from libs.local.runtime import REPO_ROOT, SERVICES, LocalRuntime, job_data_roots
+from libs.settings import KafkaSettings
 
 console = Console()
 DEMO_JOB = REPO_ROOT / "examples" / "demo" / "job.yaml"
@@ -46,6 +52,7 @@ def start(runtime: LocalRuntime) -> None:
     for name, proc in runtime.processes.items():
         table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
     console.print(table)
+    console.print(runtime.credentials.usage(runtime.processes["taskgen"].target))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 
+def create_topics(args: argparse.Namespace) -> int:
+    settings = KafkaSettings(bootstrap_servers=args.bootstrap_servers, topic_prefix=args.topic_prefix)
+    created = ensure_topics(settings, partitions=args.partitions, replication_factor=args.replication_factor)
+    console.print(f"created {len(created)} topics on {args.bootstrap_servers}" + "".join(f"\n  {name}" for name in created))
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m libs.local")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,8 +94,15 @@ def main() -> None:
     run_parser.add_argument("--job", default=str(DEMO_JOB), help="job spec YAML (default: the demo job)")
     run_parser.add_argument("--continuous", action="store_true", help="keep services running after the job until Ctrl-C")
     run_parser.add_argument("--run-dir", default=".run", help="logs, service state and reports")
+    run_parser.set_defaults(command_fn=run)
+    topics_parser = sub.add_parser("topics", help="create the missing topics of libs/topics.py on a broker")
+    topics_parser.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port...]")
+    topics_parser.add_argument("--topic-prefix", default="", help="prepended to every topic name")
+    topics_parser.add_argument("--partitions", type=int, default=None, help="one partition count for every topic (default: each topic's own)")
+    topics_parser.add_argument("--replication-factor", type=int, default=1)
+    topics_parser.set_defaults(command_fn=create_topics)
     args = parser.parse_args()
-    raise SystemExit(run(args))
+    raise SystemExit(args.command_fn(args))
 
 
 if __name__ == "__main__":

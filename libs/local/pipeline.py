@@ -13,7 +13,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, embedder_pb2, embedder_pb2_grpc
 from embedforge.v1 import examplegen_pb2, examplegen_pb2_grpc, messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2, taskgen_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from libs.grpc import traced_channel
 from libs.local.runtime import LocalRuntime
 from libs.uploads import upload_requests
 
@@ -35,15 +34,12 @@ class Clients:
 
     @classmethod
     def connect(cls, runtime: LocalRuntime) -> "Clients":
-        def channel(name: str) -> grpc.Channel:
-            return traced_channel(runtime.processes[name].target)
-
         return cls(
-            taskgen_pb2_grpc.TaskgenServiceStub(channel("taskgen")),
-            examplegen_pb2_grpc.ExamplegenServiceStub(channel("examplegen")),
-            curator_pb2_grpc.CuratorServiceStub(channel("curator")),
-            trainer_pb2_grpc.TrainerServiceStub(channel("trainer")),
-            embedder_pb2_grpc.EmbedderServiceStub(channel("embedder")),
+            taskgen_pb2_grpc.TaskgenServiceStub(runtime.channel("taskgen")),
+            examplegen_pb2_grpc.ExamplegenServiceStub(runtime.channel("examplegen")),
+            curator_pb2_grpc.CuratorServiceStub(runtime.channel("curator")),
+            trainer_pb2_grpc.TrainerServiceStub(runtime.channel("trainer")),
+            embedder_pb2_grpc.EmbedderServiceStub(runtime.channel("embedder")),
         )
 
 

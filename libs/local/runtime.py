@@ -1,5 +1,6 @@
 """Run the pipeline locally: broker, topics, and the five services as separate processes,
-each started with the same entry point its container uses (``python -m services.NAME``)."""
+each started with the same entry point its container uses (``python -m services.NAME``),
+serving TLS with token auth from the credentials under ``<run dir>/auth`` (libs.local.credentials)."""
 
 import json
 import logging
@@ -12,10 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from embedforge.v1 import messages_pb2 as pb
-from libs.grpc import wait_until_serving
+from libs.grpc import traced_channel, wait_until_serving
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker, free_port
+from libs.local.credentials import ensure_credentials
 from libs.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ class LocalRuntime:
     ):
         self.run_dir = run_dir
         self.data_roots = [str(Path(root).resolve()) for root in data_roots]
+        self.credentials = ensure_credentials(run_dir)
         self.storage_uri = storage_uri or (run_dir / "storage").resolve().as_uri()
         self.services = services
         self.extra_env = extra_env or {}
@@ -109,6 +114,7 @@ class LocalRuntime:
             f"{prefix}KAFKA__SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
             f"{prefix}KAFKA__HEARTBEAT_INTERVAL_MS": str(kafka.heartbeat_interval_ms),
             f"{prefix}KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            **self.credentials.service_env(prefix),
         }
         if name in STORAGE_SERVICES:  # models and run state: one object store shared by trainer and embedder
             env[f"{prefix}STORAGE__URI"] = self.storage_uri
@@ -138,11 +144,15 @@ class LocalRuntime:
             if service.process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {service.process.returncode}; see {service.log_path}")
             try:
-                wait_until_serving(service.target, timeout_s=1.0)
+                wait_until_serving(service.target, timeout_s=1.0, tls=self.credentials.client_tls(), token=self.credentials.token)
                 return
             except TimeoutError:
                 if time.monotonic() > deadline:
                     raise
+
+    def channel(self, name: str) -> grpc.Channel:
+        """A client channel to a running service: TLS with the local CA, the admin token."""
+        return traced_channel(self.processes[name].target, self.credentials.client_tls(), self.credentials.token)
 
     def supervise(self, interval_s: float = 1.0) -> None:
         """Restart any service process that exits on its own, on the same port (as Kubernetes

@@ -14,18 +14,17 @@ from embedforge.v1 import curator_pb2 as api
 from embedforge.v1 import curator_pb2_grpc as api_grpc
 from libs import ids, topics
 from libs.grpc import GrpcService, InvalidArgument, Unavailable
-from libs.kafka import ConsumerLoop, ProtoProducer, Subscription, ensure_topics, physical_name
+from libs.kafka import ConsumerLoop, ProtoProducer, Subscription, physical_name
 from libs.service import ServiceParts
 from services.curator.consistency import ConsistencyScorer
 from services.curator.dedup import DedupIndex
 from services.curator.flagembedding import lines_of, raw_examples, to_line
 from services.curator.settings import CuratorSettings
-from services.curator.stages import CANDIDATES, DEDUP_LOG, DedupLogReader, DedupStage, ValidateStage
+from services.curator.stages import DedupLogReader, DedupStage, ValidateStage
 from services.curator.validation import Validator
 from services.curator.views import OutcomeView, scan
 
 EXPORT_BLOCK_BYTES = 1 << 20
-VALIDATE_GROUP = "curator"
 
 
 class CuratorServicer(api_grpc.CuratorServiceServicer):
@@ -92,13 +91,13 @@ class CuratorServicer(api_grpc.CuratorServiceServicer):
         return api.ImportDatasetResponse(received=len(examples), accepted=accepted, rejected=rejected)
 
 
-def ensure_internal_topics(settings: CuratorSettings) -> None:
-    """Create the curator's topics; candidates and dedup-log must have the same partition count."""
-    ensure_topics(settings.kafka, [topics.EXAMPLES_RAW, topics.EXAMPLES_CURATED, topics.EXAMPLES_REJECTED, topics.DEAD_LETTER])
-    ensure_topics(settings.kafka, [CANDIDATES, DEDUP_LOG], partitions=settings.dedup.partitions)
+def check_dedup_partitions(settings: CuratorSettings) -> None:
+    """The dedup log must have the candidates topic's partition count (libs/topics.py), or the
+    dedup state of a job would not be where the owner of its candidates reads it."""
     consumer = KafkaConsumer(**settings.kafka.client_kwargs())
     try:
-        counts = {t.name: len(consumer.partitions_for_topic(physical_name(settings.kafka, t)) or ()) for t in (CANDIDATES, DEDUP_LOG)}
+        wanted = (topics.CURATOR_CANDIDATES, topics.CURATOR_DEDUP_LOG)
+        counts = {physical_name(settings.kafka, t): len(consumer.partitions_for_topic(physical_name(settings.kafka, t)) or ()) for t in wanted}
     finally:
         consumer.close()
     if len(set(counts.values())) != 1:
@@ -106,7 +105,7 @@ def ensure_internal_topics(settings: CuratorSettings) -> None:
 
 
 def build(settings: CuratorSettings) -> ServiceParts:
-    ensure_internal_topics(settings)
+    check_dedup_partitions(settings)
     producer = ProtoProducer(settings.kafka, client_id="curator")
     scorer = ConsistencyScorer(settings.consistency_model, settings.consistency_batch_size, settings.torch_threads) if settings.consistency_model else None
     validate = ValidateStage(Validator(settings.validation), scorer)
@@ -118,8 +117,8 @@ def build(settings: CuratorSettings) -> ServiceParts:
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_CuratorServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["CuratorService"].full_name)],
         consumers=[
-            ConsumerLoop(settings.kafka, VALIDATE_GROUP, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
-            ConsumerLoop(settings.kafka, f"{VALIDATE_GROUP}-dedup", [Subscription(CANDIDATES, dedup.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, topics.CURATOR_VALIDATE_GROUP, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
+            ConsumerLoop(settings.kafka, topics.CURATOR_DEDUP_GROUP, [Subscription(topics.CURATOR_CANDIDATES, dedup.handle, batch=True)], producer),
         ],
         producer=producer,
         on_shutdown=[view.stop, reader.close],

@@ -29,7 +29,6 @@ class DedupSettings(BaseModel):
     )
     num_perm: int = Field(64, description="MinHash permutations: the first half hashes the query, the second half the positive.")
     max_bytes: int = Field(1024, description="Leading bytes of the normalized query, and of the normalized positive, that the MinHash sees.")
-    partitions: int = Field(6, description="Partitions of the internal candidates and dedup-log topics (both must match).")
 
 
 class CuratorSettings(ServiceSettings):

@@ -1,4 +1,4 @@
-"""The curator's two consumer stages and its internal topics.
+"""The curator's two consumer stages over its internal topics (declared in libs/topics.py).
 
 1. validate (group ``curator``, any replica, any raw partition): parse, repair, check, and
    optionally score with the reference model. Rejects go to forge.examples.rejected;
@@ -6,8 +6,8 @@
    land in one partition.
 2. dedup (group ``curator-dedup``): the replica that owns a candidates partition owns the
    dedup state of its jobs. Each accepted example goes to forge.examples.curated (key:
-   content hash) and to forge.curator.dedup-log (key: job_id, hence the same partition
-   number as its candidate). Before each batch the stage reads the log partition up to its
+   content hash) and to forge.curator.dedup-log (key: job_id/content_hash, compacted; written
+   to the partition number of its candidate). Before each batch the stage reads the log partition up to its
    end, so state survives restarts and follows partitions between replicas: a replica
    that takes over a partition, or restarts with no local state, rebuilds it from the log.
 
@@ -27,7 +27,6 @@ from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.kafka import Outgoing, Received, physical_name
 from libs.settings import KafkaSettings
-from libs.topics import Topic
 from services.curator.consistency import ConsistencyScorer
 from services.curator.dedup import DedupIndex, Signature
 from services.curator.reading import plain_consumer, read_to_end
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.curator")
 outcomes = meter.create_counter("curator.examples", description="Examples by stage and outcome (accepted or reject reason)")
 
-CANDIDATES = Topic("forge.curator.candidates", pb.CurationCandidate, retention_ms=7 * 24 * 3600 * 1000)
-DEDUP_LOG = Topic("forge.curator.dedup-log", pb.CuratedExample, retention_ms=-1)
 
 
 def rejected(example_id: str, job_id: str, reason: str, detail: str, payload: bytes, provenance: pb.Provenance | None = None) -> Outgoing:
@@ -71,8 +68,8 @@ class ValidateStage:
                 detail = f"negative scores {example.negative_score:.3f} > positive {example.positive_score:.3f}"
                 outputs.append(rejected(example.provenance.example_id, example.job_id, "negative_above_positive", detail, record.value, example.provenance))
                 continue
-            outputs.append(Outgoing(CANDIDATES, example.job_id, pb.CurationCandidate(example=example, original_payload=record.value)))
-        passed = sum(1 for o in outputs if o.topic == CANDIDATES)
+            outputs.append(Outgoing(topics.CURATOR_CANDIDATES, example.job_id, pb.CurationCandidate(example=example, original_payload=record.value)))
+        passed = sum(1 for o in outputs if o.topic == topics.CURATOR_CANDIDATES)
         log.info("validated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "passed": passed})
         return outputs
 
@@ -82,7 +79,7 @@ class DedupLogReader:
 
     def __init__(self, settings: KafkaSettings, index: DedupIndex):
         self.index = index
-        self.topic = physical_name(settings, DEDUP_LOG)
+        self.topic = physical_name(settings, topics.CURATOR_DEDUP_LOG)
         self.consumer = plain_consumer(settings)
         self.positions: dict[int, int] = {}
 
@@ -119,13 +116,14 @@ class DedupStage:
         outputs: list[Outgoing] = []
         signatures = self.index.signatures([record.message.example for record in records])
         for record, signature in zip(records, signatures):
-            outputs.extend(self.decide(record.message, signature))
+            outputs.extend(self.decide(record.message, record.partition, signature))
         accepted = sum(1 for o in outputs if o.topic == topics.EXAMPLES_CURATED)
         log.info("deduplicated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "accepted": accepted})
         return outputs
 
-    def decide(self, candidate: pb.CurationCandidate, signature: Signature | None = None) -> list[Outgoing]:
-        """The outputs of one candidate; ``signature`` is its index.signature() when already computed."""
+    def decide(self, candidate: pb.CurationCandidate, partition: int, signature: Signature | None = None) -> list[Outgoing]:
+        """The outputs of one candidate read from candidates ``partition``; ``signature`` is its
+        index.signature() when already computed."""
         example = candidate.example
         example_id = example.provenance.example_id
         job = self.index.job(example.job_id)
@@ -142,4 +140,5 @@ class DedupStage:
             return [rejected(example_id, example.job_id, verdict.reason, detail, candidate.original_payload, example.provenance)]
         job.add(example.content_hash, example_id, signature)
         outcomes.add(1, {"outcome": "accepted"})
-        return [Outgoing(topics.EXAMPLES_CURATED, topics.curated_key(example), example), Outgoing(DEDUP_LOG, example.job_id, example)]
+        log_entry = Outgoing(topics.CURATOR_DEDUP_LOG, topics.curated_key(example), example, partition)
+        return [Outgoing(topics.EXAMPLES_CURATED, topics.curated_key(example), example), log_entry]

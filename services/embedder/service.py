@@ -289,8 +289,8 @@ def consumers(settings: EmbedderSettings, servicer: EmbedderServicer, producer: 
     replica (a group per replica), so each one swaps. Indexing and a swap's re-index take
     the servicer's index lock, so they never interleave."""
     return [
-        ConsumerLoop(settings.kafka, "embedder", [Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True)], producer),
-        ConsumerLoop(settings.kafka, f"embedder-models-{settings.replica_id}", [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),
+        ConsumerLoop(settings.kafka, topics.EMBEDDER_DOCUMENTS_GROUP, [Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True)], producer),
+        ConsumerLoop(settings.kafka, topics.EMBEDDER_MODELS_GROUP.for_replica(settings.replica_id), [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),
     ]
 
 

@@ -331,7 +331,7 @@ def build(settings: TaskgenSettings) -> ServiceParts:
         Subscription(topics.EXAMPLES_REJECTED, progress.rejected, batch=True),
         Subscription(topics.MODELS, per_message(progress.model_ready)),
     ]
-    consumer = ConsumerLoop(settings.kafka, "taskgen", subscriptions, producer)
+    consumer = ConsumerLoop(settings.kafka, topics.TASKGEN_GROUP, subscriptions, producer)
     runner.start()
     servicer = TaskgenServicer(store, producer, roots)
     return ServiceParts(

@@ -184,8 +184,13 @@ class RunManager:
             if self.run_threads:
                 env["OMP_NUM_THREADS"] = str(self.run_threads)
             command = [sys.executable, "-m", "services.trainer.cli", "run", "--config", str(handle.folder / "run.json"), "--events", str(handle.folder / "events.jsonl")]
-            with open(handle.folder / "stderr.log", "ab") as stderr:
-                handle.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
+            try:
+                with open(handle.folder / "stderr.log", "ab") as stderr:
+                    handle.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
+            except OSError as exc:  # the run fails; the monitor and every other run go on
+                log.exception("run process could not start", extra={"run_id": handle.run.run_id})
+                self._finish(handle, api.RUN_STATE_FAILED, f"run process could not start: {exc}")
+                continue
             log.info("run started", extra={"run_id": handle.run.run_id, "pid": handle.process.pid})
 
     def _follow(self, handle: RunHandle) -> None:

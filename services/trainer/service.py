@@ -264,7 +264,7 @@ def build(settings: TrainerSettings) -> ServiceParts:
     ]
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TrainerServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TrainerService"].full_name)],
-        consumers=[ConsumerLoop(settings.kafka, "trainer", subscriptions, producer)],
+        consumers=[ConsumerLoop(settings.kafka, topics.TRAINER_GROUP, subscriptions, producer)],
         producer=producer,
         on_shutdown=[servicer.runs.stop],
     )

@@ -2,12 +2,11 @@
 
 Each values file (default, gpu, minimal, external) is rendered with `helm template` for
 Kubernetes 1.33 and the objects are asserted on: restricted pods, probes, limits, GPU
-placement, secrets, and Kafka topics that match libs/topics.py exactly.
+placement, secrets (Kafka topics: test_topics.py; KEDA: test_keda.py).
 """
 
 import importlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -20,18 +19,19 @@ from libs.grpc import GrpcServer
 from libs.settings import ServiceSettings
 from tests.deploy.rendering import (
     CHART,
+    CRD_KINDS,
     KUBE_VERSION,
     RELEASE,
     SERVICES,
     VALUES_FILES,
     component,
     helm_template,
+    job_topics,
     objects,
     pod_spec,
     render,
 )
 
-CRD_KINDS = {"KafkaTopic"}  # custom resources (Strimzi): no schema in kubernetes-validate
 CREDENTIAL = re.compile(r"(?i)(passw|secret|api_?key|access_?key|credential|(^|_)token($|_))")
 GPU = "nvidia.com/gpu"
 # Topics each autoscaled service consumes (DESIGN.md): its replicas are consumer-group members.
@@ -97,7 +97,7 @@ def test_every_service_has_a_deployment_service_configmap_and_serviceaccount(ren
 def test_service_port_is_named_grpc_and_reaches_the_container_port(renders):
     docs = renders["default"]
     for service in SERVICES:
-        (port,) = objects(docs, "Service")[f"{RELEASE}-embedforge-{service}"]["spec"]["ports"]
+        port = objects(docs, "Service")[f"{RELEASE}-embedforge-{service}"]["spec"]["ports"][0]
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
         assert port["name"] == "grpc" and port["targetPort"] == "grpc"
         assert {"name": "grpc", "containerPort": port["port"], "protocol": "TCP"} in container["ports"]
@@ -154,10 +154,13 @@ def test_every_long_running_container_has_liveness_and_readiness_probes(renders,
 
 @values_names
 def test_services_are_probed_with_native_grpc_health_checks(renders, values):
+    """On the plaintext health-only port when the API serves TLS (kubelet probes cannot speak TLS)."""
     docs = renders[values]
     for service in SERVICES:
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
-        port = int(service_config(docs, service)[f"{service.upper()}_GRPC_PORT"])
+        config = service_config(docs, service)
+        tls = config[f"{service.upper()}_TLS__ENABLED"] == "true"
+        port = int(config[f"{service.upper()}_GRPC_HEALTH_PORT" if tls else f"{service.upper()}_GRPC_PORT"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert container[probe]["grpc"] == {"port": port}, (service, probe)
 
@@ -284,48 +287,18 @@ def test_external_values_take_kafka_qdrant_and_s3_credentials_from_their_secrets
     assert refs["AWS_SECRET_ACCESS_KEY"] == "embedforge-s3"
 
 
+def test_only_trainer_and_embedder_get_the_object_storage_credentials(renders):
+    docs = renders["external"]
+    for service in SERVICES:
+        (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
+        assert ("AWS_SECRET_ACCESS_KEY" in env_of(container)) == (service in {"trainer", "embedder"}), service
+
+
 def test_a_config_key_that_looks_like_a_credential_is_refused(helm):
     result = helm_template(helm, [], {"services.taskgen.config.LLM__API_KEY": "sk-oops"})
     assert result.returncode != 0
     assert "looks like a credential" in result.stderr
     assert "sk-oops" not in result.stdout
-
-
-def topic_job_topics(docs: list[dict]) -> dict[str, tuple[int, int]]:
-    (job,) = objects(docs, "Job").values()
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    lines = env_of(container)["TOPICS"]["value"].strip().splitlines()
-    return {name: (int(partitions), int(retention)) for name, partitions, retention in (line.split() for line in lines)}
-
-
-def test_topic_job_creates_exactly_the_topics_the_code_uses(renders):
-    expected = {t.name: (t.partitions, t.retention_ms) for t in topics.ALL_TOPICS}
-    created = topic_job_topics(renders["default"])
-    assert created == expected, (
-        f"kafka.topics in {CHART / 'values.yaml'} (and values-minimal.yaml) must list libs.topics.ALL_TOPICS: "
-        f"missing {sorted(set(expected) - set(created))}, extra {sorted(set(created) - set(expected))}, "
-        f"differing {sorted(n for n in set(created) & set(expected) if created[n] != expected[n])}"
-    )
-
-
-def test_minimal_values_keep_the_topic_set_of_the_code(renders):
-    assert set(topic_job_topics(renders["minimal"])) == {t.name for t in topics.ALL_TOPICS}
-
-
-def test_topic_job_runs_as_a_hook_before_install_and_upgrade(renders):
-    (job,) = objects(renders["default"], "Job").values()
-    assert set(job["metadata"]["annotations"]["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
-
-
-def test_strimzi_topics_match_the_code_topics_with_the_prefix(renders):
-    docs = renders["external"]
-    assert not objects(docs, "Job")
-    found = {
-        t["spec"]["topicName"]: (t["spec"]["partitions"], int(t["spec"]["config"]["retention.ms"]))
-        for t in objects(docs, "KafkaTopic").values()
-    }
-    assert found == {f"prod.{t.name}": (t.partitions, t.retention_ms) for t in topics.ALL_TOPICS}
-    assert {t["metadata"]["labels"]["strimzi.io/cluster"] for t in objects(docs, "KafkaTopic").values()} == {"kafka"}
 
 
 def test_autoscalers_exist_for_taskgen_examplegen_and_curator(renders):
@@ -341,7 +314,7 @@ def test_autoscalers_never_exceed_the_partitions_of_the_consumed_topics(renders,
     docs = renders[values]
     partitions = {t.name: t.partitions for t in topics.ALL_TOPICS}
     if objects(docs, "Job"):
-        partitions = {name: p for name, (p, _) in topic_job_topics(docs).items()}
+        partitions = {name: p for name, (p, _, _) in job_topics(docs).items()}
     for hpa in objects(docs, "HorizontalPodAutoscaler").values():
         bound = max(partitions[t.name] for t in CONSUMES[component(hpa)])
         assert hpa["spec"]["maxReplicas"] <= bound, component(hpa)
@@ -371,7 +344,7 @@ def test_network_policies_are_rendered_only_when_enabled(renders):
     assert {component(p) for p in policies} == set(SERVICES)
     for policy in policies:
         (rule,) = policy["spec"]["ingress"]
-        assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+        assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}, {"port": "health", "protocol": "TCP"}]
 
 
 def test_in_cluster_qdrant_is_the_one_the_embedder_uses(renders):
@@ -445,48 +418,6 @@ def test_pods_sharing_a_read_write_once_claim_run_on_one_node(renders, values):
             ), f"{user} shares ReadWriteOnce claim {claim['metadata']['name']} with {users} on any node"
 
 
-def test_topic_job_script_creates_each_topic_with_the_sasl_and_tls_client_config(helm, tmp_path):
-    """Runs the Job's shell script with the rendered env. kafka-topics.sh (Java, from the apache/kafka
-    image) is not obtainable here: a stand-in records each invocation and the client config it got."""
-    sets = {
-        "kafka.securityProtocol": "SASL_SSL",
-        "kafka.saslMechanism": "SCRAM-SHA-512",
-        "kafka.sasl.existingSecret": "kafka-creds",
-        "kafka.tls.caSecret": "kafka-ca",
-        "kafka.topicPrefix": "team1.",
-    }
-    (job,) = objects(render(helm, [], sets), "Job").values()
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    env = {"PATH": os.environ["PATH"], "SASL_USERNAME": "forge", "SASL_PASSWORD": "s3cr3t"}
-    for name, entry in env_of(container).items():
-        if "value" in entry:
-            env[name] = entry["value"]
-    assert {"SASL_USERNAME", "SASL_PASSWORD"} <= {n for n, e in env_of(container).items() if "secretKeyRef" in e.get("valueFrom", {})}
-    (tmp_path / "bin").mkdir()
-    recorder = tmp_path / "bin" / "kafka-topics.sh"
-    recorder.write_text(
-        '#!/bin/sh\nprintf "%s\\n" "$*" >> "$CALLS"\n'
-        'while [ $# -gt 0 ]; do [ "$1" = --command-config ] && cp "$2" "$CALLS.properties"; shift; done\n'
-    )
-    recorder.chmod(0o755)
-    env |= {"KAFKA_HOME": str(tmp_path), "CALLS": str(tmp_path / "calls")}
-    script = container["args"][0].replace("/tmp/client.properties", str(tmp_path / "client.properties"))
-    result = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-
-    calls = (tmp_path / "calls").read_text().splitlines()
-    assert len(calls) == len(topics.ALL_TOPICS)
-    for topic in topics.ALL_TOPICS:
-        (call,) = [c for c in calls if f"--topic team1.{topic.name} " in c]
-        assert "--create --if-not-exists" in call and f"--partitions {topic.partitions} " in call
-        assert f"--config retention.ms={topic.retention_ms}" in call and "--replication-factor 3" in call
-    properties = (tmp_path / "calls.properties").read_text().splitlines()
-    assert "security.protocol=SASL_SSL" in properties and "sasl.mechanism=SCRAM-SHA-512" in properties
-    assert 'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="forge" password="s3cr3t";' in properties
-    assert "ssl.truststore.location=/etc/embedforge/kafka-ca/ca.crt" in properties
-    assert "s3cr3t" not in result.stdout + result.stderr
-
-
 def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(renders):
     """The `helm test` script, run here against real gRPC health servers on loopback."""
     docs = renders["default"]
@@ -495,7 +426,8 @@ def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(re
     (container,) = pod["spec"]["containers"]
     script, *targets = container["args"]
     services = objects(docs, "Service")
-    assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{services[f'{RELEASE}-embedforge-{s}']['spec']['ports'][0]['port']}" for s in SERVICES)
+    health_ports = {name: {p["name"]: p["port"] for p in service["spec"]["ports"]}["health"] for name, service in services.items()}
+    assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{health_ports[f'{RELEASE}-embedforge-{s}']}" for s in SERVICES)
 
     serving, draining = GrpcServer([], "127.0.0.1", 0), GrpcServer([], "127.0.0.1", 0)
     for server in (serving, draining):

@@ -11,6 +11,7 @@ from embedforge.v1 import messages_pb2 as pb
 from libs import topics
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.settings import KafkaSettings
+from libs.topics import ConsumerGroup
 
 DELAY_S = float(os.environ.get("FORWARDER_DELAY_S", "0"))
 
@@ -23,4 +24,4 @@ def forward(record: Received):
 if __name__ == "__main__":
     settings = KafkaSettings.model_validate_json(sys.argv[1])
     producer = ProtoProducer(settings, client_id="forwarder")
-    ConsumerLoop(settings, "forwarder", [Subscription(topics.TASKS, per_message(forward))], producer).run(threading.Event())
+    ConsumerLoop(settings, ConsumerGroup("forwarder", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(forward))], producer).run(threading.Event())

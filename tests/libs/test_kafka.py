@@ -2,6 +2,7 @@
 
 import threading
 import time
+import uuid
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -12,15 +13,19 @@ from libs.kafka import (
     HEADER_MESSAGE_TYPE,
     HEADER_SCHEMA_VERSION,
     ConsumerLoop,
+    MissingTopicsError,
     Outgoing,
     ProtoProducer,
     Received,
     Subscription,
     decode_headers,
     decode_value,
+    ensure_topics,
     per_message,
     physical_name,
+    require_topics,
 )
+from libs.topics import ConsumerGroup
 
 SAMPLES = {
     topics.JOBS: pb.Job(job_id="j1", spec=pb.JobSpec(domain="clinical trials", languages=[pb.LanguageWeight(language="en", weight=1.0)])),
@@ -32,6 +37,8 @@ SAMPLES = {
     topics.MODELS: pb.ModelReady(model_id="m1", uri="s3://bucket/models/m1", manifest_digest="ab" * 32, dimensions=384, evals=[pb.EvalResult(dataset="dev", metric="ndcg@10", base=0.5, tuned=0.6)]),
     topics.DOCUMENTS: pb.Document(doc_id="d1", collection="docs", text="Paris is the capital of France.", metadata={"lang": "en"}),
     topics.DEAD_LETTER: pb.DeadLetter(source_topic="forge.tasks", reason="undecodable", value=b"junk"),
+    topics.CURATOR_CANDIDATES: pb.CurationCandidate(example=pb.CuratedExample(content_hash="h1", job_id="j1", query="q"), original_payload=b"{}"),
+    topics.CURATOR_DEDUP_LOG: pb.CuratedExample(content_hash="h1", job_id="j1", query="q", positives=["p"]),
 }
 
 
@@ -62,6 +69,58 @@ def test_message_round_trips_through_the_broker_with_type_and_version_headers(ka
     assert decode_value(topic, headers, record.value) == SAMPLES[topic]
 
 
+def test_require_topics_names_every_missing_topic(kafka_settings):
+    require_topics(kafka_settings, topics.ALL_TOPICS)
+    empty = kafka_settings.model_copy(update={"topic_prefix": f"missing{uuid.uuid4().hex[:6]}."})
+    ensure_topics(empty, [topics.JOBS])
+    with pytest.raises(MissingTopicsError) as refused:
+        require_topics(empty, [topics.JOBS, topics.TASKS, topics.MODELS])
+    assert refused.value.missing == [physical_name(empty, topics.TASKS), physical_name(empty, topics.MODELS)]
+    assert physical_name(empty, topics.TASKS) in str(refused.value) and "python -m libs.local topics" in str(refused.value)
+
+
+def test_ensure_topics_creates_each_missing_topic_once_with_its_declared_partitions(kafka_settings):
+    fresh = kafka_settings.model_copy(update={"topic_prefix": f"fresh{uuid.uuid4().hex[:6]}."})
+    assert ensure_topics(fresh) == [physical_name(fresh, t) for t in topics.ALL_TOPICS]
+    assert ensure_topics(fresh) == []
+    consumer = KafkaConsumer(bootstrap_servers=fresh.bootstrap_servers)
+    try:
+        counts = {t: len(consumer.partitions_for_topic(physical_name(fresh, t))) for t in topics.ALL_TOPICS}
+    finally:
+        consumer.close()
+    assert counts == {t: t.partitions for t in topics.ALL_TOPICS}
+
+
+def test_a_consumer_loop_refuses_subscriptions_other_than_its_groups_topics(kafka_settings):
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    with pytest.raises(ValueError, match=r"group g reads \['forge.tasks'\]"):
+        ConsumerLoop(kafka_settings, ConsumerGroup("g", (topics.TASKS,)), [Subscription(topics.JOBS, per_message(lambda r: []))], producer)
+    with pytest.raises(ValueError):
+        ConsumerLoop(kafka_settings, topics.EMBEDDER_MODELS_GROUP, [Subscription(topics.MODELS, per_message(lambda r: []))], producer)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_outgoing_message_with_a_partition_goes_to_that_partition_whatever_its_key(kafka_settings, batch):
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    for n in range(5):
+        producer.send_and_wait(topics.TASKS, f"task-{n}", pb.Task(task_id=f"task-{n}"))
+
+    def handle(records: list[Received]):
+        return [Outgoing(topics.EXAMPLES_RAW, r.key, pb.RawExample(example_id=r.key), partition=2) for r in records]
+
+    stop = threading.Event()
+    loop = ConsumerLoop(kafka_settings, ConsumerGroup("partition-test", (topics.TASKS,)), [Subscription(topics.TASKS, handle, batch=batch)], producer)
+    thread = threading.Thread(target=loop.run, args=(stop,))
+    thread.start()
+    try:
+        outputs = consume_all(kafka_settings, topics.EXAMPLES_RAW, expected=5)
+    finally:
+        stop.set()
+        thread.join()
+    assert sorted(r.key for r in outputs) == [f"task-{n}".encode() for n in range(5)]
+    assert {r.partition for r in outputs} == {2}
+
+
 def test_producer_refuses_a_message_of_the_wrong_type_for_the_topic(kafka_settings):
     producer = ProtoProducer(kafka_settings, client_id="test")
     with pytest.raises(TypeError, match="forge.tasks carries embedforge.v1.Task"):
@@ -85,7 +144,7 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
         yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id, job_id=record.message.job_id))
 
     stop = threading.Event()
-    loop = ConsumerLoop(kafka_settings, "dlq-test", [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(kafka_settings, ConsumerGroup("dlq-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
@@ -116,7 +175,7 @@ def test_batch_outliving_the_poll_interval_is_redelivered_and_the_consumer_keeps
         yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id))
 
     stop = threading.Event()
-    loop = ConsumerLoop(settings, "slow-test", [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(settings, ConsumerGroup("slow-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
@@ -139,11 +198,11 @@ def test_transient_handler_failure_stops_the_loop_without_committing_or_dead_let
     def handle(record: Received):
         raise TransientError("dedup log unreadable")
 
-    loop = ConsumerLoop(kafka_settings, "transient-test", [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(kafka_settings, ConsumerGroup("transient-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
     with pytest.raises(TransientError):
         loop.run(threading.Event())
     seen = []
-    retry = ConsumerLoop(kafka_settings, "transient-test", [Subscription(topics.TASKS, per_message(lambda r: seen.append(r.key) or []))], producer)
+    retry = ConsumerLoop(kafka_settings, ConsumerGroup("transient-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(lambda r: seen.append(r.key) or []))], producer)
     stop = threading.Event()
     thread = threading.Thread(target=retry.run, args=(stop,))
     thread.start()

@@ -16,6 +16,7 @@ from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 from libs import topics
 from libs.grpc import GrpcServer, GrpcService, traced_channel
 from libs.kafka import ConsumerLoop, ProtoProducer, Subscription, per_message
+from libs.topics import ConsumerGroup
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_grpc_handler_span_and_consumer_span_share_one_trace(kafka_settings, spa
     server.start()
     consumed = threading.Event()
     stop = threading.Event()
-    loop = ConsumerLoop(kafka_settings, "trace-test", [Subscription(topics.JOBS, per_message(lambda r: consumed.set() or []))], producer)
+    loop = ConsumerLoop(kafka_settings, ConsumerGroup("trace-test", (topics.JOBS,)), [Subscription(topics.JOBS, per_message(lambda r: consumed.set() or []))], producer)
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:

@@ -5,7 +5,6 @@ records on each of its input topics, and drains cleanly on SIGTERM."""
 import socket
 import time
 
-import grpc
 import pytest
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from kafka import KafkaConsumer, KafkaProducer
@@ -49,7 +48,7 @@ def test_every_service_has_an_entry_point_and_an_api():
 @pytest.mark.parametrize("name", SERVICES)
 def test_service_reports_serving_and_reflects_its_api(runtime, name):
     runtime.wait_healthy(name)
-    with grpc.insecure_channel(runtime.processes[name].target) as channel:
+    with runtime.channel(name) as channel:
         listed = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert API[name] in listed
     assert "grpc.health.v1.Health" in listed

@@ -182,6 +182,22 @@ change restarts only the pods of the service it belongs to. */}}
 {{ $p }}GRPC_PORT: {{ $svc.grpcPort | quote }}
 {{ $p }}STATE_DIR: {{ $root.Values.storage.mountPath | quote }}
 {{ $p }}SHUTDOWN_GRACE_S: {{ $svc.shutdownGraceSeconds | quote }}
+{{- with $root.Values.grpcSecurity }}
+{{ $p }}TLS__ENABLED: {{ .tls.enabled | quote }}
+{{- if .tls.enabled }}
+{{ $p }}TLS__CERT_FILE: "/etc/embedforge/tls/tls.crt"
+{{ $p }}TLS__KEY_FILE: "/etc/embedforge/tls/tls.key"
+{{ $p }}TLS__CA_FILE: "/etc/embedforge/tls/ca.crt"
+{{ $p }}TLS__REQUIRE_CLIENT_CERT: {{ .tls.requireClientCert | quote }}
+{{ $p }}GRPC_HEALTH_PORT: {{ .tls.healthPort | quote }}
+{{- end }}
+{{ $p }}AUTH__ENABLED: {{ .auth.enabled | quote }}
+{{- if .auth.enabled }}
+{{ $p }}AUTH__TOKENS_FILE: "/etc/embedforge/auth/tokens"
+{{ $p }}AUTH__OPEN_HEALTH: {{ .auth.openHealth | quote }}
+{{ $p }}AUTH__OPEN_REFLECTION: {{ .auth.openReflection | quote }}
+{{- end }}
+{{- end }}
 {{ $p }}KAFKA__BOOTSTRAP_SERVERS: {{ $root.Values.kafka.bootstrapServers | quote }}
 {{ $p }}KAFKA__SECURITY_PROTOCOL: {{ $root.Values.kafka.securityProtocol | quote }}
 {{- with $root.Values.kafka.saslMechanism }}
@@ -230,4 +246,47 @@ AWS_REGION: {{ . | quote }}
 {{/* The OpenAI-compatible base URL of the chart's vLLM server. */}}
 {{- define "embedforge.vllmApiBase" -}}
 {{- printf "http://%s:%v/v1" (include "embedforge.componentName" (list . "vllm")) .Values.vllm.port -}}
+{{- end -}}
+
+{{/* The topics of files/topics.yaml (written from libs/topics.py by tools/topics.py) with
+kafka.partitions applied, as YAML {topics: [{name, partitions, retentionMs, cleanupPolicy}]}.
+A topic with partitionsOf always has that topic's count. */}}
+{{- define "embedforge.topics" -}}
+{{- $declared := (.Files.Get "files/topics.yaml" | fromYaml).topics }}
+{{- $overrides := .Values.kafka.partitions }}
+{{- $names := list }}
+{{- range $declared }}{{ $names = append $names .name }}{{ end }}
+{{- range $name, $_ := $overrides }}
+{{- if not (has $name $names) }}
+{{- fail (printf "kafka.partitions.%s: no such topic; libs/topics.py declares %s" $name (join ", " $names)) }}
+{{- end }}
+{{- end }}
+{{- $topics := list }}
+{{- range $declared }}
+{{- if and .partitionsOf (hasKey $overrides .name) }}
+{{- fail (printf "kafka.partitions.%s: this topic always has the partitions of %s; set kafka.partitions.%s instead" .name .partitionsOf .partitionsOf) }}
+{{- end }}
+{{- $partitions := index $overrides (.partitionsOf | default .name) | default .partitions }}
+{{- $topics = append $topics (dict "name" .name "partitions" (int $partitions) "retentionMs" (int64 .retentionMs) "cleanupPolicy" .cleanupPolicy) }}
+{{- end }}
+{{- dict "topics" $topics | toYaml }}
+{{- end -}}
+
+{{/* The Secret holding the gRPC certificate (tls.crt, tls.key, ca.crt) and the one holding the tokens file. */}}
+{{- define "embedforge.grpcTlsSecret" -}}
+{{- .Values.grpcSecurity.tls.existingSecret | default (include "embedforge.componentName" (list . "grpc-tls")) -}}
+{{- end -}}
+
+{{- define "embedforge.grpcTokensSecret" -}}
+{{- .Values.grpcSecurity.auth.existingSecret | default (include "embedforge.componentName" (list . "grpc-tokens")) -}}
+{{- end -}}
+
+{{/* The port kubelet probes and `helm test` reach: the plaintext health-only port when TLS is on. */}}
+{{- define "embedforge.probePort" -}}
+{{- $root := index . 0 -}}
+{{- if $root.Values.grpcSecurity.tls.enabled -}}
+{{- $root.Values.grpcSecurity.tls.healthPort -}}
+{{- else -}}
+{{- (index . 1).grpcPort -}}
+{{- end -}}
 {{- end -}}

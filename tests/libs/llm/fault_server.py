@@ -17,7 +17,7 @@ class Reply:
 
 
 class FaultServer:
-    def __init__(self, script: list[Reply], default: Reply | None = None, choose=None):
+    def __init__(self, script: list[Reply], default: Reply | None = None, choose=None, host: str = "127.0.0.1", port: int = 0):
         """Replies come from ``choose(request_body)`` when given, else from the script, then ``default``."""
         self.choose = choose
         self.script = list(script)
@@ -64,7 +64,7 @@ class FaultServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -15,7 +15,7 @@ def test_supervisor_restarts_a_killed_service_on_the_same_port(broker, tmp_path)
     try:
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
-        wait_until_serving(first.target, timeout_s=120)
+        wait_until_serving(first.target, timeout_s=120, tls=runtime.credentials.client_tls(), token=runtime.credentials.token)
         assert runtime.restarts == {"curator": 1}
         assert runtime.processes["curator"].process.pid != first.process.pid
         assert runtime.processes["curator"].port == first.port

@@ -18,7 +18,7 @@ from libs.service import ServiceParts
 from libs.settings import KafkaSettings
 from libs.topics import Topic
 from services.curator.service import build
-from services.curator.settings import CuratorSettings, DedupSettings
+from services.curator.settings import CuratorSettings
 
 PARTITIONS = 3
 
@@ -33,7 +33,7 @@ def isolated_kafka(broker) -> KafkaSettings:
 
 def curator_settings(kafka: KafkaSettings, state_dir, **overrides) -> CuratorSettings:
     return CuratorSettings(
-        kafka=kafka, state_dir=str(state_dir), grpc_host="127.0.0.1", grpc_port=0, dedup=DedupSettings(partitions=PARTITIONS), **overrides
+        kafka=kafka, state_dir=str(state_dir), grpc_host="127.0.0.1", grpc_port=0, **overrides
     )
 
 

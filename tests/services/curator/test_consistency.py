@@ -4,7 +4,7 @@ import pytest
 
 from embedforge.v1 import messages_pb2 as pb
 from services.curator.consistency import ALL_MINILM, ConsistencyScorer
-from services.curator.stages import CANDIDATES, ValidateStage
+from services.curator.stages import ValidateStage
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Validator
 from libs import topics
@@ -38,7 +38,7 @@ def test_example_whose_negative_outscores_its_positive_is_rejected(stage):
 
 def test_consistent_example_keeps_both_reference_scores(stage):
     (out,) = stage.handle([received(raw("good", "retrieval", answer(INSULIN, TAXES)))])
-    assert out.topic == CANDIDATES
+    assert out.topic == topics.CURATOR_CANDIDATES
     example = out.message.example
     assert example.positive_score > example.negative_score
     assert 0.3 < example.positive_score <= 1.0

@@ -15,14 +15,12 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from libs import topics
-from libs.kafka import ensure_topics, physical_name
+from libs.kafka import physical_name
 from libs.local.runtime import LocalRuntime
-from services.curator.service import VALIDATE_GROUP
-from services.curator.stages import CANDIDATES, DEDUP_LOG
 from tests.services.curator.factory import near_duplicate, retrieval, retrieval_answer
 from tests.services.curator.harness import PARTITIONS, Outcomes, TopicReader, isolated_kafka, send
 
-ENV = {"{PREFIX}DEDUP__PARTITIONS": str(PARTITIONS), "{PREFIX}TELEMETRY__LOG_FORMAT": "json", "{PREFIX}SHUTDOWN_GRACE_S": "3"}
+ENV = {"{PREFIX}TELEMETRY__LOG_FORMAT": "json", "{PREFIX}SHUTDOWN_GRACE_S": "3"}
 
 
 def curator_runtime(broker, kafka, run_dir, **env) -> LocalRuntime:
@@ -137,8 +135,8 @@ class Progress:
     """Stage-1 outputs written vs raw offsets committed by the validate group."""
 
     def __init__(self, kafka):
-        self.outputs = [TopicReader(kafka, CANDIDATES), TopicReader(kafka, topics.EXAMPLES_REJECTED)]
-        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.topic_prefix + VALIDATE_GROUP, enable_auto_commit=False)
+        self.outputs = [TopicReader(kafka, topics.CURATOR_CANDIDATES), TopicReader(kafka, topics.EXAMPLES_REJECTED)]
+        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.topic_prefix + topics.CURATOR_VALIDATE_GROUP.id, enable_auto_commit=False)
         name = physical_name(kafka, topics.EXAMPLES_RAW)
         self.raw = [TopicPartition(name, p) for p in range(PARTITIONS)]
 
@@ -159,7 +157,6 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing_by_key(broker, t
     send(kafka, examples)
     env = {"{PREFIX}CONSISTENCY_MODEL": "all-minilm", "{PREFIX}KAFKA__MAX_POLL_RECORDS": "30"}
     runtime = curator_runtime(broker, kafka, tmp_path / "run", **env)
-    ensure_topics(kafka, [CANDIDATES, DEDUP_LOG], partitions=PARTITIONS)  # before reading them, so nothing auto-creates them
     progress = Progress(kafka)
     process = runtime.start_service("curator").process
     deadline = time.monotonic() + 180

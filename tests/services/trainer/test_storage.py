@@ -8,7 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-import grpc
 import psutil
 from kafka import KafkaConsumer
 
@@ -38,7 +37,7 @@ def start_trainer(broker, kafka_settings, run_dir: Path, storage_uri: str, tiny_
     runtime.start_broker(broker)
     runtime.start_service("trainer")
     runtime.wait_healthy("trainer")
-    return runtime, api_grpc.TrainerServiceStub(grpc.insecure_channel(runtime.processes["trainer"].target))
+    return runtime, api_grpc.TrainerServiceStub(runtime.channel("trainer"))
 
 
 def events(run_dir: Path, run_id: str) -> list[dict]:
