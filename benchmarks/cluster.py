@@ -119,7 +119,10 @@ def xquad_pairs(count: int) -> list[TrainExample]:
 
 
 def start_trainer(broker: TansuBroker, run_dir: Path, uri: str) -> tuple[LocalRuntime, trainer_pb2_grpc.TrainerServiceStub]:
-    runtime = LocalRuntime(run_dir, services=("trainer",), topic_prefix="bench.", storage_uri=uri, extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_MINE_NEGATIVES": "0"})
+    """The trainer with the benchmark's work folder (beside ``run_dir``) as its data root."""
+    runtime = LocalRuntime(
+        run_dir, services=("trainer",), topic_prefix="bench.", storage_uri=uri, extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_MINE_NEGATIVES": "0"}, data_roots=(run_dir.parent,)
+    )
     runtime.start_broker(broker)
     runtime.start_service("trainer")
     runtime.wait_healthy("trainer", timeout_s=300)

@@ -1,6 +1,6 @@
 """A gRPC client for a running EmbedForge (`make run CONTINUOUS=1`, or the services in a cluster).
 
-    # submit a job and follow it until its model is trained
+    # submit a job (its corpus_path documents are uploaded) and follow it until its model is trained
     PYTHONPATH=.:gen .venv/bin/python examples/client.py submit examples/demo/job.yaml --watch
     # jobs and their progress
     PYTHONPATH=.:gen .venv/bin/python examples/client.py jobs
@@ -12,6 +12,10 @@ Addresses come from `.run/endpoints.json` (written by `make run`) unless given w
 TLS trusting --ca-file and carry the bearer token in --token-file: by default the local CA and
 admin token that `make run` writes to `.run/auth/`; in a cluster, the chart's CA and a token
 from its tokens Secret (charts/embedforge/README.md), with --server-name when port-forwarding.
+
+A path on this machine means nothing to the services: the documents a job's corpus_path names
+here are read here and uploaded (UploadDocuments), and the job takes them from forge.documents.
+eval_paths and training.base_model stay server paths, accepted only under the services' data roots.
 """
 
 import argparse
@@ -24,6 +28,7 @@ from embedforge.v1 import embedder_pb2, embedder_pb2_grpc, taskgen_pb2, taskgen_
 from libs.grpc import traced_channel
 from libs.jobspec import load_job_spec
 from libs.settings import TlsSettings
+from libs.uploads import upload_requests
 
 ENDPOINTS = Path(".run") / "endpoints.json"
 LOCAL_AUTH = Path(".run") / "auth"
@@ -56,8 +61,13 @@ def describe(job: taskgen_pb2.JobStatus) -> str:
 
 def submit(args: argparse.Namespace) -> None:
     taskgen = taskgen_pb2_grpc.TaskgenServiceStub(channel(args, "taskgen"))
-    job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=load_job_spec(args.job), job_id=args.job_id)).job
+    spec = load_job_spec(args.job)
+    documents = spec.corpus_path
+    spec.ClearField("corpus_path")
+    job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec, job_id=args.job_id)).job
     print(describe(job))
+    if documents:
+        print(f"uploaded {taskgen.UploadDocuments(upload_requests(documents, job.job_id, spec.collection)).documents} documents from {documents}")
     if args.watch:  # a server stream: one status per change, until SUCCEEDED or FAILED
         for update in taskgen.WatchJob(taskgen_pb2.WatchJobRequest(job_id=job.job_id)):
             print(describe(update.job))
@@ -65,8 +75,11 @@ def submit(args: argparse.Namespace) -> None:
 
 def jobs(args: argparse.Namespace) -> None:
     taskgen = taskgen_pb2_grpc.TaskgenServiceStub(channel(args, "taskgen"))
-    for job in taskgen.ListJobs(taskgen_pb2.ListJobsRequest(limit=args.limit)).jobs:
+    page = taskgen.ListJobs(taskgen_pb2.ListJobsRequest(page_size=args.limit, page_token=args.page_token))
+    for job in page.jobs:
         print(describe(job))
+    if page.next_page_token:
+        print(f"(more: --page-token {page.next_page_token})")
 
 
 def search(args: argparse.Namespace) -> None:
@@ -93,7 +106,8 @@ def main() -> None:
     submit_parser.add_argument("--watch", action="store_true", help="follow the job until it succeeds or fails")
     submit_parser.set_defaults(handler=submit)
     jobs_parser = commands.add_parser("jobs", help="list jobs")
-    jobs_parser.add_argument("--limit", type=int, default=20)
+    jobs_parser.add_argument("--limit", type=int, default=20, help="jobs per page (at most 100)")
+    jobs_parser.add_argument("--page-token", default="", help="next page, as the previous page printed")
     jobs_parser.set_defaults(handler=jobs)
     search_parser = commands.add_parser("search", help="search a collection")
     search_parser.add_argument("query")

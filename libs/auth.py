@@ -48,6 +48,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/embedforge.v1.TaskgenService/GetJob": _READERS,
     "/embedforge.v1.TaskgenService/WatchJob": _READERS,
     "/embedforge.v1.TaskgenService/ListJobs": _READERS,
+    "/embedforge.v1.TaskgenService/UploadDocuments": _WRITERS,
     "/embedforge.v1.ExamplegenService/GetGenerationStats": _READERS,
     "/embedforge.v1.CuratorService/GetDatasetStats": _READERS,
     "/embedforge.v1.CuratorService/ListRejected": _READERS,

@@ -21,6 +21,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from libs.auth import HEALTH_METHODS, REFLECTION_METHODS, TokenStore, allowed_roles, bearer_token
+from libs.limits import MAX_MESSAGE_BYTES, LimitsInterceptor
 from libs.settings import AuthSettings, TlsSettings
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ tracer = trace.get_tracer("embedforge.grpc")
 meter = metrics.get_meter("embedforge.grpc")
 rpc_counter = meter.create_counter("rpc.server.requests", description="RPCs handled, by method and status code")
 rpc_duration = meter.create_histogram("rpc.server.duration", unit="s", description="RPC handling time")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class RpcError(Exception):
@@ -61,7 +60,7 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return exc.code, str(exc)
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return grpc.StatusCode.INTERNAL, "internal error (logged by the service)"
 
 
 class ObservabilityInterceptor(grpc.ServerInterceptor):
@@ -243,6 +242,7 @@ class GrpcServer:
         if auth.enabled:
             open_methods = (HEALTH_METHODS if auth.open_health else frozenset()) | (REFLECTION_METHODS if auth.open_reflection else frozenset())
             interceptors.append(AuthInterceptor(TokenStore(auth.tokens_file), open_methods))
+        interceptors.append(LimitsInterceptor())  # after auth: an unauthenticated call learns nothing of the bounds
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=interceptors,

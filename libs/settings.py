@@ -82,6 +82,16 @@ class StorageSettings(BaseModel):
     )
 
 
+class DataSettings(BaseModel):
+    """Where a service may read files that a job or request names (env: ``<PREFIX>DATA__<NAME>``)."""
+
+    roots: list[str] = Field(
+        [],
+        description='Folders (or files) whose contents jobs and requests may name, as a JSON list, e.g. ["/data/corpora"]; empty refuses every server path.',
+    )
+    max_file_bytes: int = Field(2 * 1024**3, description="Largest file a job or request may name.")
+
+
 class TlsSettings(BaseModel):
     """TLS of the gRPC server, and of a client calling one (env: ``<PREFIX>TLS__<NAME>``). The chart
     mounts cert-manager's Secret (tls.crt, tls.key, ca.crt); a rotated file is picked up on the next handshake."""

@@ -38,9 +38,9 @@ JOBS = Topic("forge.jobs", pb.Job, "job_id", partitions=3)
 TASKS = Topic("forge.tasks", pb.Task, "task_id")
 CORPUS_CHUNKS = Topic("forge.corpus.chunks", pb.CorpusChunk, "chunk_id")
 EXAMPLES_RAW = Topic("forge.examples.raw", pb.RawExample, "example_id")
-# Not compacted: the key is the content hash, which the same example has in two jobs.
-EXAMPLES_CURATED = Topic("forge.examples.curated", pb.CuratedExample, "content_hash", retention_ms=FOREVER)
-EXAMPLES_REJECTED = Topic("forge.examples.rejected", pb.RejectedExample, "example_id")
+# Keys carry the job (curated_key, rejected_key below): the same text in two jobs is two records.
+EXAMPLES_CURATED = Topic("forge.examples.curated", pb.CuratedExample, "job_id/content_hash", retention_ms=FOREVER)
+EXAMPLES_REJECTED = Topic("forge.examples.rejected", pb.RejectedExample, "job_id/example_id")
 MODELS = Topic("forge.models", pb.ModelReady, "model_id", partitions=1, retention_ms=FOREVER, cleanup_policy="compact")
 DOCUMENTS = Topic("forge.documents", pb.Document, "doc_id")
 DEAD_LETTER = Topic("forge.deadletter", pb.DeadLetter, "the failed record's key", partitions=1)
@@ -109,7 +109,7 @@ class ServiceTopics:
 
 
 SERVICES = {
-    "taskgen": ServiceTopics((TASKGEN_GROUP,), (JOBS, TASKS, DEAD_LETTER)),
+    "taskgen": ServiceTopics((TASKGEN_GROUP,), (JOBS, TASKS, DOCUMENTS, DEAD_LETTER)),
     "examplegen": ServiceTopics((EXAMPLEGEN_GROUP,), (EXAMPLES_RAW, CORPUS_CHUNKS, DEAD_LETTER)),
     "curator": ServiceTopics(
         (CURATOR_VALIDATE_GROUP, CURATOR_DEDUP_GROUP),
@@ -119,3 +119,12 @@ SERVICES = {
     "trainer": ServiceTopics((TRAINER_GROUP,), (MODELS, DEAD_LETTER)),
     "embedder": ServiceTopics((EMBEDDER_DOCUMENTS_GROUP, EMBEDDER_MODELS_GROUP), (DEAD_LETTER,)),
 }
+
+
+def curated_key(example: pb.CuratedExample) -> str:
+    """Key of a curated example: one per job and content, so two jobs' equal texts stay apart under compaction."""
+    return f"{example.job_id}/{example.content_hash}"
+
+
+def rejected_key(example: pb.RejectedExample) -> str:
+    return f"{example.job_id}/{example.example_id}"

@@ -25,7 +25,7 @@ from libs.jobspec import job_spec_from_dict
 from libs.kafka import physical_name
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.report import write_report
-from libs.local.runtime import LocalRuntime
+from libs.local.runtime import LocalRuntime, job_data_roots
 from libs.storage import Storage
 
 DEMO_DOCS = Path(__file__).resolve().parents[1] / "examples" / "demo" / "docs"
@@ -83,7 +83,7 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
 
 
 def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_qdrant(broker, tmp_path, tiny_job):
-    runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO", "TASKGEN_BRAINSTORM_TEMPERATURE": "0", "TASKGEN_BRAINSTORM_MAX_TOKENS": "96"})
+    runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO", "TASKGEN_BRAINSTORM_TEMPERATURE": "0", "TASKGEN_BRAINSTORM_MAX_TOKENS": "96"}, data_roots=job_data_roots(tiny_job))
     runtime.start_broker(broker)
     try:
         for name in runtime.services:

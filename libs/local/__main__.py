@@ -23,7 +23,7 @@ from libs.jobspec import load_job_spec
 from libs.kafka import ensure_topics
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.report import write_report
-from libs.local.runtime import REPO_ROOT, SERVICES, LocalRuntime
+from libs.local.runtime import REPO_ROOT, SERVICES, LocalRuntime, job_data_roots
 from libs.settings import KafkaSettings
 
 console = Console()
@@ -57,7 +57,7 @@ def start(runtime: LocalRuntime) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_job_spec(args.job)
-    runtime = LocalRuntime(Path(args.run_dir))
+    runtime = LocalRuntime(Path(args.run_dir), data_roots=job_data_roots(spec))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     codes: dict[str, int] = {}

@@ -1,5 +1,5 @@
-"""Drive one job through the running services, as a user would: publish the job's
-documents, submit the job over gRPC, follow every stage with progress bars, start training
+"""Drive one job through the running services, as a user would: submit the job over gRPC,
+upload its documents (UploadDocuments), follow every stage with progress bars, start training
 once the curated set is complete, wait for the embedder to serve and index the new model,
 run a sample hybrid search, and collect the report."""
 
@@ -13,10 +13,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, embedder_pb2, embedder_pb2_grpc
 from embedforge.v1 import examplegen_pb2, examplegen_pb2_grpc, messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2, taskgen_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from libs import topics
-from libs.corpus import read_documents
-from libs.kafka import ProtoProducer
 from libs.local.runtime import LocalRuntime
+from libs.uploads import upload_requests
 
 POLL_S = 1.0
 TERMINAL_RUN_STATES = (trainer_pb2.RUN_STATE_SUCCEEDED, trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_CANCELLED)
@@ -68,18 +66,6 @@ def _as_dict(message: Message) -> dict:
     return out
 
 
-def publish_documents(runtime: LocalRuntime, spec: pb.JobSpec, job_id: str) -> int:
-    """The job's documents go to forge.documents for indexing, keyed by document id."""
-    producer = ProtoProducer(runtime.kafka_settings, client_id="make-run")
-    count = 0
-    for doc in read_documents(spec.corpus_path):
-        producer.send(topics.DOCUMENTS, doc.doc_id, pb.Document(doc_id=doc.doc_id, collection=spec.collection, title=doc.title, text=doc.text, metadata=doc.metadata, job_id=job_id))
-        count += 1
-    producer.flush()
-    producer.close()
-    return count
-
-
 def start_run(trainer, request: trainer_pb2.StartRunRequest, timeout_s: float) -> trainer_pb2.Run:
     """StartRun, retried while the trainer is still reading the job's curated examples."""
     deadline = time.monotonic() + timeout_s
@@ -96,7 +82,9 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     clients = Clients.connect(runtime)
     started = time.monotonic()
     job = clients.taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec)).job
-    documents = publish_documents(runtime, spec, job.job_id) if spec.corpus_path else 0
+    # The documents also go to forge.documents for indexing; generation reads them from corpus_path,
+    # which local mode allows (its data roots are the job's own paths).
+    documents = clients.taskgen.UploadDocuments(upload_requests(spec.corpus_path, job.job_id, spec.collection)).documents if spec.corpus_path else 0
 
     bars = {
         "tasks": progress.add_task("brainstorm: tasks", total=None),

@@ -2,6 +2,7 @@
 each started with the same entry point its container uses (``python -m services.NAME``),
 serving TLS with token auth from the credentials under ``<run dir>/auth`` (libs.local.credentials)."""
 
+import json
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from embedforge.v1 import messages_pb2 as pb
 from libs.grpc import traced_channel, wait_until_serving
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker, free_port
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
 STORAGE_SERVICES = ("trainer", "embedder")
+DATA_SERVICES = ("taskgen", "examplegen", "trainer")  # take server paths from jobs (libs/dataroots.py)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,6 +39,12 @@ def python_env() -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def job_data_roots(spec: pb.JobSpec) -> tuple[Path, ...]:
+    """The paths a local job names (documents, eval sets, base model): local mode's data roots."""
+    named = [spec.corpus_path, *spec.eval_paths, spec.training.base_model]
+    return tuple(Path(path) for path in named if path)
 
 
 def env_prefix(service: str) -> str:
@@ -61,10 +70,15 @@ class LocalRuntime:
     ``extra_env`` is passed to every service process; ``{PREFIX}`` in a name becomes the
     service's prefix, so ``{"{PREFIX}TELEMETRY__LOG_LEVEL": "DEBUG"}`` reaches all five.
     Trainer and embedder share the object storage at ``storage_uri`` (default ``file://<run_dir>/storage``).
+    ``data_roots`` are the files and folders jobs may name (the local user's own, e.g. the job's
+    documents and eval sets: see job_data_roots); none by default.
     """
 
-    def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = ""):
+    def __init__(
+        self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = "", data_roots: tuple[Path, ...] = ()
+    ):
         self.run_dir = run_dir
+        self.data_roots = [str(Path(root).resolve()) for root in data_roots]
         self.credentials = ensure_credentials(run_dir)
         self.storage_uri = storage_uri or (run_dir / "storage").resolve().as_uri()
         self.services = services
@@ -104,6 +118,8 @@ class LocalRuntime:
         }
         if name in STORAGE_SERVICES:  # models and run state: one object store shared by trainer and embedder
             env[f"{prefix}STORAGE__URI"] = self.storage_uri
+        if name in DATA_SERVICES:
+            env[f"{prefix}DATA__ROOTS"] = json.dumps(self.data_roots)
         env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
         return env
 

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer
 
 from embedforge.v1 import curator_pb2 as api
 from embedforge.v1 import curator_pb2_grpc as api_grpc
-from libs import topics
+from libs import ids, topics
 from libs.grpc import GrpcService, InvalidArgument, Unavailable
 from libs.kafka import ConsumerLoop, ProtoProducer, Subscription, physical_name
 from libs.service import ServiceParts
@@ -37,7 +37,7 @@ class CuratorServicer(api_grpc.CuratorServiceServicer):
     def _job_id(job_id: str) -> str:
         if not job_id:
             raise InvalidArgument("job_id is required")
-        return job_id
+        return ids.check(job_id, "job_id")
 
     def GetDatasetStats(self, request: api.GetDatasetStatsRequest, context) -> api.GetDatasetStatsResponse:
         try:
@@ -49,7 +49,8 @@ class CuratorServicer(api_grpc.CuratorServiceServicer):
         job_id, seen = self._job_id(request.job_id), set()
         if request.limit < 0:
             raise InvalidArgument("limit must be >= 0 (0: no limit)")
-        for key, example in scan(self.settings.kafka, topics.EXAMPLES_REJECTED):
+        for example in scan(self.settings.kafka, topics.EXAMPLES_REJECTED):
+            key = topics.rejected_key(example)
             if example.job_id != job_id or key in seen or (request.reason and example.reason != request.reason):
                 continue
             seen.add(key)
@@ -60,7 +61,8 @@ class CuratorServicer(api_grpc.CuratorServiceServicer):
     def ExportDataset(self, request: api.ExportDatasetRequest, context) -> Iterator[api.ExportDatasetResponse]:
         job_id, seen, block = self._job_id(request.job_id), set(), []
         size = 0
-        for key, example in scan(self.settings.kafka, topics.EXAMPLES_CURATED):
+        for example in scan(self.settings.kafka, topics.EXAMPLES_CURATED):
+            key = topics.curated_key(example)
             if example.job_id != job_id or key in seen:
                 continue
             seen.add(key)

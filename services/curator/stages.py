@@ -41,7 +41,7 @@ outcomes = meter.create_counter("curator.examples", description="Examples by sta
 def rejected(example_id: str, job_id: str, reason: str, detail: str, payload: bytes, provenance: pb.Provenance | None = None) -> Outgoing:
     outcomes.add(1, {"outcome": reason})
     message = pb.RejectedExample(example_id=example_id, job_id=job_id, reason=reason, detail=detail, original_payload=payload, provenance=provenance)
-    return Outgoing(topics.EXAMPLES_REJECTED, example_id, message)
+    return Outgoing(topics.EXAMPLES_REJECTED, topics.rejected_key(message), message)
 
 
 class ValidateStage:
@@ -128,7 +128,7 @@ class DedupStage:
         example_id = example.provenance.example_id
         job = self.index.job(example.job_id)
         if job.accepted.get(example.content_hash) == example_id:  # a replay after a crash
-            return [Outgoing(topics.EXAMPLES_CURATED, example.content_hash, example)]
+            return [Outgoing(topics.EXAMPLES_CURATED, topics.curated_key(example), example)]
         if example_id in job.example_ids:
             detail = f"example {example_id} was already curated as {job.example_ids[example_id]} (regenerated upstream)"
             return [rejected(example_id, example.job_id, "duplicate", detail, candidate.original_payload, example.provenance)]
@@ -140,5 +140,5 @@ class DedupStage:
             return [rejected(example_id, example.job_id, verdict.reason, detail, candidate.original_payload, example.provenance)]
         job.add(example.content_hash, example_id, signature)
         outcomes.add(1, {"outcome": "accepted"})
-        log_entry = Outgoing(topics.CURATOR_DEDUP_LOG, f"{example.job_id}/{example.content_hash}", example, partition)
-        return [Outgoing(topics.EXAMPLES_CURATED, example.content_hash, example), log_entry]
+        log_entry = Outgoing(topics.CURATOR_DEDUP_LOG, topics.curated_key(example), example, partition)
+        return [Outgoing(topics.EXAMPLES_CURATED, topics.curated_key(example), example), log_entry]

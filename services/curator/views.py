@@ -32,15 +32,15 @@ def category_name(category: int) -> str:
     return pb.Category.Name(category).removeprefix("CATEGORY_").lower()
 
 
-def scan(settings: KafkaSettings, topic: Topic) -> Iterator[tuple[str, object]]:
-    """(key, message) of every record now in the topic, in partition order."""
+def scan(settings: KafkaSettings, topic: Topic) -> Iterator[object]:
+    """The message of every record now in the topic, in partition order."""
     consumer = plain_consumer(settings)
     try:
         tps = partitions_of(consumer, physical_name(settings, topic))
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         for record in read_to_end(consumer, tps):
-            yield record.key.decode(), topic.message_type.FromString(record.value)
+            yield topic.message_type.FromString(record.value)
     finally:
         consumer.close()
 
@@ -113,9 +113,9 @@ class OutcomeView:
                     for tp, records in polled.items():
                         for record in records:
                             if tp.topic == curated:
-                                self._curated(record.key.decode(), pb.CuratedExample.FromString(record.value))
+                                self._curated(pb.CuratedExample.FromString(record.value))
                             else:
-                                self._rejected(record.key.decode(), pb.RejectedExample.FromString(record.value))
+                                self._rejected(pb.RejectedExample.FromString(record.value))
                     for tp in tps:
                         self.positions[tp] = consumer.position(tp)
                         self.highwaters[tp] = consumer.highwater(tp) or 0
@@ -125,7 +125,8 @@ class OutcomeView:
         finally:
             consumer.close()
 
-    def _curated(self, key: str, example: pb.CuratedExample) -> None:
+    def _curated(self, example: pb.CuratedExample) -> None:
+        key = topics.curated_key(example)  # from the message: records written under older key formats count once too
         stats = self.jobs[example.job_id]
         self._resolve(example.provenance.example_id, "accepted")
         if key in stats.accepted:
@@ -136,9 +137,10 @@ class OutcomeView:
         stats.query_words[bucket(word_count(example.query))] += 1
         stats.positive_words[bucket(word_count(example.positives[0]) if example.positives else 0)] += 1
 
-    def _rejected(self, key: str, example: pb.RejectedExample) -> None:
+    def _rejected(self, example: pb.RejectedExample) -> None:
+        key = topics.rejected_key(example)
         stats = self.jobs[example.job_id]
-        self._resolve(key, example.reason)
+        self._resolve(example.example_id, example.reason)
         if key in stats.rejected:
             return
         stats.rejected.add(key)

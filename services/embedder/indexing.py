@@ -16,6 +16,7 @@ from opentelemetry import metrics, trace
 from qdrant_client import models
 
 from embedforge.v1 import messages_pb2 as pb
+from libs import ids
 from services.embedder.chunking import Chunker
 from services.embedder.engine import EmbeddingModel, slug
 from services.embedder.sparse import Bm25
@@ -102,6 +103,8 @@ class Indexer:
                 raise ValueError("document has no doc_id")
             if not document.deleted and not document.text.strip():
                 raise ValueError(f"document {document.doc_id!r} has no text (set deleted=true to remove it)")
+            if document.collection:
+                ids.check(document.collection, "collection")  # it names a Qdrant collection (a folder in embedded mode)
             latest[(document.collection or default_collection, document.doc_id)] = document
         stats = IndexStats()
         by_collection: dict[str, list[pb.Document]] = {}

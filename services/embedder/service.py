@@ -25,7 +25,7 @@ from opentelemetry import trace
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import embedder_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
-from libs import topics
+from libs import ids, topics
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.modeling.pooling import format_query
@@ -129,15 +129,17 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             raise InvalidArgument("texts is empty: send at least one text")
         if len(request.texts) > limits.max_texts:
             raise InvalidArgument(f"too many texts: {len(request.texts)} > {limits.max_texts} per request; split the request")
+        # A query's instruction is prepended to every text: it counts once per text.
+        prefix = len(request.instruction) if request.kind == api.INPUT_KIND_QUERY else 0
         total = 0
         for i, text in enumerate(request.texts):
             if not text.strip():
                 raise InvalidArgument(f"texts[{i}] is empty")
             if len(text) > limits.max_text_chars:
                 raise InvalidArgument(f"texts[{i}] has {len(text)} characters > {limits.max_text_chars}; it would be truncated to {model.spec.max_length} tokens anyway")
-            total += len(text)
+            total += prefix + len(text)
         if total > limits.max_request_chars:
-            raise InvalidArgument(f"request too large: {total} characters > {limits.max_request_chars}; split the request")
+            raise InvalidArgument(f"request too large: {total} characters > {limits.max_request_chars} (texts, a query's each with the instruction); split the request")
         if not 0 <= request.dimensions <= model.dimensions:
             raise InvalidArgument(f"dimensions must be between 0 (all) and {model.dimensions}, got {request.dimensions}")
 
@@ -151,7 +153,7 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, got {request.top_k}")
         if request.mode not in (api.SEARCH_MODE_UNSPECIFIED, api.SEARCH_MODE_DENSE, api.SEARCH_MODE_HYBRID):
             raise InvalidArgument(f"unknown search mode {request.mode}")
-        collection = request.collection or self.settings.collection
+        collection = ids.check(request.collection, "collection") if request.collection else self.settings.collection
         physical = self.store.resolve(collection)
         if physical is None:
             raise NotFound(f"collection {collection!r} does not exist (no documents were indexed into it)")
@@ -181,7 +183,7 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     def GetModelInfo(self, request: api.GetModelInfoRequest, context) -> api.GetModelInfoResponse:
         model = self.current
         spec = model.spec
-        collection = request.collection or self.settings.collection
+        collection = ids.check(request.collection, "collection") if request.collection else self.settings.collection
         physical = self.store.resolve(collection)
         points, documents = (self.store.count(physical), self.store.count_documents(physical)) if physical else (0, 0)
         return api.GetModelInfoResponse(
@@ -222,6 +224,7 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             return
         if not event.uri or not event.manifest_digest:
             raise ValueError(f"ModelReady {event.model_id!r} has no uri or manifest_digest")
+        ids.check(event.manifest_digest, "manifest_digest")  # it names the cache folder
         with tracer.start_as_current_span("model swap", attributes={"from": old.spec.model_id, "to": event.model_id}):
             try:
                 folder = self.storage.get_folder(event.uri, event.manifest_digest, self.models_dir / event.manifest_digest)

@@ -15,11 +15,12 @@ from pathlib import Path
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import examplegen_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
-from libs import topics
+from libs import ids, topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.service import ServiceParts
 from libs.corpus import Chunk, chunk_document, read_documents
+from libs.dataroots import DataRoots
 from libs.jobspec import corpus_chunk_words
 from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
@@ -63,6 +64,7 @@ class Examplegen:
         self.writer = writer
         self.published = published
         self.topic_corpus = TopicCorpus(Path(settings.state_dir))
+        self.roots = DataRoots(settings.data)
 
     def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
         todo = [p for p in plans if p.raw.example_id not in self.published]
@@ -106,13 +108,15 @@ class Examplegen:
         return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.topic_chunks(job, [document])]
 
     def corpus_chunks(self, job: pb.Job) -> list[pb.CorpusChunk]:
-        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``."""
+        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``
+        (only under the data roots; a job naming another path is dead-lettered)."""
         spec = job.spec
         if spec.corpus_queries <= 0:
             return []
-        chunks = [c for document in read_documents(spec.corpus_path) for c in chunk_document(document, corpus_chunk_words(spec))]
+        path = self.roots.resolve(spec.corpus_path, "spec.corpus_path")
+        chunks = [c for document in read_documents(path) for c in chunk_document(document, corpus_chunk_words(spec))]
         if not chunks:
-            raise ValueError(f"corpus {spec.corpus_path} has no text to chunk")
+            raise ValueError("spec.corpus_path has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")
         chosen = rng.sample(chunks, min(spec.corpus_queries, len(chunks)))
         per_chunk, extra = divmod(spec.corpus_queries, len(chosen))
@@ -149,7 +153,7 @@ class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
         self.stats = stats
 
     def GetGenerationStats(self, request: api.GetGenerationStatsRequest, context) -> api.GetGenerationStatsResponse:
-        return self.stats.snapshot(request.job_id)
+        return self.stats.snapshot(ids.check(request.job_id, "job_id") if request.job_id else "")
 
 
 def generation_config(settings: ExamplegenSettings) -> GenerationConfig:

@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import KafkaSettings, LlmSettings, ServiceSettings
+from libs.settings import DataSettings, KafkaSettings, LlmSettings, ServiceSettings
 
 
 class ExamplegenKafkaSettings(KafkaSettings):
@@ -23,3 +23,4 @@ class ExamplegenSettings(ServiceSettings):
         description="Task description corpus-grounded queries are conditioned on ({domain} is the job's).",
     )
     preload_model: bool = Field(False, description="Load the default local generator at start-up instead of on the first task.")
+    data: DataSettings = DataSettings()

@@ -1,13 +1,17 @@
-"""Job state: the spec, the tasks already published, and progress counters, kept in
-``state_dir`` so a restarted taskgen resumes each job where it stopped.
+"""Job state: the spec, the tasks already published, and progress, kept in ``state_dir`` so a
+restarted taskgen resumes each job where it stopped.
 
-Layout: ``<state_dir>/jobs/<job_id>/job.pb`` (the Job), ``tasks.jsonl`` (one line per
-published task, appended after the broker acknowledged it) and ``progress.json``
-(counters from the downstream topics).
+Layout: ``<state_dir>/jobs/<sha256(job_id)[:32]>/job.pb`` (the Job), ``tasks.jsonl`` (one line
+per published task, appended after the broker acknowledged it), ``outcomes.txt`` (the key of
+every downstream record counted, ``<counter> <key>`` per line) and ``progress.json`` (state and
+counters). Progress counts distinct keys, so records replayed after a consumer restart (at-least-
+once delivery) never count twice, also across taskgen restarts.
 """
 
+import hashlib
 import json
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +21,19 @@ from google.protobuf import json_format
 from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2 as api
 from libs.grpc import NotFound
+from libs.limits import paginate
 
 TERMINAL = (api.JOB_STATE_SUCCEEDED, api.JOB_STATE_FAILED)
+COUNTERS = ("examples_generated", "examples_failed", "examples_accepted", "examples_rejected")
+
+
+def folder_name(job_id: str) -> str:
+    return hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
+def _newest_first(job: api.JobStatus) -> str:
+    """Sort key (and page token) of a job: newest first, then by id."""
+    return f"{2**63 - job.created_at.ToNanoseconds():019d}/{job.job_id}"
 
 
 @dataclass
@@ -33,6 +48,8 @@ class JobRecord:
     examples_accepted: int = 0
     examples_rejected: int = 0
     usage: dict[str, pb.LlmUsage] = field(default_factory=dict)
+    counted: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in COUNTERS})  # counter -> keys
+    pending: list[str] = field(default_factory=list)  # outcomes.txt lines not yet written
 
     def tasks_in(self, category: int) -> list[str]:
         return [description for cat, description in self.tasks.values() if cat == category]
@@ -74,7 +91,10 @@ class JobStore:
         self._version = 0
         for folder in sorted(self.root.iterdir()):
             if (folder / "job.pb").is_file():
-                self._jobs[folder.name] = self._load(folder)
+                record = self._load(folder)
+                if folder.name != folder_name(record.job.job_id):  # named by the raw id before ids were hashed
+                    folder.rename(self._folder(record.job.job_id))
+                self._jobs[record.job.job_id] = record
 
     def _load(self, folder: Path) -> JobRecord:
         record = JobRecord(pb.Job.FromString((folder / "job.pb").read_bytes()))
@@ -90,13 +110,21 @@ class JobStore:
             record.state = data.get("state", record.state)
             record.error = data.get("error", "")
             record.model_id = data.get("model_id", "")
-            for key in ("examples_generated", "examples_failed", "examples_accepted", "examples_rejected"):
+            for key in COUNTERS:
                 setattr(record, key, data.get(key, 0))
             record.usage = {m: json_format.ParseDict(u, pb.LlmUsage()) for m, u in data.get("usage", {}).items()}
+        outcomes = folder / "outcomes.txt"
+        if outcomes.is_file():
+            for line in outcomes.read_text(encoding="utf-8").splitlines():
+                counter, _, key = line.partition(" ")
+                if counter in record.counted:
+                    record.counted[counter].add(key)
+            for counter, keys in record.counted.items():
+                setattr(record, counter, len(keys))
         return record
 
     def _folder(self, job_id: str) -> Path:
-        return self.root / job_id
+        return self.root / folder_name(job_id)
 
     def _save_progress(self, record: JobRecord) -> None:
         """Persist a job's progress; a generating job that trains automatically moves to
@@ -114,7 +142,12 @@ class JobStore:
             "examples_rejected": record.examples_rejected,
             "usage": {m: json_format.MessageToDict(u) for m, u in record.usage.items()},
         }
-        path = self._folder(record.job.job_id) / "progress.json"
+        folder = self._folder(record.job.job_id)
+        if record.pending:
+            with open(folder / "outcomes.txt", "a", encoding="utf-8") as out:
+                out.write("".join(line + "\n" for line in record.pending))
+            record.pending.clear()
+        path = folder / "progress.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, path)
@@ -139,6 +172,13 @@ class JobStore:
             self._notify()
             return record.status(), True
 
+    def discard(self, job_id: str) -> None:
+        """Forget a job that was just added (its submission failed later)."""
+        with self._changed:
+            self._jobs.pop(job_id, None)
+            shutil.rmtree(self._folder(job_id), ignore_errors=True)
+            self._notify()
+
     def record(self, job_id: str) -> JobRecord:
         with self._changed:
             if job_id not in self._jobs:
@@ -149,10 +189,11 @@ class JobStore:
         with self._changed:
             return self.record(job_id).status()
 
-    def list_jobs(self, limit: int) -> list[api.JobStatus]:
+    def list_jobs(self, page_size: int, page_token: str) -> tuple[list[api.JobStatus], str]:
+        """A page of jobs, newest first (see libs.limits.paginate), and the next page's token."""
         with self._changed:
-            records = sorted(self._jobs.values(), key=lambda r: r.job.created_at.ToNanoseconds(), reverse=True)
-            return [r.status() for r in records[: limit or None]]
+            statuses = sorted((r.status() for r in self._jobs.values()), key=_newest_first)
+        return paginate(statuses, _newest_first, page_size, page_token)
 
     def unfinished(self) -> list[str]:
         """Jobs whose brainstorming is not complete (resumed after a restart)."""
@@ -192,14 +233,16 @@ class JobStore:
             total.latency_s += usage.latency_s
             total.calls += usage.calls or 1
 
-    def count(self, job_id: str, **increments: int) -> bool:
-        """Add to counters (e.g. examples_generated=3); False for unknown jobs."""
+    def count(self, job_id: str, counter: str, key: str) -> bool:
+        """Count the record ``key`` under ``counter`` (e.g. examples_generated) once; False for
+        unknown jobs and keys already counted. Written by the next flush()."""
         with self._changed:
             record = self._jobs.get(job_id)
-            if record is None:
+            if record is None or key in record.counted[counter]:
                 return False
-            for key, value in increments.items():
-                setattr(record, key, getattr(record, key) + value)
+            record.counted[counter].add(key)
+            record.pending.append(f"{counter} {key}")
+            setattr(record, counter, getattr(record, counter) + 1)
             return True
 
     def flush(self, job_ids) -> None:

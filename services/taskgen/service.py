@@ -1,6 +1,9 @@
 """Job intake and task brainstorming.
 
-SubmitJob validates a job and publishes it to forge.jobs; the jobs consumer registers it
+SubmitJob validates a job (every id, path and bound, before anything is kept), saves it and
+publishes it to forge.jobs, forgetting it again if the publish fails; UploadDocuments takes a
+job's documents and publishes them to forge.documents once all of them passed. The jobs
+consumer registers a job
 and hands it to the runner, which brainstorms tasks per category until each category's
 target count of distinct tasks is met and publishes them to forge.tasks (key: task_id).
 Job state lives in ``state_dir``, so after a restart unfinished jobs resume and tasks
@@ -15,13 +18,16 @@ import threading
 import uuid
 from pathlib import Path
 
+from kafka.errors import KafkaError
 from opentelemetry import trace
 
 from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2 as api
 from embedforge.v1 import taskgen_pb2_grpc as api_grpc
-from libs import topics
-from libs.grpc import GrpcService, InvalidArgument, NotFound
+
+from libs import ids, limits, topics
+from libs.dataroots import DataRoots
+from libs.grpc import GrpcService, InvalidArgument, NotFound, Unavailable
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.llm import LlmError, UsageAccumulator
 from libs.service import ServiceParts
@@ -34,10 +40,19 @@ tracer = trace.get_tracer("embedforge.taskgen")
 WATCH_POLL_S = 0.5
 
 
-def validate_spec(spec: pb.JobSpec) -> None:
-    """Raise InvalidArgument with the offending field."""
+def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
+    """Raise InvalidArgument with the offending field; paths must lie under ``roots``
+    (field bounds are libs.limits', checked on every request)."""
     if not spec.domain.strip():
         raise InvalidArgument("spec.domain must describe the domain")
+    if spec.collection:
+        ids.check(spec.collection, "spec.collection")
+    if spec.corpus_path:
+        roots.resolve(spec.corpus_path, "spec.corpus_path")
+    for i, path in enumerate(spec.eval_paths):
+        roots.resolve(path, f"spec.eval_paths[{i}]")
+    if spec.training.base_model:
+        roots.resolve(spec.training.base_model, "spec.training.base_model")
     for i, target in enumerate(spec.categories):
         if target.category not in BRAINSTORM_TEMPLATE and target.category not in FIXED_TASKS:
             raise InvalidArgument(
@@ -52,7 +67,7 @@ def validate_spec(spec: pb.JobSpec) -> None:
     if spec.corpus_queries < 0 or spec.corpus_chunk_words < 0:
         raise InvalidArgument("spec.corpus_queries and spec.corpus_chunk_words must be >= 0")
     if not spec.categories and spec.corpus_queries <= 0:
-        raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from spec.corpus_path or forge.documents)")
+        raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or spec.corpus_path)")
 
 
 class TaskgenRunner:
@@ -184,30 +199,68 @@ class TaskgenRunner:
 
 
 class TaskgenServicer(api_grpc.TaskgenServiceServicer):
-    def __init__(self, store: JobStore, producer: ProtoProducer):
+    def __init__(self, store: JobStore, producer: ProtoProducer, roots: DataRoots):
         self.store = store
         self.producer = producer
+        self.roots = roots
 
     def SubmitJob(self, request: api.SubmitJobRequest, context) -> api.SubmitJobResponse:
-        validate_spec(request.spec)
-        job_id = request.job_id or uuid.uuid4().hex
-        try:
-            return api.SubmitJobResponse(job=self.store.get(job_id))
-        except NotFound:
-            pass  # a new job
+        """Validate, save, publish: a refused or failed submission leaves nothing behind."""
+        job_id = ids.check(request.job_id, "job_id") if request.job_id else uuid.uuid4().hex
+        validate_spec(request.spec, self.roots)
         job = pb.Job(job_id=job_id, spec=request.spec)
         job.created_at.GetCurrentTime()
-        self.producer.send_and_wait(topics.JOBS, job.job_id, job)
-        status, _ = self.store.add(job)
+        status, new = self.store.add(job)
+        if new:
+            try:
+                self.producer.send_and_wait(topics.JOBS, job.job_id, job)
+            except KafkaError as exc:
+                self.store.discard(job.job_id)
+                raise Unavailable("the job could not be published (the broker did not acknowledge it); nothing was kept, retry") from exc
         return api.SubmitJobResponse(job=status)
 
     def GetJob(self, request: api.GetJobRequest, context) -> api.GetJobResponse:
-        return api.GetJobResponse(job=self.store.get(request.job_id))
+        return api.GetJobResponse(job=self.store.get(ids.check(request.job_id, "job_id")))
 
     def ListJobs(self, request: api.ListJobsRequest, context) -> api.ListJobsResponse:
-        return api.ListJobsResponse(jobs=self.store.list_jobs(request.limit))
+        jobs, token = self.store.list_jobs(limits.page_size(request.page_size), request.page_token)
+        return api.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    def UploadDocuments(self, request_iterator, context) -> api.UploadDocumentsResponse:
+        """Receive the whole stream, check every document, then publish them all (key: doc_id)."""
+        job_id, documents = "", []
+        for request in request_iterator:
+            if request.job_id and job_id and request.job_id != job_id:
+                raise InvalidArgument("job_id changed within the stream: upload one job's documents per call")
+            job_id = job_id or request.job_id
+            documents.extend(request.documents)
+        if not job_id:
+            raise InvalidArgument("job_id is required on the first message")
+        spec = self.store.record(ids.check(job_id, "job_id")).job.spec
+        if not documents:
+            raise InvalidArgument("no documents: send at least one")
+        if len(documents) > limits.MAX_UPLOAD_DOCUMENTS:
+            raise InvalidArgument(f"{len(documents)} documents; at most {limits.MAX_UPLOAD_DOCUMENTS} per upload")
+        for i, document in enumerate(documents):
+            if not document.doc_id.strip():
+                raise InvalidArgument(f"documents[{i}].doc_id is required")
+            if not document.deleted and not document.text.strip():
+                raise InvalidArgument(f"documents[{i}] ({document.doc_id[:80]!r}) has no text")
+            if document.collection:
+                ids.check(document.collection, f"documents[{i}].collection")
+            document.collection = document.collection or spec.collection
+            document.job_id = job_id
+        futures = [self.producer.send(topics.DOCUMENTS, d.doc_id, d) for d in documents]
+        self.producer.flush()
+        try:
+            for future in futures:
+                future.get(timeout=30)
+        except KafkaError as exc:
+            raise Unavailable("not every document was acknowledged by the broker; upload again (documents are keyed by doc_id)") from exc
+        return api.UploadDocumentsResponse(documents=len(documents))
 
     def WatchJob(self, request: api.WatchJobRequest, context):
+        ids.check(request.job_id, "job_id")
         last = None
         while context.is_active():
             status = self.store.get(request.job_id)
@@ -232,20 +285,19 @@ class ProgressCounter:
         jobs = set()
         for record in records:
             raw: pb.RawExample = record.message
-            failed = bool(raw.error)
-            if self.store.count(raw.job_id, examples_generated=0 if failed else 1, examples_failed=1 if failed else 0):
+            if self.store.count(raw.job_id, "examples_failed" if raw.error else "examples_generated", raw.example_id):
                 self.store.add_usage(raw.job_id, raw.usage)
                 jobs.add(raw.job_id)
         self.store.flush(jobs)
         return []
 
     def curated(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, examples_accepted=1)}
+        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, "examples_accepted", topics.curated_key(r.message))}
         self.store.flush(jobs)
         return []
 
     def rejected(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, examples_rejected=1)}
+        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, "examples_rejected", topics.rejected_key(r.message))}
         self.store.flush(jobs)
         return []
 
@@ -260,10 +312,12 @@ def build(settings: TaskgenSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="taskgen")
     brainstormer = Brainstormer(settings.llm, settings.brainstorm_max_tokens, settings.brainstorm_temperature)
     runner = TaskgenRunner(store, producer, brainstormer, settings)
+    roots = DataRoots(settings.data)
 
     def register_job(record: Received) -> list[Outgoing]:
         job: pb.Job = record.message
-        validate_spec(job.spec)
+        ids.check(job.job_id, "job_id")
+        validate_spec(job.spec, roots)
         store.add(job)
         if job.job_id in store.unfinished():
             runner.schedule(job.job_id)
@@ -279,7 +333,7 @@ def build(settings: TaskgenSettings) -> ServiceParts:
     ]
     consumer = ConsumerLoop(settings.kafka, topics.TASKGEN_GROUP, subscriptions, producer)
     runner.start()
-    servicer = TaskgenServicer(store, producer)
+    servicer = TaskgenServicer(store, producer, roots)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TaskgenService"].full_name)],
         consumers=[consumer],

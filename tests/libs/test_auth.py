@@ -124,7 +124,7 @@ def test_admin_may_call_everything_and_search_only_embedder_rpcs():
 
 
 def test_read_role_never_changes_anything():
-    writes = {"SubmitJob", "ImportDataset", "StartRun", "CancelRun"}
+    writes = {"SubmitJob", "UploadDocuments", "ImportDataset", "StartRun", "CancelRun"}
     for method in proto_methods():
         assert (Role.READ in allowed_roles(method)) == (method.rsplit("/", 1)[1] not in writes), method
 

@@ -28,6 +28,15 @@ def test_folder_of_text_files_uses_relative_paths_and_headings(tmp_path):
     assert docs["guides/setup.md"].title == "Installing the agent" and docs["notes.txt"].title == "notes"
 
 
+def test_a_folder_yields_only_its_own_files_not_links_out_of_it(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "secret.txt").write_text("secret")
+    (tmp_path / "docs" / "own.txt").write_text("own text")
+    (tmp_path / "docs" / "inner.md").symlink_to(tmp_path / "docs" / "own.txt")
+    (tmp_path / "docs" / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    assert sorted(d.doc_id for d in read_documents(tmp_path / "docs")) == ["inner.md", "own.txt"]
+
+
 @pytest.mark.parametrize(("content", "message"), [("{not json\n", "docs.jsonl:1: not JSON"), ('{"title": "x"}\n', "docs.jsonl:1: a document is an object")])
 def test_bad_jsonl_lines_are_named(tmp_path, content, message):
     (tmp_path / "docs.jsonl").write_text(content)

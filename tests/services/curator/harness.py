@@ -116,8 +116,8 @@ class Outcomes:
         outcomes: dict[str, list[str]] = {}
         for _, example in self.curated.read():
             outcomes.setdefault(example.provenance.example_id, []).append("accepted")
-        for key, example in self.rejected.read():
-            outcomes.setdefault(key, []).append(example.reason)
+        for _, example in self.rejected.read():
+            outcomes.setdefault(example.example_id, []).append(example.reason)
         return outcomes
 
     def wait_for(self, example_ids: Iterable[str], timeout_s: float = 60.0) -> dict[str, list[str]]:

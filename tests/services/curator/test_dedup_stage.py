@@ -28,7 +28,7 @@ def test_new_example_goes_to_the_curated_topic_and_to_its_candidates_partition_o
     outputs = stage().decide(candidate(1, "e1"), 2)
     content = outputs[0].message.content_hash
     assert [(o.topic, o.key, o.partition) for o in outputs] == [
-        (topics.EXAMPLES_CURATED, content, None),
+        (topics.EXAMPLES_CURATED, f"job-1/{content}", None),
         (topics.CURATOR_DEDUP_LOG, f"job-1/{content}", 2),
     ]
 

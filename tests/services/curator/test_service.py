@@ -53,7 +53,7 @@ def test_every_reject_reason_reaches_the_rejected_topic_with_the_original_payloa
     assert seen[original.example_id] == ["accepted"]
     expected = {e.example_id: [reason] for reason, e in bad.items()} | {duplicate.example_id: ["duplicate"], near.example_id: ["near_duplicate"]}
     assert {i: seen[i] for i in expected} == expected
-    payloads = {key: example for key, example in outcomes.rejected.read()}
+    payloads = {example.example_id: example for _, example in outcomes.rejected.read()}
     for example in (*bad.values(), duplicate, near):
         assert payloads[example.example_id].original_payload == example.SerializeToString()
         assert payloads[example.example_id].detail

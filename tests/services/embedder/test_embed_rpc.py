@@ -47,6 +47,33 @@ def test_bad_search_requests_get_invalid_argument(stub):
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_query_instruction_counts_once_per_text_against_the_request_size(stub):
+    """The instruction is prepended to every text, so 10 short texts with a 1,900-character
+    instruction are 19,050 characters of work (the limit here is 20,000) and 11 are too many."""
+    instruction = "i" * 1900
+    assert len(embed(stub, ["hello"] * 10, kind=QUERY, instruction=instruction)) == 10
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Embed(api.EmbedRequest(texts=["hello"] * 11, kind=QUERY, instruction=instruction))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request too large: 20955 characters > 20000" in error.value.details()
+
+
+def test_an_oversized_instruction_is_refused_by_the_field_limit(stub):
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Embed(api.EmbedRequest(texts=["hello"], kind=QUERY, instruction="i" * 1_000_000))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "instruction has 1000000 characters; at most 2000 are allowed"
+
+
+@pytest.mark.parametrize("collection", ["../../escape", "/tmp/x", "a" * 200, "x\x00y", ".."])
+def test_collection_names_outside_the_id_format_are_refused(stub, collection):
+    for call in (lambda: stub.Search(api.SearchRequest(query="q", collection=collection)), lambda: stub.GetModelInfo(api.GetModelInfoRequest(collection=collection))):
+        with pytest.raises(grpc.RpcError) as error:
+            call()
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("collection ")
+
+
 def test_search_of_a_missing_collection_is_not_found(stub):
     with pytest.raises(grpc.RpcError) as error:
         stub.Search(api.SearchRequest(query="anything", collection="nowhere"))

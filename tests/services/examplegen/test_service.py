@@ -98,7 +98,7 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
     (corpus / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
     job = pb.Job(job_id="job-corpus-" + uuid.uuid4().hex[:6], spec=pb.JobSpec(domain="coastal engineering", corpus_path=str(corpus), corpus_queries=4, seed=1))
     chunk_reader = TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
-    with Running(build(settings_for(kafka_settings, tmp_path / "state"))):
+    with Running(build(settings_for(kafka_settings, tmp_path / "state", data={"roots": [str(corpus)]}))):
         send(kafka_settings, topics.JOBS, job.job_id, job)
         chunks = chunk_reader.wait_for(lambda m: len(m) >= 3)
         raws = raw_reader.wait_for(lambda m: len(m) >= 4)
@@ -116,7 +116,7 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
 def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):
     paragraphs = "\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6))  # 6 paragraphs of 31 words
     (tmp_path / "manual.txt").write_text(paragraphs)
-    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state")), producer=None, writer=None, published=None)
+    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]}), producer=None, writer=None, published=None)
 
     def chunk_count(**fields) -> int:
         job = pb.Job(job_id="job-chunks", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=50, **fields))
@@ -171,13 +171,22 @@ def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_se
     assert "corpus-grounded" in letters[0].detail
 
 
-def test_a_job_whose_corpus_cannot_be_read_is_dead_lettered_with_the_reason(kafka_settings, tmp_path):
+@pytest.mark.parametrize("corpus_path", ["missing", "/etc", "../../../../etc", "link-out"])
+def test_a_job_whose_corpus_is_missing_or_outside_the_data_roots_is_dead_lettered_and_nothing_is_read(kafka_settings, tmp_path, corpus_path):
+    """A job put on forge.jobs directly (past taskgen's checks) cannot make examplegen read a file."""
     register_recorded()
-    job = pb.Job(job_id="job-nocorpus", spec=pb.JobSpec(domain="law", corpus_path=str(tmp_path / "missing"), corpus_queries=2))
-    dead = TopicReader(kafka_settings, topics.DEAD_LETTER)
-    with Running(build(settings_for(kafka_settings, tmp_path / "state"))):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "secret.txt").write_text("secret " * 50)
+    (tmp_path / "data" / "link-out").symlink_to(tmp_path / "secret.txt")
+    path = corpus_path if corpus_path.startswith(("/", "..")) else str(tmp_path / "data" / corpus_path)
+    job = pb.Job(job_id="job-nocorpus", spec=pb.JobSpec(domain="law", corpus_path=path, corpus_queries=2))
+    dead, chunks = TopicReader(kafka_settings, topics.DEAD_LETTER), TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
+    with Running(build(settings_for(kafka_settings, tmp_path / "state", data={"roots": [str(tmp_path / "data")]}))):
         send(kafka_settings, topics.JOBS, job.job_id, job)
         letters = dead.wait_for(lambda m: len(m) >= 1)
+        published = chunks.settle(1.0)
     dead.close()
+    chunks.close()
     assert letters[0].reason == "handler_error"
-    assert "missing" in letters[0].detail
+    assert "spec.corpus_path is not a regular file or folder under the data roots" in letters[0].detail
+    assert published == []

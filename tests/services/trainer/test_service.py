@@ -25,9 +25,13 @@ from services.trainer.settings import TrainerSettings
 
 
 @pytest.fixture
-def trainer(kafka_settings, tmp_path):
-    """The service's parts (as run_service wires them) on a free loopback port."""
-    settings = TrainerSettings(state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0)
+def trainer(kafka_settings, tmp_path, tiny_bert):
+    """The service's parts (as run_service wires them) on a free loopback port; the test's files
+    and the tiny model are its data roots."""
+    settings = TrainerSettings(
+        state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0,
+        data={"roots": [str(tmp_path), tiny_bert]},
+    )
     parts = build(settings)
     server = GrpcServer(parts.grpc_services, "127.0.0.1", 0)
     server.start()
@@ -188,7 +192,7 @@ def test_start_run_is_idempotent_by_run_id(trainer, tiny_bert, dataset_file):
     "request_kwargs, message",
     [
         ({}, "either job_id"),
-        ({"dataset_path": "/nonexistent.jsonl"}, "cannot read"),
+        ({"dataset_path": "/nonexistent.jsonl"}, "dataset_path is not a regular file under the data roots"),
         ({"job_id": "unknown-job"}, "no curated examples"),
         ({"job_id": "unknown-job", "min_examples": -1}, "min_examples"),
         ({"dataset_path": "/nonexistent.jsonl", "min_examples": 3}, "needs job_id"),

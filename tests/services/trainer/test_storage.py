@@ -27,10 +27,11 @@ from services.embedder.settings import EmbedderSettings
 CHECKPOINT_EVERY = 5
 
 
-def start_trainer(broker, kafka_settings, run_dir: Path, storage_uri: str) -> tuple[LocalRuntime, api_grpc.TrainerServiceStub]:
-    """``python -m services.trainer`` as its container runs it, state in ``run_dir``."""
+def start_trainer(broker, kafka_settings, run_dir: Path, storage_uri: str, tiny_bert: str) -> tuple[LocalRuntime, api_grpc.TrainerServiceStub]:
+    """``python -m services.trainer`` as its container runs it, state in ``run_dir``; the test's
+    files (beside ``run_dir``) and the tiny model are its data roots."""
     runtime = LocalRuntime(
-        run_dir, services=("trainer",), topic_prefix=kafka_settings.topic_prefix, storage_uri=storage_uri,
+        run_dir, services=("trainer",), topic_prefix=kafka_settings.topic_prefix, storage_uri=storage_uri, data_roots=(run_dir.parent, Path(tiny_bert)),
         extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_RUN_THREADS": "1", "TRAINER_MINE_NEGATIVES": "0"},
     )
     runtime.start_broker(broker)
@@ -59,7 +60,7 @@ def training_spec(tiny_bert: str, **fields) -> pb.TrainingSpec:
 def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_last_stored_checkpoint(broker, kafka_settings, s3_uri, tiny_bert, make_examples, tmp_path):
     dataset = tmp_path / "train.jsonl"
     write_examples(dataset, make_examples(48))
-    first, stub = start_trainer(broker, kafka_settings, tmp_path / "first", s3_uri)
+    first, stub = start_trainer(broker, kafka_settings, tmp_path / "first", s3_uri, tiny_bert)
     try:
         run = stub.StartRun(api.StartRunRequest(dataset_path=str(dataset), run_id="r1", spec=training_spec(tiny_bert, epochs=40))).run
         storage = Storage(s3_uri)
@@ -77,7 +78,7 @@ def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_la
     total = next(e["total_steps"] for e in events(tmp_path / "first", "r1") if "total_steps" in e)
     assert reached < total, "the run finished before it was killed; give it more steps"
 
-    second, stub = start_trainer(broker, kafka_settings, tmp_path / "second", s3_uri)
+    second, stub = start_trainer(broker, kafka_settings, tmp_path / "second", s3_uri, tiny_bert)
     try:
         assert stub.GetRun(api.GetRunRequest(run_id="r1")).run.state != api.RUN_STATE_QUEUED  # known from storage, not restarted
         final = list(stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=600))[-1].run
@@ -91,7 +92,7 @@ def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_la
 
 
 def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cache(broker, kafka_settings, s3_uri, tiny_bert, dataset_file, tmp_path):
-    runtime, stub = start_trainer(broker, kafka_settings, tmp_path / "trainer", s3_uri)
+    runtime, stub = start_trainer(broker, kafka_settings, tmp_path / "trainer", s3_uri, tiny_bert)
     try:
         run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=training_spec(tiny_bert, max_steps=3))).run
         final = list(stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300))[-1].run
