@@ -11,9 +11,15 @@
   plaintext and one with TLS + a bearer token, requests interleaved in blocks so both see the
   same machine; the ratio TLS+auth / plaintext (goal <= 1.10).
 
-Other keys of benchmarks/results/security.json (the fuzzing figures) are kept.
+- ``fuzz_*`` and ``files_touched_outside_state``: the property-based fuzz of tests/fuzzing.py
+  (the one tests/services/test_fuzz.py runs, bounded) at full size: every RPC of every service
+  gets ``--fuzz-examples`` hypothesis-generated requests (default 1,200 each: > 20,000 cases)
+  against the five services as processes; counts of UNKNOWN/INTERNAL answers, calls past their
+  deadline and paths touched outside the services' state dirs (all expected 0).
 
-    PYTHONPATH=.:gen .venv/bin/python benchmarks/security.py
+Other keys of benchmarks/results/security.json are kept.
+
+    PYTHONPATH=.:gen .venv/bin/python benchmarks/security.py [--only auth|embed|fuzz]
 """
 
 import os
@@ -44,6 +50,8 @@ from libs.local.runtime import SERVICES, LocalRuntime
 from libs.settings import AuthSettings, TlsSettings
 from services.embedder.service import build_servicer
 from services.embedder.settings import EmbedderSettings
+from tests.fuzzing import FuzzReport, fuzz_all, new_canary, touched_outside
+from tests.services.test_fuzz import NO_LLM
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "security.json"
@@ -156,17 +164,50 @@ def embed_overhead(workdir: Path, requests: int, block: int) -> dict:
     }
 
 
+def fuzz(run_dir: Path, examples_per_rpc: int) -> dict:
+    runtime = LocalRuntime(run_dir, topic_prefix="fuzz.", extra_env=NO_LLM)
+    runtime.start_broker()
+    for name in SERVICES:
+        runtime.start_service(name)
+    started = time.monotonic()
+    try:
+        for name in SERVICES:
+            runtime.wait_healthy(name, timeout_s=300)
+        since, canary, report = time.time(), new_canary(), FuzzReport()
+        started = time.monotonic()
+        fuzz_all({name: runtime.channel(name) for name in SERVICES}, examples_per_rpc, canary, report)
+        seconds = time.monotonic() - started
+        touched = touched_outside([run_dir], canary, since, watched=[ROOT], searched=[Path(tempfile.gettempdir())])
+    finally:
+        runtime.stop()
+    return {
+        "fuzz_cases": report.cases,
+        "fuzz_internal_or_unknown": len(report.failures),
+        "fuzz_hangs": len(report.hangs),
+        "files_touched_outside_state": len(touched),
+        "fuzz_rpcs": len(report.per_method),
+        "fuzz_examples_per_rpc": examples_per_rpc,
+        "fuzz_status_codes": dict(report.codes.most_common()),
+        "fuzz_seconds": round(seconds, 1),
+        "fuzz_failures_first": (report.failures + report.hangs + touched)[:5],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="Embed requests per variant")
     parser.add_argument("--block", type=int, default=50, help="requests per variant before switching to the other")
-    parser.add_argument("--skip-matrix", action="store_true", help="only the Embed overhead")
+    parser.add_argument("--fuzz-examples", type=int, default=1200, help="fuzzed requests per RPC")
+    parser.add_argument("--only", choices=("auth", "embed", "fuzz"), help="run one part (default: all)")
     args = parser.parse_args()
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="security-bench-") as tmp:
-        if not args.skip_matrix:
+        if args.only in (None, "auth"):
             result.update(auth_matrix(Path(tmp) / "run"))
-        result.update(embed_overhead(Path(tmp), args.requests, args.block))
+        if args.only in (None, "embed"):
+            result.update(embed_overhead(Path(tmp), args.requests, args.block))
+        if args.only in (None, "fuzz"):
+            result.update(fuzz(Path(tmp) / "fuzz", args.fuzz_examples))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     console.print({k: v for k, v in result.items() if k != "auth_calls_by_rpc"})
