@@ -6,6 +6,7 @@ the chart's Service names resolve as cluster DNS would), and runs its processes 
 unprivileged user. Creating namespaces needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 """
 
+import fcntl
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import psutil
 
 SUBNET = "10.231.0"
+LOCK_FILE = "/tmp/embedforge-proof-network.lock"
 BRIDGE = "efp-br"
 
 
@@ -122,6 +124,10 @@ class Network:
         self.names = names
 
     def __enter__(self) -> "Network":
+        # One such network at a time on this machine (the bridge, names and users are fixed):
+        # a second test run waits here instead of tearing this one down.
+        self._lock = open(LOCK_FILE, "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.down()  # leftovers of an aborted run
         _ip("link", "add", BRIDGE, "type", "bridge")
         _ip("addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
@@ -147,6 +153,7 @@ class Network:
             except subprocess.CalledProcessError:
                 pass
         self.down()
+        self._lock.close()
 
     def down(self) -> None:
         """Remove every trace of this network, also one an aborted run left: the hosts' processes
