@@ -60,7 +60,7 @@ def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, 
     settings = roots.settings
     started = time.perf_counter()
     try:
-        fs, path = fsspec.core.url_to_fs(f"{uri.scheme}://{uri.bucket}/{'/'.join(uri.key)}")
+        fs, path = fsspec.core.url_to_fs(f"{uri.scheme}://{uri.bucket}/{'/'.join(uri.key)}", skip_instance_cache=True)  # the environment as it is now
     except ImportError as exc:
         raise ValueError(f"this service has no client for {uri.scheme}:// ({exc.name} is not installed)") from None
     path = path.rstrip("/")
