@@ -14,8 +14,9 @@ what arrived: ``max_file_bytes`` per object, ``max_fetch_bytes`` and ``max_fetch
 URI. An object whose key would land outside the target (``..``, empty segments) is skipped. A
 missing, unreadable (403) or over-cap location is refused with DataRoots' one message; a store
 that cannot be reached raises FetchUnavailable (try again later). Downloads go to a partial folder
-renamed, when complete, to a name derived from the content (sha256 of each file), so a reader never
-sees half a download and runs that fetched the same content share one copy.
+renamed, when complete, to ``<into>/<content digest>/<last segment of the URI>`` (the digest of
+every file's sha256), so a reader never sees half a download, runs that fetched the same content
+share one copy, and the copy keeps its name (an eval set is reported under it).
 
 Credentials come from the environment and the cloud SDKs' chains, as in libs.storage (s3:// via
 boto3; gs:// and az:// need gcsfs / adlfs): DataRoots refuses any URI that carries them.
@@ -57,6 +58,7 @@ def local_copy(roots: DataRoots, location: str, field: str, into: Path, folders:
 
 
 def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, folders: bool = True, select: str = "all") -> Path:
+    """The local copy of ``uri`` (admitted by ``roots``) under ``into``; raises ``refused`` or FetchUnavailable."""
     settings = roots.settings
     started = time.perf_counter()
     try:
@@ -66,13 +68,12 @@ def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, 
     path = path.rstrip("/")
     try:
         objects = _list(fs, path, uri.folder or not uri.key)
-        single = objects is not None and len(objects) == 1 and "" in objects
-        if single:
-            objects = {uri.key[-1]: objects[""]}
-        elif not folders or not objects:
-            raise refused
-        else:
+        single = objects is not None and list(objects) == [""]
+        if not single:
+            if not folders or not objects:
+                raise refused
             objects = _select(objects, select)
+        base = uri.key[-1] if uri.key else uri.bucket  # the local name keeps the last segment (eval sets are named by it)
         if not objects or len(objects) > settings.max_fetch_objects:
             raise refused
         if any(size > settings.max_file_bytes for size in objects.values()) or sum(objects.values()) > settings.max_fetch_bytes:
@@ -81,15 +82,15 @@ def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, 
         partial = Path(tempfile.mkdtemp(dir=into, prefix=".partial-"))
         try:
             total = 0
-            for name, size in sorted(objects.items()):
-                local = partial / name
+            for name in sorted(objects):
+                local = partial / base / name if name else partial / base
                 local.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(path if single else f"{path}/{name}", str(local))
                 actual = local.stat().st_size
                 total += actual
                 if actual > settings.max_file_bytes or total > settings.max_fetch_bytes:  # changed since it was listed
                     raise refused
-            manifest = {name: file_sha256(partial / name) for name in objects}
+            manifest = {p.relative_to(partial).as_posix(): file_sha256(p) for p in partial.rglob("*") if p.is_file()}
             target = into / hashlib.sha256(canonical(manifest)).hexdigest()[:32]
             try:
                 os.replace(partial, target)
@@ -110,7 +111,7 @@ def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, 
     except BotoCoreError as exc:
         raise FetchUnavailable(f"object storage could not be reached ({type(exc).__name__})") from exc
     log.info("objects fetched", extra={"uri": str(uri), "objects": len(objects), "bytes": total, "seconds": round(time.perf_counter() - started, 3)})
-    return target / next(iter(objects)) if single else target
+    return target / base
 
 
 def _list(fs, path: str, prefix_only: bool) -> dict[str, int] | None:

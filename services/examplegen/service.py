@@ -9,6 +9,7 @@ reprocessed after a crash only writes the examples that were missing.
 
 import logging
 import random
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -67,6 +68,8 @@ class Examplegen:
         self.published = published
         self.topic_corpus = TopicCorpus(Path(settings.state_dir))
         self.roots = DataRoots(settings.data)
+        self.fetched = Path(settings.state_dir) / "fetched"
+        shutil.rmtree(self.fetched, ignore_errors=True)  # downloads a crash left behind
 
     def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
         todo = [p for p in plans if p.raw.example_id not in self.published]
@@ -117,9 +120,8 @@ class Examplegen:
         spec = job.spec
         if spec.corpus_queries <= 0:
             return []
-        fetched = Path(self.settings.state_dir) / "fetched"
-        fetched.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=fetched) as scratch:
+        self.fetched.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.fetched) as scratch:
             try:
                 path = local_copy(self.roots, spec.corpus_path, "spec.corpus_path", Path(scratch), select="documents")
             except FetchUnavailable as exc:

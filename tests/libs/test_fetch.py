@@ -41,7 +41,7 @@ def roots_for(bucket: str, **limits) -> DataRoots:
 
 def test_a_jsonl_object_is_downloaded_and_read_as_documents(bucket, tmp_path):
     path = local_copy(roots_for(bucket), f"{bucket}/corpora/docs.jsonl", "corpus_path", tmp_path / "fetched", select="documents")
-    assert path.is_file() and path.is_relative_to(tmp_path / "fetched")
+    assert path.is_file() and path.is_relative_to(tmp_path / "fetched") and path.name == "docs.jsonl"
     assert [d.text for d in read_documents(path)] == ["alpha", "beta"]
 
 
@@ -69,8 +69,8 @@ def test_the_same_content_is_fetched_into_one_content_named_folder(bucket, tmp_p
     roots = roots_for(bucket)
     first = local_copy(roots, f"{bucket}/corpora/notes", "corpus_path", tmp_path / "fetched", select="documents")
     second = local_copy(roots, f"{bucket}/corpora/notes/", "corpus_path", tmp_path / "fetched", select="documents")
-    assert first == second
-    assert [p.name for p in (tmp_path / "fetched").iterdir()] == [first.name]  # no partial folder left
+    assert first == second and first.name == "notes"  # the local copy keeps the last segment's name
+    assert [p.name for p in (tmp_path / "fetched").iterdir()] == [first.parent.name]  # no partial folder left
 
 
 @pytest.mark.parametrize(
