@@ -7,6 +7,7 @@ from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.corpus import DEFAULT_CHUNK_WORDS
+from libs.dataroots import is_uri
 
 CATEGORY_NAMES = {
     name.removeprefix("CATEGORY_").lower(): value
@@ -40,10 +41,10 @@ def job_spec_from_dict(data: dict, base_dir: Path | None = None) -> pb.JobSpec:
         json_format.ParseDict(data, spec, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         raise ValueError(f"invalid job spec: {exc}") from exc
-    if base_dir is not None:
-        if spec.corpus_path:
+    if base_dir is not None:  # relative paths are the YAML file's; object URIs stay as they are
+        if spec.corpus_path and not is_uri(spec.corpus_path):
             spec.corpus_path = str((base_dir / spec.corpus_path).resolve())
-        spec.eval_paths[:] = [str((base_dir / p).resolve()) for p in spec.eval_paths]
+        spec.eval_paths[:] = [p if is_uri(p) else str((base_dir / p).resolve()) for p in spec.eval_paths]
     if not spec.domain.strip():
         raise ValueError("invalid job spec: 'domain' must describe the domain")
     return spec

@@ -87,9 +87,11 @@ class DataSettings(BaseModel):
 
     roots: list[str] = Field(
         [],
-        description='Folders (or files) whose contents jobs and requests may name, as a JSON list, e.g. ["/data/corpora"]; empty refuses every server path.',
+        description='Folders (or files) and object-storage prefixes whose contents jobs and requests may name, as a JSON list, e.g. ["/data/corpora", "s3://corpora/team-a"]; empty refuses every server path and URI.',
     )
-    max_file_bytes: int = Field(2 * 1024**3, description="Largest file a job or request may name.")
+    max_file_bytes: int = Field(2 * 1024**3, description="Largest file (or object) a job or request may name.")
+    max_fetch_bytes: int = Field(8 * 1024**3, description="Most bytes downloaded for one object-storage URI (all objects under a prefix together).")
+    max_fetch_objects: int = Field(100_000, description="Most objects downloaded for one object-storage URI.")
 
 
 class TlsSettings(BaseModel):

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.dataroots import is_uri
 from libs.grpc import traced_channel, wait_until_serving
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker, free_port
@@ -41,10 +42,11 @@ def python_env() -> dict[str, str]:
     }
 
 
-def job_data_roots(spec: pb.JobSpec) -> tuple[Path, ...]:
-    """The paths a local job names (documents, eval sets, base model): local mode's data roots."""
+def job_data_roots(spec: pb.JobSpec) -> tuple[Path | str, ...]:
+    """The paths and object URIs a local job names (documents, eval sets, base model): local
+    mode's data roots (a URI is read with this process's environment, e.g. AWS_* variables)."""
     named = [spec.corpus_path, *spec.eval_paths, spec.training.base_model]
-    return tuple(Path(path) for path in named if path)
+    return tuple(path if is_uri(path) else Path(path) for path in named if path)
 
 
 def env_prefix(service: str) -> str:
@@ -75,10 +77,10 @@ class LocalRuntime:
     """
 
     def __init__(
-        self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = "", data_roots: tuple[Path, ...] = ()
+        self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = "", data_roots: tuple[Path | str, ...] = ()
     ):
         self.run_dir = run_dir
-        self.data_roots = [str(Path(root).resolve()) for root in data_roots]
+        self.data_roots = [root if isinstance(root, str) and is_uri(root) else str(Path(root).resolve()) for root in data_roots]
         self.credentials = ensure_credentials(run_dir)
         self.storage_uri = storage_uri or (run_dir / "storage").resolve().as_uri()
         self.services = services

@@ -9,6 +9,8 @@ reprocessed after a crash only writes the examples that were missing.
 
 import logging
 import random
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -17,10 +19,11 @@ from embedforge.v1 import examplegen_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
 from libs import ids, topics
 from libs.grpc import GrpcService
-from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
+from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, TransientError, per_message
 from libs.service import ServiceParts
 from libs.corpus import Chunk, chunk_document, read_documents
 from libs.dataroots import DataRoots
+from libs.fetch import FetchUnavailable, local_copy
 from libs.jobspec import corpus_chunk_words
 from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
@@ -65,6 +68,8 @@ class Examplegen:
         self.published = published
         self.topic_corpus = TopicCorpus(Path(settings.state_dir))
         self.roots = DataRoots(settings.data)
+        self.fetched = Path(settings.state_dir) / "fetched"
+        shutil.rmtree(self.fetched, ignore_errors=True)  # downloads a crash left behind
 
     def _generate(self, plans: list[PlannedExample]) -> list[Outgoing]:
         todo = [p for p in plans if p.raw.example_id not in self.published]
@@ -108,13 +113,20 @@ class Examplegen:
         return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.topic_chunks(job, [document])]
 
     def corpus_chunks(self, job: pb.Job) -> list[pb.CorpusChunk]:
-        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``
-        (only under the data roots; a job naming another path is dead-lettered)."""
+        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``:
+        a server path or an object URI under the data roots (a job naming anything else is
+        dead-lettered). A URI's documents are downloaded into the state dir for the reading
+        only (libs.fetch); a store that cannot be reached leaves the job to be retried."""
         spec = job.spec
         if spec.corpus_queries <= 0:
             return []
-        path = self.roots.resolve(spec.corpus_path, "spec.corpus_path")
-        chunks = [c for document in read_documents(path) for c in chunk_document(document, corpus_chunk_words(spec))]
+        self.fetched.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.fetched) as scratch:
+            try:
+                path = local_copy(self.roots, spec.corpus_path, "spec.corpus_path", Path(scratch), select="documents")
+            except FetchUnavailable as exc:
+                raise TransientError(f"job {job.job_id}: {exc}") from exc
+            chunks = [c for document in read_documents(path) for c in chunk_document(document, corpus_chunk_words(spec))]
         if not chunks:
             raise ValueError("spec.corpus_path has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

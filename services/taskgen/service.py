@@ -41,16 +41,17 @@ WATCH_POLL_S = 0.5
 
 
 def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
-    """Raise InvalidArgument with the offending field; paths must lie under ``roots``
-    (field bounds are libs.limits', checked on every request)."""
+    """Raise InvalidArgument with the offending field; paths and object URIs must lie under
+    ``roots`` (a URI is checked on its text: examplegen and the trainer download it); field
+    bounds are libs.limits', checked on every request."""
     if not spec.domain.strip():
         raise InvalidArgument("spec.domain must describe the domain")
     if spec.collection:
         ids.check(spec.collection, "spec.collection")
     if spec.corpus_path:
-        roots.resolve(spec.corpus_path, "spec.corpus_path")
+        roots.check(spec.corpus_path, "spec.corpus_path")
     for i, path in enumerate(spec.eval_paths):
-        roots.resolve(path, f"spec.eval_paths[{i}]")
+        roots.check(path, f"spec.eval_paths[{i}]")
     if spec.training.base_model:
         roots.resolve(spec.training.base_model, "spec.training.base_model")
     for i, target in enumerate(spec.categories):

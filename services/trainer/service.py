@@ -26,7 +26,8 @@ from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import ids, limits, topics
 from libs.dataroots import DataRoots
-from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
+from libs.fetch import FetchUnavailable, local_copy
+from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound, Unavailable
 from libs.jobspec import corpus_chunk_words
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
 from libs.modeling.data import read_examples
@@ -138,9 +139,18 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
 
     # ----- runs
 
+    def local_copy(self, location: str, field: str, folders: bool = True, select: str = "all") -> Path:
+        """A server path under the data roots, or an object URI under a URI root downloaded into
+        the state dir (content-named, shared by runs that name the same data: libs.fetch)."""
+        try:
+            return local_copy(self.roots, location, field, Path(self.settings.state_dir) / "trainer" / "fetched", folders, select)
+        except FetchUnavailable as exc:
+            raise Unavailable(f"{field}: {exc}; retry") from None
+
     def start(self, request: api.StartRunRequest) -> api.Run:
-        """Check ids and paths (under the data roots, by stat: a FIFO cannot block) and read a
-        dataset file before taking the run lock; then register the run (idempotent by run id)."""
+        """Check ids and paths (under the data roots, by stat: a FIFO cannot block), download
+        object URIs under URI roots, and read a dataset file before taking the run lock; then
+        register the run (idempotent by run id)."""
         if bool(request.job_id) == bool(request.dataset_path):
             raise InvalidArgument("give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)")
         if request.min_examples < 0 or (request.min_examples and not request.job_id):
@@ -151,13 +161,13 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         job = self.jobs.get(request.job_id) if request.job_id else None
         spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
         eval_paths, eval_field = (list(request.eval_paths), "eval_paths") if request.eval_paths else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
-        eval_paths = [str(self.roots.resolve(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
+        eval_paths = [str(self.local_copy(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
         corpus_path, corpus_field = (request.corpus_path, "corpus_path") if request.corpus_path else (job.spec.corpus_path if job else "", "job.spec.corpus_path")
-        resolved_corpus = str(self.roots.resolve(corpus_path, corpus_field)) if corpus_path else ""
+        resolved_corpus = str(self.local_copy(corpus_path, corpus_field, select="documents")) if corpus_path else ""
         base_model = str(self.roots.resolve(spec.base_model, "spec.base_model")) if spec.base_model else ""
         examples = []
         if request.dataset_path:
-            dataset_file = self.roots.resolve(request.dataset_path, "dataset_path", folders=False)
+            dataset_file = self.local_copy(request.dataset_path, "dataset_path", folders=False)
             try:
                 examples = read_examples(dataset_file)
             except (OSError, UnicodeDecodeError) as exc:

@@ -294,6 +294,28 @@ def test_only_trainer_and_embedder_get_the_object_storage_credentials(renders):
         assert ("AWS_SECRET_ACCESS_KEY" in env_of(container)) == (service in {"trainer", "embedder"}), service
 
 
+def test_data_roots_reach_the_services_that_read_jobs_data_as_json(renders):
+    docs = renders["external"]
+    for service in ("taskgen", "examplegen", "trainer"):
+        assert json.loads(service_config(docs, service)[f"{service.upper()}_DATA__ROOTS"]) == ["s3://embedforge-corpora/jobs"]
+    for service in ("curator", "embedder"):
+        assert f"{service.upper()}_DATA__ROOTS" not in service_config(docs, service)
+    assert not any(k.endswith("_DATA__ROOTS") for k in service_config(renders["default"], "examplegen"))  # none by default
+
+
+@pytest.mark.parametrize("root", ["s3://key:secret@bucket/prefix", "s3://bucket/prefix/../other", "relative/folder", "http://bucket/x", "s3://bucket/p?x=1"])
+def test_a_data_root_with_credentials_dots_or_another_scheme_is_refused_by_the_schema(helm, root):
+    result = helm_template(helm, [], {"services.examplegen.dataRoots[0]": root})
+    assert result.returncode != 0
+    assert "dataRoots" in result.stderr and "secret@" not in result.stdout
+
+
+def test_data_roots_in_both_places_are_refused(helm):
+    result = helm_template(helm, [], {"services.trainer.dataRoots[0]": "/data", "services.trainer.config.DATA__ROOTS": '["/other"]'})
+    assert result.returncode != 0
+    assert "not both" in result.stderr
+
+
 def test_a_config_key_that_looks_like_a_credential_is_refused(helm):
     result = helm_template(helm, [], {"services.taskgen.config.LLM__API_KEY": "sk-oops"})
     assert result.returncode != 0

@@ -2,6 +2,7 @@
 settings class and reaches the code with the rendered value, for every values file; the
 chart README's settings reference is generated from the same classes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def same(value, rendered: str) -> bool:
         return value == (rendered.lower() in ("1", "true", "yes", "on"))
     if isinstance(value, (int, float)):
         return value == type(value)(float(rendered))
+    if isinstance(value, list):  # a list setting is rendered as JSON
+        return value == json.loads(rendered)
     return str(value) == rendered
 
 

@@ -43,3 +43,12 @@ def test_mistakes_in_a_job_spec_are_reported_by_name(data, message):
     with pytest.raises(ValueError, match=None) as error:
         job_spec_from_dict(data)
     assert message in str(error.value)
+
+
+def test_object_uris_in_a_job_spec_are_kept_as_they_are_and_become_local_data_roots(tmp_path):
+    from libs.local.runtime import job_data_roots
+
+    spec = job_spec_from_dict({"domain": "x", "corpus_path": "s3://corpora/team/docs.jsonl", "eval_paths": ["gs://evals/beir/", "eval/sts.tsv"]}, tmp_path)
+    assert spec.corpus_path == "s3://corpora/team/docs.jsonl"
+    assert list(spec.eval_paths) == ["gs://evals/beir/", str(tmp_path / "eval" / "sts.tsv")]
+    assert job_data_roots(spec) == ("s3://corpora/team/docs.jsonl", "gs://evals/beir/", tmp_path / "eval" / "sts.tsv")

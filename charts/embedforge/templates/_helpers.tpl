@@ -224,6 +224,12 @@ AWS_ENDPOINT_URL: {{ . | quote }}
 AWS_REGION: {{ . | quote }}
 {{- end }}
 {{- end }}
+{{- with $svc.dataRoots }}
+{{- if hasKey $config "DATA__ROOTS" }}
+{{- fail (printf "services.%s: set the data roots in dataRoots or in config.DATA__ROOTS, not both" $name) }}
+{{- end }}
+{{ $p }}DATA__ROOTS: {{ toJson . | quote }}
+{{- end }}
 {{- if and $svc.qdrant (include "embedforge.qdrantUrl" $root) }}
 {{ $p }}QDRANT__URL: {{ include "embedforge.qdrantUrl" $root | quote }}
 {{- end }}

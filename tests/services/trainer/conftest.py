@@ -31,6 +31,12 @@ def tiny_bert(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def more_data_roots() -> list[str]:
+    """Data roots of the trainer fixture beside the test's files and the tiny model (a module overrides it)."""
+    return []
+
+
+@pytest.fixture
 def dataset_file(tmp_path) -> str:
     path = tmp_path / "train.jsonl"
     write_examples(path, synthetic_examples())

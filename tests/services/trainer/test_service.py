@@ -25,12 +25,12 @@ from services.trainer.settings import TrainerSettings
 
 
 @pytest.fixture
-def trainer(kafka_settings, tmp_path, tiny_bert):
+def trainer(kafka_settings, tmp_path, tiny_bert, more_data_roots):
     """The service's parts (as run_service wires them) on a free loopback port; the test's files
     and the tiny model are its data roots."""
     settings = TrainerSettings(
         state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0,
-        data={"roots": [str(tmp_path), tiny_bert]},
+        data={"roots": [str(tmp_path), tiny_bert, *more_data_roots]},
     )
     parts = build(settings)
     server = GrpcServer(parts.grpc_services, "127.0.0.1", 0)
