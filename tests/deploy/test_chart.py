@@ -479,3 +479,16 @@ def test_every_service_reports_traces_under_its_own_otel_service_name(renders, v
         (container,) = service_deployment(docs, service)["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["OTEL_SERVICE_NAME"].endswith(service), service
+
+
+@values_names
+def test_a_new_trainer_starts_only_after_the_old_one_stopped(renders, values):
+    """Two trainers would both restore and train the same runs from storage."""
+    assert service_deployment(renders[values], "trainer")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_more_than_one_trainer_is_refused(helm, tmp_path):
+    two = tmp_path / "two-trainers.yaml"
+    two.write_text("services:\n  trainer:\n    replicaCount: 2\n")
+    refused = helm_template(helm, [two])
+    assert refused.returncode != 0 and "one trainer owns the runs" in refused.stderr
