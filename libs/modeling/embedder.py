@@ -208,10 +208,6 @@ class Embedder(torch.nn.Module):
     def encode_queries(self, queries: list[str], instruction: str, batch_size: int = 64) -> torch.Tensor:
         return self.encode([format_query(instruction, q) for q in queries], batch_size=batch_size)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The parameters that training changes (LoRA adapters only, or everything)."""
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-
     def merged(self) -> "Embedder":
         """LoRA folded into the base weights (no adapters left); this embedder's model is consumed."""
         if not self.has_lora:
