@@ -47,10 +47,6 @@ class FailedPrecondition(RpcError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
-class ResourceExhausted(RpcError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 class Unavailable(RpcError):
     code = grpc.StatusCode.UNAVAILABLE
 

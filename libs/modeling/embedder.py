@@ -9,7 +9,7 @@ so an embedding is the same with left and right padding.
 import json
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,22 +41,26 @@ def bf16_supported() -> bool:
 @dataclass
 class LoraSettings:
     rank: int = 16
-    alpha: int = 32
+    # 0 = 2 x rank.
+    alpha: int = 0
     dropout: float = 0.05
     # Empty: the attention (and MLP) projections of the model's family.
     target_modules: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.alpha = self.alpha or 2 * self.rank
 
 
 @dataclass
 class ModelConfig:
     base_model: str
     # "" = the base folder's sentence-transformers pooling, last_token for decoders, else mean.
-    pooling: str = ""
+    pooling: str = field(default="", metadata={"choices": ("", "mean", "cls", "last_token")})
     max_length: int = 256
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
     # "" = the tokenizer's own padding side.
-    padding_side: str = ""
+    padding_side: str = field(default="", metadata={"choices": ("", "left", "right")})
     # None = append EOS for decoders only.
     append_eos: bool | None = None
     # None = bf16 autocast where the hardware supports it.
@@ -207,10 +211,6 @@ class Embedder(torch.nn.Module):
 
     def encode_queries(self, queries: list[str], instruction: str, batch_size: int = 64) -> torch.Tensor:
         return self.encode([format_query(instruction, q) for q in queries], batch_size=batch_size)
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The parameters that training changes (LoRA adapters only, or everything)."""
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def merged(self) -> "Embedder":
         """LoRA folded into the base weights (no adapters left); this embedder's model is consumed."""

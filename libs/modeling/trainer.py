@@ -14,7 +14,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,12 +39,22 @@ class TrainConfig:
     epochs: int = 1
     # 0 = run the epochs; otherwise stop after this many optimizer steps.
     max_steps: int = 0
-    learning_rate: float = 2e-5
+    # 0 = full_learning_rate, or lora_learning_rate when the model trains LoRA adapters.
+    learning_rate: float = 0.0
+    full_learning_rate: float = 2e-5
+    # LoRA paper and E5-mistral: 1e-4.
+    lora_learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    # Paper and FlagEmbedding: 0.02.
-    temperature: float = 0.02
+    # InfoNCE temperature; 0 = by the base model's family (temperature_choice): encoder_temperature
+    # for encoders, decoder_temperature for decoder LLMs.
+    temperature: float = 0.0
+    # sentence-transformers' MultipleNegativesRankingLoss scale 20 = 1/0.05: what all-MiniLM-L6-v2
+    # and the other sentence-transformers encoders were trained with.
+    encoder_temperature: float = 0.05
+    # E5-mistral (arXiv 2401.00368) and FlagEmbedding's LLM recipes: 0.02.
+    decoder_temperature: float = 0.02
     matryoshka_dims: tuple[int, ...] = ()
     # > 0: GradCache with sub-batches of this many texts (fixed memory for any batch size).
     gradcache_chunk_size: int = 0
@@ -54,6 +64,25 @@ class TrainConfig:
     bucket_by_length: bool = True
     # Used for examples that carry no instruction of their own.
     default_instruction: str = ""
+
+
+def temperature_choice(config: TrainConfig, is_decoder: bool) -> tuple[float, str]:
+    """The InfoNCE temperature a run with ``config`` trains a model of this family with, and why."""
+    if config.temperature > 0:
+        return config.temperature, "set for this run"
+    if is_decoder:
+        return config.decoder_temperature, "default for decoder models (E5-mistral recipe, arXiv 2401.00368)"
+    return config.encoder_temperature, "default for encoder models (sentence-transformers MultipleNegativesRankingLoss scale 20 = 1/0.05, as the base encoder was trained)"
+
+
+def learning_rate_choice(config: TrainConfig, lora: bool) -> float:
+    """The learning rate of a run with ``config`` (full fine-tuning or LoRA adapters)."""
+    return config.learning_rate or (config.lora_learning_rate if lora else config.full_learning_rate)
+
+
+def for_model(config: TrainConfig, embedder: Embedder) -> TrainConfig:
+    """``config`` with its model-dependent zero values (temperature, learning rate) filled for ``embedder``."""
+    return replace(config, temperature=temperature_choice(config, embedder.is_decoder)[0], learning_rate=learning_rate_choice(config, embedder.has_lora))
 
 
 @dataclass
@@ -173,7 +202,7 @@ class Trainer:
     def __init__(self, embedder: Embedder, examples: Sequence[TrainExample], config: TrainConfig):
         self.embedder = embedder
         self.examples = examples
-        self.config = config
+        self.config = config = for_model(config, embedder)
         self.rank, self.world_size = world()
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} must be a multiple of the world size {self.world_size}")

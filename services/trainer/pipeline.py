@@ -22,7 +22,7 @@ from typing import get_type_hints
 import torch
 import torch.distributed as dist
 
-from libs.corpus import chunk_document, read_documents
+from libs.corpus import DEFAULT_CHUNK_WORDS, chunk_document, read_documents
 from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
@@ -30,7 +30,7 @@ from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives
 from libs.modeling.pooling import format_query, prompt_of
-from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig
+from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig, learning_rate_choice, temperature_choice
 from libs.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,11 @@ class RunConfig:
     # Documents to mine negatives from (JSONL with "text" [and "title"]); empty = the positives pool.
     corpus_path: str = ""
     # Mine from chunks of this many words (libs.corpus.chunk_document, as corpus-grounded
-    # generation cuts them, so negatives are the same kind of text as the positives); 0 mines
-    # whole documents as ``title text``.
+    # generation cuts them, so negatives are the same kind of text as the positives); 0 =
+    # libs.corpus.DEFAULT_CHUNK_WORDS (200), as in JobSpec.corpus_chunk_words.
     corpus_chunk_words: int = 0
+    # Mine whole documents (``title text``) instead of chunks: a corpus the queries were not written from.
+    corpus_whole_documents: bool = False
     eval_paths: tuple[str, ...] = ()
     dev_fraction: float = 0.1
     # Instruction for queries that carry none (and the exported model's query prompt).
@@ -132,12 +134,13 @@ def save_run_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(asdict(config), indent=2, ensure_ascii=False))
 
 
-def read_corpus(path: str | Path, chunk_words: int = 0) -> list[str]:
+def read_corpus(path: str | Path, chunk_words: int = 0, whole_documents: bool = False) -> list[str]:
     """Mining candidates from the job's documents (any layout libs.corpus reads): the texts of
-    their ``chunk_words`` chunks, or with 0 each whole document as ``title text``."""
-    if chunk_words:
-        return [chunk.text for doc in read_documents(path) for chunk in chunk_document(doc, chunk_words)]
-    return [f"{doc.title} {doc.text}".strip() for doc in read_documents(path)]
+    their ``chunk_words`` chunks (0 = DEFAULT_CHUNK_WORDS, as JobSpec), or each whole document as
+    ``title text``."""
+    if whole_documents:
+        return [f"{doc.title} {doc.text}".strip() for doc in read_documents(path)]
+    return [chunk.text for doc in read_documents(path) for chunk in chunk_document(doc, chunk_words or DEFAULT_CHUNK_WORDS)]
 
 
 def init_distributed() -> tuple[int, int]:
@@ -171,7 +174,7 @@ def snapshot(config: RunConfig) -> tuple[list[TrainExample], list[TrainExample],
 def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     if config.mining.negatives <= 0:
         return train
-    corpus = read_corpus(config.corpus_path, config.corpus_chunk_words) if config.corpus_path else []
+    corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents) if config.corpus_path else []
     mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     return mine_hard_negatives(base, train, corpus, mining)
@@ -266,8 +269,8 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "pooling": merged.pooling,
         "lora": asdict(config.model.lora) if config.model.lora else "full fine-tuning",
         "batch_size": config.train.batch_size,
-        "learning_rate": config.train.learning_rate,
-        "temperature": config.train.temperature,
+        "learning_rate": learning_rate_choice(config.train, config.model.lora is not None),
+        "temperature": "{:g} ({})".format(*temperature_choice(config.train, merged.is_decoder)),
         "epochs": config.train.epochs,
         "max_steps": config.train.max_steps,
         "negatives_per_query": config.train.negatives_per_query,

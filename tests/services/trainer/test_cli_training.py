@@ -61,7 +61,7 @@ def test_training_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_run
 
 
 def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp_path, tiny_bert, dataset_file):
-    extra = ("--epochs", "2", "--no-length-buckets")
+    extra = ("--epochs", "2", "--no-bucket-by-length")
     run_cli(train_args(dataset_file, tiny_bert, tmp_path / "single", *extra), in_process=True)
     distributed = tmp_path / "ddp"
     distributed.mkdir()
