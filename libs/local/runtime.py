@@ -1,5 +1,6 @@
-"""Run the pipeline locally: broker, topics, and the five services as separate processes,
-each started with the same entry point its container uses (``python -m services.NAME``)."""
+"""Run the pipeline locally: broker, topics, the local generator (llama.cpp's OpenAI-compatible
+server), and the five services as separate processes, each started with the same entry point
+its container uses (``python -m services.NAME``)."""
 
 import logging
 import os
@@ -14,12 +15,17 @@ from pathlib import Path
 from libs.grpc import wait_until_serving
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker, free_port
+from libs.local.llm_server import LlamaServer
 from libs.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
 STORAGE_SERVICES = ("trainer", "embedder")
+LLM_SERVICES = ("taskgen", "examplegen")  # their default model is the local generator server
+# Services that compete with generation for the CPU get one intra-op thread in local mode: the
+# generator server decodes on every core, and indexing a corpus must not starve it.
+CPU_CAPPED = {"embedder": "TORCH_THREADS"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,6 +63,8 @@ class LocalRuntime:
     ``extra_env`` is passed to every service process; ``{PREFIX}`` in a name becomes the
     service's prefix, so ``{"{PREFIX}TELEMETRY__LOG_LEVEL": "DEBUG"}`` reaches all five.
     Trainer and embedder share the object storage at ``storage_uri`` (default ``file://<run_dir>/storage``).
+    With a generator server (:meth:`start_llm_server`), taskgen and examplegen get it as their
+    default model (``LLM__MODEL=hosted_vllm/<name>``, ``LLM__API_BASE``), as the chart gives them vLLM.
     """
 
     def __init__(self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = ""):
@@ -66,6 +74,8 @@ class LocalRuntime:
         self.extra_env = extra_env or {}
         self.topic_prefix = topic_prefix
         self.broker: TansuBroker | None = None
+        self.llm_server: LlamaServer | None = None
+        self._owns_llm_server = False
         self.processes: dict[str, ServiceProcess] = {}
         self.restarts: dict[str, int] = {}
         self._owns_broker = False
@@ -83,6 +93,16 @@ class LocalRuntime:
         self.broker = broker or TansuBroker(log_path=self.run_dir / "logs" / "broker.log").start()
         ensure_topics(self.kafka_settings)
 
+    def start_llm_server(self, server: LlamaServer | None = None, model: str | None = None) -> LlamaServer:
+        """Start the local generator server for ``model`` (default: the make run generator), or
+        use ``server`` (already started, left running by :meth:`stop`)."""
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._owns_llm_server = server is None
+        if server is None:
+            server = LlamaServer(**({"model": model} if model else {}), log_path=self.run_dir / "logs" / "llm.log").start()
+        self.llm_server = server
+        return server
+
     def service_env(self, name: str, port: int) -> dict[str, str]:
         prefix = env_prefix(name)
         kafka = self.kafka_settings
@@ -98,6 +118,11 @@ class LocalRuntime:
         }
         if name in STORAGE_SERVICES:  # models and run state: one object store shared by trainer and embedder
             env[f"{prefix}STORAGE__URI"] = self.storage_uri
+        if self.llm_server is not None and name in LLM_SERVICES:
+            env[f"{prefix}LLM__MODEL"] = self.llm_server.model
+            env[f"{prefix}LLM__API_BASE"] = self.llm_server.api_base
+        if self.llm_server is not None and name in CPU_CAPPED:
+            env[f"{prefix}{CPU_CAPPED[name]}"] = "1"
         env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
         return env
 
@@ -170,7 +195,8 @@ class LocalRuntime:
         return service.process.returncode
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every service (they drain), then the broker if this runtime started it; returns exit codes."""
+        """SIGTERM every service (they drain), then the generator server and the broker if this
+        runtime started them; returns the services' exit codes."""
         self._supervising.clear()
         with self._lock:  # wait out a supervisor pass in progress
             pass
@@ -178,6 +204,8 @@ class LocalRuntime:
             if service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
         codes = {name: self._reap(name) for name in list(self.processes)}
+        if self.llm_server and self._owns_llm_server:
+            self.llm_server.stop()
         if self.broker and self._owns_broker:
             self.broker.stop()
         return codes

@@ -1,0 +1,82 @@
+"""The local generator server (libs.local.llm_server): llama.cpp's OpenAI-compatible server,
+reached through litellm as `hosted_vllm/<name>` exactly as the cluster reaches vLLM."""
+
+import json
+import threading
+
+import jsonschema
+import pytest
+
+from libs.llm import complete
+from libs.llm.sources import ModelSourceError
+from libs.local.llm_server import LlamaServer
+from libs.local.runtime import LocalRuntime
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "maxLength": 60}, "language": {"type": "string", "enum": ["en", "fr"]}},
+    "required": ["query", "language"],
+    "additionalProperties": False,
+}
+
+
+def test_the_server_answers_through_litellm_with_usage(llm_server):
+    answer = complete(llm_server.model, [{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, api_base=llm_server.api_base)
+    assert answer.text.strip()
+    assert answer.usage.model == "hosted_vllm/qwen2.5-coder-0.5b-instruct"
+    assert answer.usage.prompt_tokens > 0 and 0 < answer.usage.completion_tokens <= 8
+    assert answer.usage.cost_usd == 0.0
+
+
+def test_the_json_schema_constrains_decoding_on_the_server(llm_server):
+    # The grammar bounds the object (query <= 60 characters), so 128 tokens always fit it whole.
+    messages = [{"role": "user", "content": "Write a search query about rivers. Answer in JSON."}]
+    for seed in range(3):
+        answer = complete(llm_server.model, messages, json_schema=SCHEMA, max_tokens=128, temperature=1.0, attempts=1, validate=False, api_base=llm_server.api_base, seed=seed)
+        jsonschema.validate(json.loads(answer.text), SCHEMA)
+
+
+def test_concurrent_requests_are_answered_in_parallel_slots(llm_server):
+    answers = [None] * 4
+    start = threading.Barrier(4)
+
+    def ask(i: int) -> None:
+        start.wait()
+        answers[i] = complete(llm_server.model, [{"role": "user", "content": f"Count from {i} to {i + 20}."}], max_tokens=24, temperature=0.0, api_base=llm_server.api_base)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(a is not None and a.usage.completion_tokens > 0 for a in answers)
+    assert all(a.text.strip() for a in answers)
+
+
+def test_a_model_that_is_not_a_gguf_file_is_refused_before_anything_starts(tmp_path):
+    folder = tmp_path / "hf-folder"
+    folder.mkdir()
+    with pytest.raises(ModelSourceError, match="not a .gguf file"):
+        LlamaServer(str(folder)).start()
+
+
+def test_a_server_that_exits_at_start_up_fails_fast_instead_of_waiting(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf")
+    with pytest.raises(RuntimeError, match="exited before it served"):
+        LlamaServer(str(broken), start_timeout_s=120).start()
+
+
+def test_local_mode_gives_taskgen_and_examplegen_the_server_as_their_default_model(tmp_path, broker, llm_server):
+    runtime = LocalRuntime(tmp_path, topic_prefix="llm-env.")
+    runtime.start_broker(broker)
+    runtime.start_llm_server(llm_server)
+    for service in ("taskgen", "examplegen"):
+        env = runtime.service_env(service, 1234)
+        prefix = service.upper()
+        assert env[f"{prefix}_LLM__MODEL"] == llm_server.model
+        assert env[f"{prefix}_LLM__API_BASE"] == llm_server.api_base
+    assert runtime.service_env("embedder", 1234)["EMBEDDER_TORCH_THREADS"] == "1"  # indexing does not starve generation
+    assert not any("LLM__" in key for key in runtime.service_env("curator", 1234))
+    runtime.stop()
+    assert llm_server.process.poll() is None  # a server the runtime was given is left running
