@@ -168,7 +168,7 @@ def compare(planned: list[PlannedExample], model: str, baseline_every: int, base
                 result["block"] = index
                 runs[engine.name].append(result)
                 print(f"{model} block {index} {engine.name}: {len(block)} in {result['seconds']:.1f}s (load {result['load_1m']})", flush=True)
-    out = {"model": model, "threads": {"server": server.threads}, "slots": server.parallel}
+    out = {"model": model, "threads": {"server": server.threads}, "slots": server.parallel, "server_weights": Path(server.command()[2]).name, "template": f"{planned[0].template.id} v{planned[0].template.version}"}
     for name, results in runs.items():
         answers = [a for r in results for a in r["answers"]]
         ran_plans = [p for r in results for p in blocks[r["block"]]]

@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
 STORAGE_SERVICES = ("trainer", "embedder")
 LLM_SERVICES = ("taskgen", "examplegen")  # their default model is the local generator server
-# Services that compete with generation for the CPU get one intra-op thread in local mode: the
-# generator server decodes on every core, and indexing a corpus must not starve it.
+# With a generator server, which decodes on every core, the services that compete with it for
+# the CPU run at a lower priority (nice), so the server's threads, which wait for each other at
+# every step, are not preempted by them; the embedder's indexing also gets one intra-op thread.
 CPU_CAPPED = {"embedder": "TORCH_THREADS"}
+LOW_PRIORITY = ("curator", "trainer", "embedder")
+LOW_PRIORITY_NICE = 10
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -130,8 +133,9 @@ class LocalRuntime:
         port = port or free_port()
         log_path = self.run_dir / "logs" / f"{name}.log"
         (self.run_dir / "state" / name).mkdir(parents=True, exist_ok=True)
+        niced = self.llm_server is not None and name in LOW_PRIORITY
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
+            (["nice", "-n", str(LOW_PRIORITY_NICE)] if niced else []) + [sys.executable, "-m", f"services.{name}"],
             cwd=REPO_ROOT,
             env=self.service_env(name, port),
             stdout=open(log_path, "ab"),

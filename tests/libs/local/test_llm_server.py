@@ -9,7 +9,7 @@ import pytest
 
 from libs.llm import complete
 from libs.llm.sources import ModelSourceError
-from libs.local.llm_server import LlamaServer
+from libs.local.llm_server import LlamaServer, served_gguf
 from libs.local.runtime import LocalRuntime
 
 SCHEMA = {
@@ -64,7 +64,17 @@ def test_a_server_that_exits_at_start_up_fails_fast_instead_of_waiting(tmp_path)
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf")
     with pytest.raises(RuntimeError, match="exited before it served"):
-        LlamaServer(str(broken), start_timeout_s=120).start()
+        LlamaServer(str(broken), start_timeout_s=120, weights="as-shipped").start()
+
+
+def test_bf16_weights_are_widened_from_the_shipped_gguf_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDFORGE_CACHE_DIR", str(tmp_path))
+    shipped = served_gguf("smollm2", "as-shipped")
+    widened = served_gguf("smollm2", "bf16")
+    assert widened != shipped and widened.parent == tmp_path / "gguf"
+    assert widened.read_bytes()[:4] == b"GGUF" and widened.stat().st_size > shipped.stat().st_size
+    written = widened.stat().st_mtime_ns
+    assert served_gguf("smollm2", "bf16") == widened and widened.stat().st_mtime_ns == written
 
 
 def test_local_mode_gives_taskgen_and_examplegen_the_server_as_their_default_model(tmp_path, broker, llm_server):
@@ -80,3 +90,16 @@ def test_local_mode_gives_taskgen_and_examplegen_the_server_as_their_default_mod
     assert not any("LLM__" in key for key in runtime.service_env("curator", 1234))
     runtime.stop()
     assert llm_server.process.poll() is None  # a server the runtime was given is left running
+
+
+def test_local_mode_runs_the_services_that_compete_with_generation_at_a_lower_priority(tmp_path, broker, llm_server):
+    import os
+
+    runtime = LocalRuntime(tmp_path, services=("curator",), topic_prefix="llm-nice.")
+    runtime.start_broker(broker)
+    runtime.start_llm_server(llm_server)
+    curator = runtime.start_service("curator")
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, curator.process.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    finally:
+        assert runtime.stop() == {"curator": 0}
