@@ -15,6 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 
 JOB ?=
 GENERATOR ?=
+GENERATOR_THREADS ?=
 CONTINUOUS ?= 0
 PYTEST_ARGS ?=
 
@@ -38,7 +39,7 @@ $(STUBS): $(STAMP) $(PROTOS)
 stubs: $(STUBS)
 
 run: $(STUBS)
-	$(PY) -m libs.local run $(if $(JOB),--job $(JOB)) $(if $(GENERATOR),--generator $(GENERATOR)) $(if $(filter 1,$(CONTINUOUS)),--continuous)
+	$(PY) -m libs.local run $(if $(JOB),--job $(JOB)) $(if $(GENERATOR),--generator $(GENERATOR)) $(if $(GENERATOR_THREADS),--generator-threads $(GENERATOR_THREADS)) $(if $(filter 1,$(CONTINUOUS)),--continuous)
 
 test: $(STUBS)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """`make run`: start the local pipeline (broker, generator server, five services), run a job
 end to end, and print its report; with --continuous keep everything up until Ctrl-C for more jobs.
 
-Usage: python -m libs.local run [--job JOB.yaml] [--generator NAME] [--continuous] [--run-dir .run]
+Usage: python -m libs.local run [--job JOB.yaml] [--generator NAME] [--generator-threads N] [--continuous] [--run-dir .run]
 """
 
 import argparse
@@ -25,14 +25,14 @@ console = Console()
 DEMO_JOB = REPO_ROOT / "examples" / "demo" / "job.yaml"
 
 
-def start(runtime: LocalRuntime, generator: str = DEFAULT_MODEL) -> None:
+def start(runtime: LocalRuntime, generator: str = DEFAULT_MODEL, generator_threads: int = 0) -> None:
     started = time.monotonic()
     with progress_bars(console) as progress:
         step = progress.add_task("broker + topics", total=1)
         runtime.start_broker()
         progress.update(step, completed=1)
         step = progress.add_task(f"generator server ({generator})", total=1)
-        runtime.start_llm_server(model=generator)
+        runtime.start_llm_server(model=generator, threads=generator_threads)
         progress.update(step, completed=1)
         step = progress.add_task("services healthy", total=len(SERVICES))
         for name in SERVICES:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     codes: dict[str, int] = {}
     try:
-        start(runtime, args.generator)
+        start(runtime, args.generator, args.generator_threads)
         console.print(f"Submitting job [bold]{spec.name or args.job}[/bold] ({args.job})")
         with progress_bars(console) as progress:
             report = run_job(runtime, spec, progress)
@@ -85,6 +85,7 @@ def main() -> None:
     run_parser = sub.add_parser("run", help="run a job through the local pipeline")
     run_parser.add_argument("--job", default=str(DEMO_JOB), help="job spec YAML (default: the demo job)")
     run_parser.add_argument("--generator", default=DEFAULT_MODEL, help="local generator model served by llama.cpp (default: %(default)s)")
+    run_parser.add_argument("--generator-threads", type=int, default=0, help="threads of the generator server (default 0: every core; on a machine shared with other busy processes 1 can be faster, see benchmarks/README.md)")
     run_parser.add_argument("--continuous", action="store_true", help="keep services running after the job until Ctrl-C")
     run_parser.add_argument("--run-dir", default=".run", help="logs, service state and reports")
     args = parser.parse_args()

@@ -96,13 +96,13 @@ class LocalRuntime:
         self.broker = broker or TansuBroker(log_path=self.run_dir / "logs" / "broker.log").start()
         ensure_topics(self.kafka_settings)
 
-    def start_llm_server(self, server: LlamaServer | None = None, model: str | None = None) -> LlamaServer:
-        """Start the local generator server for ``model`` (default: the make run generator), or
-        use ``server`` (already started, left running by :meth:`stop`)."""
+    def start_llm_server(self, server: LlamaServer | None = None, model: str | None = None, threads: int = 0) -> LlamaServer:
+        """Start the local generator server for ``model`` (default: the make run generator) on
+        ``threads`` (0: every core), or use ``server`` (already started, left running by :meth:`stop`)."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._owns_llm_server = server is None
         if server is None:
-            server = LlamaServer(**({"model": model} if model else {}), log_path=self.run_dir / "logs" / "llm.log").start()
+            server = LlamaServer(**({"model": model} if model else {}), threads=threads, log_path=self.run_dir / "logs" / "llm.log").start()
         self.llm_server = server
         return server
 
