@@ -5,7 +5,7 @@ from libs.settings import KafkaSettings, LlmSettings, ServiceSettings
 
 
 class ExamplegenKafkaSettings(KafkaSettings):
-    max_poll_records: int = Field(4, description="Tasks per poll: a poll's examples are generated together (batched by the model's server).")
+    max_poll_records: int = Field(16, description="Tasks or corpus chunks per poll: a poll's examples are generated together, up to `concurrency` in flight (batched by the model's server).")
     max_poll_interval_ms: int = Field(1_800_000, description="A poll's generation may take many minutes on CPU.")
 
 
