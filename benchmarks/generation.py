@@ -240,7 +240,12 @@ def main() -> None:
         results.setdefault("accept_rate", {})[model] = part["server"]["accept_rate"]
         results.setdefault("corpus_queries_per_min_by_model", {})[model] = part["server"]["per_min"]
         results.setdefault("json_valid_rate_constrained_by_model", {})[model] = part["server"]["json_valid_rate"]
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    if args.skip_default:  # the default part's machine figures stay; this part's go with its detail
+        for model in filter(None, args.models.split(",")):
+            results["detail"][model]["machine"] = machine
+    else:
+        results["machine"] = machine
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: v for k, v in results.items() if k != "detail"}, indent=2))
