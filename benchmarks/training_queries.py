@@ -1,8 +1,8 @@
 """Generate the corpus-grounded training queries of the training benchmark (cached, resumable).
 
 The `make run` path for a user's documents, driven directly: examplegen's ExampleWriter
-writes one query per chunk with the default generator (local Qwen2.5-0.5B, corpus_query
-template conditioned on the task description), and the curator's Validator keeps or rejects
+writes one query per chunk with the default generator (Qwen2.5-Coder-0.5B on local mode's
+llama.cpp server, corpus_query template conditioned on the task description), and the curator's Validator keeps or rejects
 each answer (copy-of-title / copy-of-sentence filter, echo filter, language check).
 Each evaluation corpus is used ALONE: only its documents, never its test questions.
 
@@ -26,12 +26,12 @@ from embedforge.v1 import messages_pb2 as pb
 from libs.settings import LlmSettings
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Rejection, Validator
+from libs.local.llm_server import LlamaServer
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUTPUT = ROOT / "benchmarks" / "data" / "training_queries.jsonl"
-GENERATOR = "local/qwen2.5-coder-0.5b-instruct"
 # What a user would say about these documents (written from the corpus description, not its questions).
 CORPORA = {
     "cmrc2018-dev": ("zh", "Given a question in Chinese, retrieve Chinese Wikipedia passages that answer it"),
@@ -45,6 +45,12 @@ def documents(corpus: str) -> list[dict]:
 
 
 def main() -> None:
+    with LlamaServer() as server:
+        generate(server)
+
+
+def generate(server: LlamaServer) -> None:
+    generator = server.model
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=0, help="documents per corpus (0 = all)")
     parser.add_argument("--batch", type=int, default=16)
@@ -53,7 +59,7 @@ def main() -> None:
     done = set()
     if OUTPUT.exists():
         done = {(r["corpus"], r["doc_id"]) for r in map(json.loads, OUTPUT.read_text().splitlines())}
-    writer = ExampleWriter(GenerationConfig(LlmSettings(model=GENERATOR, timeout_s=3600.0, attempts=2), concurrency=args.batch), GenerationStats())
+    writer = ExampleWriter(GenerationConfig(LlmSettings(model=generator, api_base=server.api_base, timeout_s=3600.0, attempts=2), concurrency=args.batch), GenerationStats())
     validator = Validator(ValidationSettings())
     todo_by_corpus = {}
     for corpus, (language, task) in CORPORA.items():
@@ -64,7 +70,7 @@ def main() -> None:
             if (corpus, doc["_id"]) in done:
                 continue
             chunk = pb.CorpusChunk(chunk_id=f"{corpus}:{doc['_id']}", job_id=f"bench-{corpus}", doc_id=doc["_id"], title=doc.get("title", ""), text=doc["text"],
-                                   task_description=task, num_queries=1, generator_model=GENERATOR, languages=[pb.LanguageWeight(language=language, weight=1.0)], seed=7)
+                                   task_description=task, num_queries=1, generator_model=generator, languages=[pb.LanguageWeight(language=language, weight=1.0)], seed=7)
             todo.extend((corpus, doc["_id"], plan) for plan in writer.plan_chunk(chunk))
     # Interleave the corpora in proportion to their size, so every prefix covers both.
     todo = sorted((item for items in todo_by_corpus.values() for item in items),

@@ -238,8 +238,13 @@ class ConsumerLoop:
                 continue
             started = time.perf_counter()
             futures = []
+            # A topic's records from all its partitions go to its handler together: a batch
+            # handler (examplegen's LLM calls) gets the whole poll at once, not one partition's share.
+            by_topic: dict[str, list] = {}
             for partition, records in polled.items():
-                futures.extend(self._process(partition.topic, records))
+                by_topic.setdefault(partition.topic, []).extend(records)
+            for topic_name, records in by_topic.items():
+                futures.extend(self._process(topic_name, records))
             self.producer.flush()
             for future in futures:
                 future.get(timeout=30)

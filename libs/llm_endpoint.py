@@ -24,10 +24,13 @@ def serves(api_base: str, api_key: str = "", timeout_s: float = 5.0) -> bool:
         return False
 
 
-def wait_until_serving(api_base: str, api_key: str = "", timeout_s: float = 3600.0, interval_s: float = 2.0) -> None:
-    """Poll until the server lists its models, or raise TimeoutError."""
+def wait_until_serving(api_base: str, api_key: str = "", timeout_s: float = 3600.0, interval_s: float = 2.0, alive=None) -> None:
+    """Poll until the server lists its models, or raise TimeoutError (RuntimeError at once
+    when ``alive``, e.g. a check that the server's process still runs, returns False)."""
     deadline = time.monotonic() + timeout_s
     while not serves(api_base, api_key):
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server of {api_base} exited before it served")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{api_base} did not list its models within {timeout_s:.0f} s")
         time.sleep(interval_s)

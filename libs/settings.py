@@ -63,10 +63,10 @@ class LlmSettings(BaseModel):
     """How a service calls its LLM through litellm (env: ``<PREFIX>LLM__<NAME>``)."""
 
     model: str = Field(
-        "local/qwen2.5-coder-0.5b-instruct",
-        description="litellm model used when a job names none, e.g. hosted_vllm/qwen2.5-7b-instruct (the chart's vLLM), openai/gpt-4o-mini, local/smollm2.",
+        "hosted_vllm/qwen2.5-coder-0.5b-instruct",
+        description="litellm model used when a job names none, e.g. hosted_vllm/qwen2.5-7b-instruct (the chart's vLLM; in local mode llama.cpp's server), openai/gpt-4o-mini.",
     )
-    api_base: str = Field("", description="Base URL of the model's server, e.g. http://vllm:8000/v1; sent only with models of the same provider as `model`.")
+    api_base: str = Field("", description="Base URL of the model's server, e.g. http://vllm:8000/v1 (local mode sets its generator server's); sent only with models of the same provider as `model`.")
     timeout_s: float = Field(300.0, description="Per-call timeout.")
     attempts: int = Field(4, description="Attempts per call (rate limits, timeouts, 5xx, invalid JSON) before it fails for good.")
     backoff_initial_s: float = Field(1.0, description="First retry wait; doubles per attempt, with jitter (Retry-After wins).")

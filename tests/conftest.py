@@ -1,4 +1,5 @@
-"""Shared fixtures: one real tansu broker per test session, isolated topics per test."""
+"""Shared fixtures: one real tansu broker and one local generator server (llama.cpp serving
+Qwen2.5-Coder-0.5B-Instruct) per test session, isolated topics per test."""
 
 import os
 import uuid
@@ -8,6 +9,7 @@ import pytest
 
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker
+from libs.local.llm_server import LlamaServer
 from libs.local.objectstore import MotoS3
 from libs.settings import KafkaSettings
 
@@ -32,6 +34,13 @@ def torch_defaults_unchanged():
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     with TansuBroker(log_path=tmp_path_factory.mktemp("broker") / "tansu.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """The local generator as `make run` starts it (fewer slots: tests send a few requests at once)."""
+    with LlamaServer(parallel=4, log_path=tmp_path_factory.mktemp("llm") / "llm.log") as running:
         yield running
 
 

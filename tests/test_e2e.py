@@ -2,8 +2,8 @@
 numbers checked against what is in Kafka and in Qdrant.
 
 Real parts only: the tansu broker, the five service processes started as their containers
-start them, offline local generators through the local litellm provider (no remote API):
-Qwen2.5-Coder-0.5B-Instruct brainstorms at temperature 0, SmolLM2-135M writes the examples; the
+start them, the local generator server (llama.cpp serving Qwen2.5-Coder-0.5B-Instruct, reached
+through litellm as `hosted_vllm/...`; no remote API; the brainstorm at temperature 0), the
 all-MiniLM-L6-v2 base model, and Qdrant's embedded on-disk mode. Evaluation uses a small
 BEIR-layout folder cut from ../shared/data/xquad-en (its test questions are never trained on).
 """
@@ -72,8 +72,6 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
             "categories": {"classification": {"tasks": 1, "examples_per_task": 3}},
             "corpus_path": str(DEMO_DOCS),
             "corpus_queries": 8,
-            "brainstorm_model": "local/qwen2.5-0.5b-instruct",  # SmolLM2 only copies the prompt, which taskgen drops
-            "generator_model": "local/smollm2",
             "collection": f"e2e-{uuid.uuid4().hex[:6]}",
             "sample_query": "the battery ring is red",
             "eval_paths": [str(small_beir_folder(shared_data / "xquad-en", tmp_path / "xquad-small"))],
@@ -82,9 +80,10 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
     )
 
 
-def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_qdrant(broker, tmp_path, tiny_job):
+def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_qdrant(broker, llm_server, tmp_path, tiny_job):
     runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO", "TASKGEN_BRAINSTORM_TEMPERATURE": "0", "TASKGEN_BRAINSTORM_MAX_TOKENS": "96"}, data_roots=job_data_roots(tiny_job))
     runtime.start_broker(broker)
+    runtime.start_llm_server(llm_server)
     try:
         for name in runtime.services:
             runtime.start_service(name)

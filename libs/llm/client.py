@@ -3,7 +3,7 @@ retries with exponential backoff and jitter (honouring Retry-After), JSON-schema
 where the backend supports it, and token/cost/latency accounting.
 
     from libs.llm import complete
-    answer = complete("local/smollm2", [{"role": "user", "content": "Say hi"}], max_tokens=16)
+    answer = complete("hosted_vllm/qwen2.5-coder-0.5b-instruct", [{"role": "user", "content": "Say hi"}], max_tokens=16, api_base="http://127.0.0.1:8080/v1")
     answer.text, answer.usage.completion_tokens
 """
 
@@ -35,8 +35,8 @@ DEFAULT_MAX_CONCURRENCY = int(os.environ.get("EMBEDFORGE_LLM_MAX_CONCURRENCY", "
 DEFAULT_ATTEMPTS = int(os.environ.get("EMBEDFORGE_LLM_ATTEMPTS", "4"))
 MAX_RETRY_AFTER_S = 60.0
 # Providers whose litellm route forwards `response_format` with a JSON schema
-# (OpenAI-compatible structured output, vLLM guided decoding, our local provider).
-SCHEMA_PROVIDERS = {"local", "openai", "azure", "hosted_vllm", "openai_like"}
+# (OpenAI-compatible structured output; vLLM's and llama.cpp's servers turn it into a grammar).
+SCHEMA_PROVIDERS = {"openai", "azure", "hosted_vllm", "openai_like"}
 
 
 @dataclass
@@ -132,7 +132,7 @@ def call_options(settings: LlmSettings, model: str) -> dict:
     ``model``. The api_base goes only to models of the configured model's provider, so a job
     that names another provider's model never sends its request to the configured server."""
     options = {"timeout_s": settings.timeout_s, "attempts": settings.attempts, "backoff_initial_s": settings.backoff_initial_s, "backoff_max_s": settings.backoff_max_s}
-    if settings.api_base and provider_of(model) == provider_of(settings.model) != "local":
+    if settings.api_base and provider_of(model) == provider_of(settings.model):
         options["api_base"] = settings.api_base
     return options
 
@@ -174,8 +174,6 @@ def _status_code(exc: BaseException) -> int | None:
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, InvalidJsonOutput):
         return "invalid_json"
-    if _stopped(exc):
-        return "stopped"
     if isinstance(exc, litellm.RateLimitError) or _status_code(exc) == 429:
         return "rate_limited"
     if isinstance(exc, (litellm.Timeout, TimeoutError)):
@@ -190,19 +188,6 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, (litellm.BadRequestError, litellm.NotFoundError)) or (code is not None and 400 <= code < 500):
         return "bad_request"
     return "unknown"
-
-
-def _stopped(exc: BaseException) -> bool:
-    """The in-process model was shut down (litellm may wrap the provider's EngineStopped)."""
-    from libs.llm.local import EngineStopped
-
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, EngineStopped) or "EngineStopped" in type(exc).__name__ or "is shut down" in str(exc):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 RETRYABLE = {"invalid_json", "rate_limited", "timeout", "connection_error", "server_error"}
@@ -249,8 +234,6 @@ def backoff_wait(initial_s: float, max_s: float) -> Callable[[RetryCallState], f
 
 
 def _cost(response, model: str) -> float:
-    if provider_of(model) == "local":
-        return 0.0
     try:
         return float(litellm.completion_cost(completion_response=response) or 0.0)
     except Exception:  # noqa: BLE001 - unknown price: count tokens, not dollars
@@ -281,9 +264,6 @@ def complete(
     raised with a reason code. The answer's usage (and an LlmError's) sums every attempt
     that returned tokens; each such attempt is also added to ``accumulator``.
     """
-    from libs.llm.local import register_local_provider
-
-    register_local_provider()
     kwargs = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout_s, "num_retries": 0, "max_retries": 0, **litellm_kwargs}
     if json_schema is not None:
         response_format = response_format_for(model, json_schema)

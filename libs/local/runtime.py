@@ -1,6 +1,7 @@
-"""Run the pipeline locally: broker, topics, and the five services as separate processes,
-each started with the same entry point its container uses (``python -m services.NAME``),
-serving TLS with token auth from the credentials under ``<run dir>/auth`` (libs.local.credentials)."""
+"""Run the pipeline locally: broker, topics, the local generator (llama.cpp's OpenAI-compatible
+server), and the five services as separate processes, each started with the same entry point
+its container uses (``python -m services.NAME``), serving TLS with token auth from the
+credentials under ``<run dir>/auth`` (libs.local.credentials)."""
 
 import json
 import logging
@@ -21,6 +22,7 @@ from libs.grpc import traced_channel, wait_until_serving
 from libs.kafka import ensure_topics
 from libs.local.broker import TansuBroker, free_port
 from libs.local.credentials import ensure_credentials
+from libs.local.llm_server import LlamaServer
 from libs.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 SERVICES = ("taskgen", "examplegen", "curator", "trainer", "embedder")
 STORAGE_SERVICES = ("trainer", "embedder")
 DATA_SERVICES = ("taskgen", "examplegen", "trainer")  # take server paths from jobs (libs/dataroots.py)
+LLM_SERVICES = ("taskgen", "examplegen")  # their default model is the local generator server
+# With a generator server, which decodes on every core, the services that compete with it for
+# the CPU run at a lower priority (nice), so the server's threads, which wait for each other at
+# every step, are not preempted by them; the embedder's indexing also gets one intra-op thread.
+CPU_CAPPED = {"embedder": "TORCH_THREADS"}
+LOW_PRIORITY = ("curator", "trainer", "embedder")
+LOW_PRIORITY_NICE = 10
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,6 +83,8 @@ class LocalRuntime:
     Trainer and embedder share the object storage at ``storage_uri`` (default ``file://<run_dir>/storage``).
     ``data_roots`` are the files and folders jobs may name (the local user's own, e.g. the job's
     documents and eval sets: see job_data_roots); none by default.
+    With a generator server (:meth:`start_llm_server`), taskgen and examplegen get it as their
+    default model (``LLM__MODEL=hosted_vllm/<name>``, ``LLM__API_BASE``), as the chart gives them vLLM.
     """
 
     def __init__(
@@ -87,6 +98,8 @@ class LocalRuntime:
         self.extra_env = extra_env or {}
         self.topic_prefix = topic_prefix
         self.broker: TansuBroker | None = None
+        self.llm_server: LlamaServer | None = None
+        self._owns_llm_server = False
         self.processes: dict[str, ServiceProcess] = {}
         self.restarts: dict[str, int] = {}
         self._owns_broker = False
@@ -103,6 +116,16 @@ class LocalRuntime:
         self._owns_broker = broker is None
         self.broker = broker or TansuBroker(log_path=self.run_dir / "logs" / "broker.log").start()
         ensure_topics(self.kafka_settings)
+
+    def start_llm_server(self, server: LlamaServer | None = None, model: str | None = None, threads: int = 0) -> LlamaServer:
+        """Start the local generator server for ``model`` (default: the make run generator) on
+        ``threads`` (0: every core), or use ``server`` (already started, left running by :meth:`stop`)."""
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self._owns_llm_server = server is None
+        if server is None:
+            server = LlamaServer(**({"model": model} if model else {}), threads=threads, log_path=self.run_dir / "logs" / "llm.log").start()
+        self.llm_server = server
+        return server
 
     def service_env(self, name: str, port: int) -> dict[str, str]:
         prefix = env_prefix(name)
@@ -122,6 +145,11 @@ class LocalRuntime:
             env[f"{prefix}STORAGE__URI"] = self.storage_uri
         if name in DATA_SERVICES:
             env[f"{prefix}DATA__ROOTS"] = json.dumps(self.data_roots)
+        if self.llm_server is not None and name in LLM_SERVICES:
+            env[f"{prefix}LLM__MODEL"] = self.llm_server.model
+            env[f"{prefix}LLM__API_BASE"] = self.llm_server.api_base
+        if self.llm_server is not None and name in CPU_CAPPED:
+            env[f"{prefix}{CPU_CAPPED[name]}"] = "1"
         env.update({k.replace("{PREFIX}", prefix): v for k, v in self.extra_env.items()})
         return env
 
@@ -129,8 +157,9 @@ class LocalRuntime:
         port = port or free_port()
         log_path = self.run_dir / "logs" / f"{name}.log"
         (self.run_dir / "state" / name).mkdir(parents=True, exist_ok=True)
+        niced = self.llm_server is not None and name in LOW_PRIORITY
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
+            (["nice", "-n", str(LOW_PRIORITY_NICE)] if niced else []) + [sys.executable, "-m", f"services.{name}"],
             cwd=REPO_ROOT,
             env=self.service_env(name, port),
             stdout=open(log_path, "ab"),
@@ -198,7 +227,8 @@ class LocalRuntime:
         return service.process.returncode
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every service (they drain), then the broker if this runtime started it; returns exit codes."""
+        """SIGTERM every service (they drain), then the generator server and the broker if this
+        runtime started them; returns the services' exit codes."""
         self._supervising.clear()
         with self._lock:  # wait out a supervisor pass in progress
             pass
@@ -206,6 +236,8 @@ class LocalRuntime:
             if service.process.poll() is None:
                 service.process.send_signal(signal.SIGTERM)
         codes = {name: self._reap(name) for name in list(self.processes)}
+        if self.llm_server and self._owns_llm_server:
+            self.llm_server.stop()
         if self.broker and self._owns_broker:
             self.broker.stop()
         return codes

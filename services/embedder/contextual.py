@@ -1,7 +1,7 @@
 """Contextual retrieval: an LLM writes a short context situating each chunk in its document,
 and the context is prepended to the chunk before dense and BM25 indexing (Anthropic,
 "Introducing Contextual Retrieval", 2024). Calls go through libs.llm (litellm), so any
-provider works by model name, e.g. ``local/smollm2`` offline or ``openai/gpt-4o-mini``.
+provider works by model name, e.g. ``hosted_vllm/<name>`` (a vLLM or llama.cpp server) or ``openai/gpt-4o-mini``.
 
 A document that is a single chunk gets no context (the chunk is the whole document). A
 failed call leaves that chunk without context: the document is still indexed, and the

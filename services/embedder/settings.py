@@ -45,6 +45,6 @@ class EmbedderSettings(ServiceSettings):
     bm25_k1: float = Field(1.2, description="BM25 term-frequency saturation of the sparse vectors.")
     bm25_b: float = Field(0.75, description="BM25 length normalization of the sparse vectors.")
     bm25_avg_length: float = Field(150.0, description="Average chunk length in BM25 terms (the avgdl of BM25).")
-    context_model: str = Field("", description="litellm model that writes a context per chunk (contextual retrieval), e.g. local/smollm2; empty = off.")
+    context_model: str = Field("", description="litellm model that writes a context per chunk (contextual retrieval), e.g. hosted_vllm/qwen2.5-coder-0.5b-instruct (with HOSTED_VLLM_API_BASE) or openai/gpt-4o-mini; empty = off.")
     context_max_tokens: int = Field(80, description="Longest chunk context the LLM may write.")
     hybrid_candidates: int = Field(50, description="Candidates each retriever contributes to RRF fusion.")

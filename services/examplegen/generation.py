@@ -16,7 +16,6 @@ from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs.kafka import TransientError
 from libs.llm import LlmError, UsageAccumulator, call_options, complete
-from libs.llm.local import abort_engines
 from libs.llm.templates import PromptTemplate, load_templates
 from libs.settings import LlmSettings
 from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
@@ -120,7 +119,7 @@ class GenerationStats:
 
 
 class ExampleWriter:
-    """Plans examples for tasks and chunks and writes them concurrently (so a local model
+    """Plans examples for tasks and chunks and writes them concurrently (so the model's server
     batches them); each answer or failure becomes one RawExample."""
 
     def __init__(self, config: GenerationConfig, stats: GenerationStats, templates_dir: Path = TEMPLATES_DIR):
@@ -134,10 +133,9 @@ class ExampleWriter:
         self._stopping = threading.Event()
 
     def stop(self) -> None:
-        """Interrupt writing (the process is stopping): in-process models abort their batch, and
-        :meth:`write` publishes nothing more, so the unfinished records are redone after a restart."""
+        """Interrupt writing (the process is stopping): :meth:`write` publishes nothing more, so
+        the unfinished records are redone after a restart."""
         self._stopping.set()
-        abort_engines()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

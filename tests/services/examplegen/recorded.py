@@ -27,7 +27,7 @@ class RecordedProvider(CustomLLM):
         self.delay_s = delay_s
 
     def completion(self, model, messages, api_base, custom_prompt_dict, model_response, *args, **kwargs):
-        prompt = messages[-1]["content"]
+        prompt = "\n".join(m["content"] for m in messages)  # system (shared instructions) + user
         with self.lock:
             self.prompts.append(prompt)
         time.sleep(self.delay_s)

