@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import embedder_pb2_grpc as api_grpc
@@ -145,13 +143,8 @@ def trainer_resume() -> dict:
                 assert run.state not in (trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_SUCCEEDED), run
                 time.sleep(0.05)
                 run = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id)).run
-            service = psutil.Process(first.processes["trainer"].process.pid)
-            children = service.children(recursive=True)
             killed_at = time.perf_counter()
-            first.stop_service("trainer", signal.SIGKILL)
-            for child in children:
-                child.kill()
-            psutil.wait_procs(children, timeout=30)
+            first.kill_service_and_children("trainer")
         finally:
             first.stop()
         reached = run.step

@@ -35,6 +35,18 @@ def wait_for_port(port: int, timeout_s: float) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
 
 
+def stop_process(process: subprocess.Popen, signum: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+    """Signal a child (if it still runs) and wait for it, killing it after ``timeout_s``; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class TansuBroker:
     """Start with :meth:`start`, stop by PID with :meth:`stop`; also a context manager."""
 
@@ -62,13 +74,8 @@ class TansuBroker:
         return self
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, signum)
 
     def __enter__(self) -> "TansuBroker":
         return self.start()

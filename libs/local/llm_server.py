@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from libs.llm.sources import cache_dir, canonical_name, gguf_file
 from libs.llm_endpoint import wait_until_serving
-from libs.local.broker import free_port
+from libs.local.broker import free_port, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +152,7 @@ class LlamaServer:
         """Signal the server and wait for it (killed after 10 s); returns its exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, signum)
 
     def __enter__(self) -> "LlamaServer":
         return self.start()

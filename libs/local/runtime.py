@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.dataroots import is_uri
@@ -203,6 +204,17 @@ class LocalRuntime:
 
         self._supervising.set()
         threading.Thread(target=watch, name="supervisor", daemon=True).start()
+
+    def kill_service_and_children(self, name: str) -> None:
+        """SIGKILL a service and every process it started at once, as when its pod or node goes away."""
+        children = psutil.Process(self.processes[name].process.pid).children(recursive=True)
+        self.stop_service(name, signal.SIGKILL)
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(children, timeout=30)
 
     def stop_service(self, name: str, signum: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         with self._lock:

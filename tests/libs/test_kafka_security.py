@@ -131,6 +131,16 @@ def round_trip(settings: KafkaSettings) -> list[bytes]:
         consumer.close()
 
 
+def assert_refused(settings: KafkaSettings) -> None:
+    """A producer with these settings cannot reach the broker (it gives up within seconds)."""
+    with pytest.raises(KafkaError):
+        producer = KafkaProducer(**settings.client_kwargs(), max_block_ms=5000, bootstrap_timeout_ms=3000)
+        try:
+            producer.send("t", b"x").get(timeout=5)
+        finally:
+            producer.close(timeout=0)
+
+
 def test_produce_and_consume_over_tls_verifying_the_broker(pki, tls_bootstrap):
     settings = KafkaSettings(bootstrap_servers=tls_bootstrap, security_protocol="SSL", ssl_cafile=pki["ca.crt"])
     assert round_trip(settings) == [b"over tls"]
@@ -138,12 +148,7 @@ def test_produce_and_consume_over_tls_verifying_the_broker(pki, tls_bootstrap):
 
 def test_a_broker_certificate_from_another_ca_is_refused(pki, tls_bootstrap):
     settings = KafkaSettings(bootstrap_servers=tls_bootstrap, security_protocol="SSL", ssl_cafile=pki["other-ca.crt"])
-    with pytest.raises(KafkaError):
-        producer = KafkaProducer(**settings.client_kwargs(), max_block_ms=5000, bootstrap_timeout_ms=3000)
-        try:
-            producer.send("t", b"x").get(timeout=5)
-        finally:
-            producer.close(timeout=0)
+    assert_refused(settings)
 
 
 def test_mtls_broker_accepts_the_client_certificate(pki, mtls_bootstrap):
@@ -155,12 +160,7 @@ def test_mtls_broker_accepts_the_client_certificate(pki, mtls_bootstrap):
 
 def test_mtls_broker_refuses_a_client_without_a_certificate(pki, mtls_bootstrap):
     settings = KafkaSettings(bootstrap_servers=mtls_bootstrap, security_protocol="SSL", ssl_cafile=pki["ca.crt"])
-    with pytest.raises(KafkaError):
-        producer = KafkaProducer(**settings.client_kwargs(), max_block_ms=5000, bootstrap_timeout_ms=3000)
-        try:
-            producer.send("t", b"x").get(timeout=5)
-        finally:
-            producer.close(timeout=0)
+    assert_refused(settings)
 
 
 def test_scram_sha_512_over_tls_reaches_the_client_with_the_secret_password():

@@ -4,11 +4,9 @@ processes it starts): a trainer that lost its disk resumes its run from the last
 checkpoint, and its model reaches an embedder through S3, never through a shared disk."""
 
 import json
-import signal
 import time
 from pathlib import Path
 
-import psutil
 from kafka import KafkaConsumer
 
 from embedforge.v1 import embedder_pb2 as eapi
@@ -66,12 +64,7 @@ def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_la
         storage = Storage(s3_uri)
         wait_for(lambda: (storage.read_json("trainer/runs/r1/checkpoint.json") or {}).get("step", 0) >= 2 * CHECKPOINT_EVERY)
         # The pod goes away: the service and its run process die at once, with the state dir.
-        service = psutil.Process(first.processes["trainer"].process.pid)
-        children = service.children(recursive=True)
-        first.stop_service("trainer", signal.SIGKILL)
-        for child in children:
-            child.kill()
-        psutil.wait_procs(children, timeout=30)
+        first.kill_service_and_children("trainer")
     finally:
         first.stop()
     reached = max(e["step"] for e in events(tmp_path / "first", "r1") if "step" in e)
