@@ -5,7 +5,6 @@ between the markers below; ``--check`` exits 1 when that part is stale (tests/de
 the same comparison), so the chart's documentation and the code cannot drift apart.
 """
 
-import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from libs.settings import ServiceSettings
+from tools.generated import between_markers, write_or_check
 from services.curator.settings import CuratorSettings
 from services.embedder.settings import EmbedderSettings
 from services.examplegen.settings import ExamplegenSettings
@@ -83,29 +83,9 @@ def reference() -> str:
     return "\n".join(out) + "\n"
 
 
-def render_readme(text: str) -> str:
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{reference()}{END}{tail}"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's reference is stale")
-    args = parser.parse_args()
-    current = README.read_text(encoding="utf-8")
-    if BEGIN not in current or END not in current:
-        print(f"{README}: markers missing", file=sys.stderr)
-        return 1
-    wanted = render_readme(current)
-    if args.check:
-        if wanted != current:
-            print(f"{README}: settings reference is stale; run PYTHONPATH=. python tools/settings_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted, encoding="utf-8")
-    return 0
+def wanted() -> dict[Path, str]:
+    return {README: between_markers(README.read_text(encoding="utf-8"), BEGIN, END, reference())}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(__doc__.splitlines()[0], wanted, "PYTHONPATH=.:gen python tools/settings_reference.py"))

@@ -6,13 +6,13 @@ table of charts/embedforge/README.md between the markers below; ``--check`` exit
 either is stale (tests/deploy/test_topics.py runs it).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import yaml
 
 from libs import topics
+from tools.generated import between_markers, write_or_check
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "embedforge"
 TOPICS_FILE = CHART / "files" / "topics.yaml"
@@ -82,32 +82,10 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_readme(text: str) -> str:
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{table()}{END}{tail}"
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if files/topics.yaml or the README's table is stale")
-    args = parser.parse_args()
-    readme = README.read_text(encoding="utf-8")
-    if BEGIN not in readme or END not in readme:
-        print(f"{README}: markers missing", file=sys.stderr)
-        return 1
-    wanted = {TOPICS_FILE: topics_file(), README: render_readme(readme)}
-    if args.check:
-        stale = [str(path) for path, text in wanted.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
-        if stale:
-            print(f"stale: {', '.join(stale)}; run PYTHONPATH=.:gen python tools/topics.py", file=sys.stderr)
-            return 1
-        return 0
-    TOPICS_FILE.parent.mkdir(exist_ok=True)
-    for path, text in wanted.items():
-        path.write_text(text, encoding="utf-8")
-    return 0
+def wanted() -> dict[Path, str]:
+    readme = between_markers(README.read_text(encoding="utf-8"), BEGIN, END, table())
+    return {TOPICS_FILE: topics_file(), README: readme}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(__doc__.splitlines()[0], wanted, "PYTHONPATH=.:gen python tools/topics.py"))
