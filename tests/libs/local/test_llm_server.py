@@ -2,6 +2,7 @@
 reached through litellm as `hosted_vllm/<name>` exactly as the cluster reaches vLLM."""
 
 import json
+import os
 import threading
 
 import jsonschema
@@ -93,8 +94,6 @@ def test_local_mode_gives_taskgen_and_examplegen_the_server_as_their_default_mod
 
 
 def test_local_mode_runs_the_services_that_compete_with_generation_at_a_lower_priority(tmp_path, broker, llm_server):
-    import os
-
     runtime = LocalRuntime(tmp_path, services=("curator",), topic_prefix="llm-nice.")
     runtime.start_broker(broker)
     runtime.start_llm_server(llm_server)
@@ -103,4 +102,6 @@ def test_local_mode_runs_the_services_that_compete_with_generation_at_a_lower_pr
         runtime.wait_healthy("curator")
         assert os.getpriority(os.PRIO_PROCESS, curator.process.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     finally:
-        assert runtime.stop() == {"curator": 0}
+        # A niced process drains slowly while the other test worker loads both cores: give it time.
+        assert runtime.stop_service("curator", timeout_s=120) == 0
+        runtime.stop()
