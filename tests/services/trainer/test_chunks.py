@@ -31,3 +31,15 @@ def test_a_chunk_without_job_id_or_text_is_refused(tmp_path):
         store.add_batch([(0, 0, pb.CorpusChunk(chunk_id="c", text="t"))])
     with pytest.raises(ValueError, match="text"):
         store.add_batch([(0, 0, pb.CorpusChunk(chunk_id="c", job_id="a", text=" "))])
+
+
+def test_a_restored_run_mines_from_the_chunks_file_in_its_new_folder():
+    from libs.modeling.embedder import ModelConfig
+    from libs.modeling.trainer import TrainConfig
+    from services.trainer.pipeline import RunConfig, relocate
+
+    old, new = "/old/runs/r1", "/new/runs/r1"
+    config = RunConfig(dataset_path=f"{old}/dataset.jsonl", run_dir=old, model=ModelConfig("base"), train=TrainConfig(output_dir=old), corpus_path=f"{old}/corpus_chunks.jsonl")
+    assert relocate(config, new).corpus_path == f"{new}/corpus_chunks.jsonl"
+    elsewhere = RunConfig(dataset_path="d", run_dir=old, model=ModelConfig("base"), train=TrainConfig(output_dir=old), corpus_path="/data/corpus")
+    assert relocate(elsewhere, new).corpus_path == "/data/corpus"  # StartRun's own corpus stays where it is
