@@ -138,7 +138,8 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     # Chunks cut once: the run mined from the very chunks examplegen published (corpus-grounded
     # queries were written for some of them), and the embedder serves exactly those passages.
     assert sum(c.num_queries for c in chunks.values()) == 8
-    mined_from = [json.loads(line) for line in (tmp_path / "run" / "state" / "trainer" / "trainer" / "runs" / training["run_id"] / "corpus_chunks.jsonl").read_text().splitlines()]
+    run_folder = tmp_path / "run" / "state" / "trainer" / "trainer" / "runs" / training["run_id"]
+    mined_from = [json.loads(line) for line in (run_folder / "corpus_chunks.jsonl").read_text().splitlines()]
     assert sorted((row["_id"], row["text"]) for row in mined_from) == sorted((c.chunk_id, c.text) for c in chunks.values())
     # Index: the embedder serves the new model and indexed every document once; Qdrant agrees.
     documents = sorted(p.name for p in DEMO_DOCS.iterdir())
@@ -149,7 +150,8 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
         assert qdrant.count(collection, exact=True).count == report["index"]["points"] > 0
         points, _ = qdrant.scroll(collection, limit=10_000, with_payload=True)
         assert sorted({p.payload["doc_id"] for p in points}) == documents
-        assert sorted((p.payload["chunk_id"], p.payload["text"]) for p in points) == sorted((c.chunk_id, c.text) for c in chunks.values())
+        served = sorted((p.payload["chunk_id"], p.payload["text"]) for p in points)
+        assert served == sorted((c.chunk_id, c.text) for c in chunks.values())
     finally:
         qdrant.close()
     hits = report["sample_search"]["hits"]

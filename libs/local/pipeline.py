@@ -114,7 +114,8 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     generation_s = time.monotonic() - started
 
     run = start_run(clients.trainer, trainer_pb2.StartRunRequest(
-        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, run_id=f"{job.job_id}-run", min_examples=dataset.accepted,
+        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, run_id=f"{job.job_id}-run",
+        min_examples=dataset.accepted,
     ), stall_timeout_s)
     training_bar = progress.add_task("trainer: steps", total=None)
     for update in clients.trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):

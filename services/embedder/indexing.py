@@ -65,7 +65,9 @@ class Indexer:
     that is prepended before embedding (contextual retrieval).
     """
 
-    def __init__(self, store: VectorStore, embed: Embed, bm25: Bm25, upsert_batch: int = 256, contextualize: Contextualize | None = None):
+    def __init__(
+        self, store: VectorStore, embed: Embed, bm25: Bm25, upsert_batch: int = 256, contextualize: Contextualize | None = None
+    ):
         self.store = store
         self.embed = embed
         self.bm25 = bm25
@@ -103,7 +105,8 @@ class Indexer:
             if not chunk.chunk_id or not chunk.doc_id or not chunk.text.strip():
                 raise ValueError(f"chunk {chunk.chunk_id!r} needs chunk_id, doc_id and text")
             if not 0 <= chunk.chunk_index < chunk.chunk_count:
-                raise ValueError(f"chunk {chunk.chunk_id!r}: chunk_index {chunk.chunk_index} is not within chunk_count {chunk.chunk_count}")
+                position = f"chunk_index {chunk.chunk_index} is not within chunk_count {chunk.chunk_count}"
+                raise ValueError(f"chunk {chunk.chunk_id!r}: {position}")
             key = (self._collection(chunk.collection, default_collection), chunk.doc_id)
             latest.setdefault(key, {})[chunk.chunk_index] = chunk
         return self._apply({key: [by_index[i] for i in sorted(by_index)] for key, by_index in latest.items()}, model)
@@ -121,7 +124,8 @@ class Indexer:
             by_collection.setdefault(collection, {})[doc_id] = doc_chunks
         stats = IndexStats()
         for collection, documents in by_collection.items():
-            with tracer.start_as_current_span("index documents", attributes={"collection": collection, "documents": len(documents)}):
+            attributes = {"collection": collection, "documents": len(documents)}
+            with tracer.start_as_current_span("index documents", attributes=attributes):
                 stats.add(self._apply_collection(collection, documents, model))
         return stats
 

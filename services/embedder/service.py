@@ -207,7 +207,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
         documents = [r.message for r in records if r.message.deleted or not r.message.job_id]
         with self.index_lock:
             stats = self.indexer.apply(documents, self.current, self.settings.collection)
-        log.info("documents applied", extra={"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks, "of_jobs": len(records) - len(documents)})
+        counts = {"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks}
+        log.info("documents applied", extra={**counts, "of_jobs": len(records) - len(documents)})
         return []
 
     def index_chunks(self, records: list[Received]) -> list[Outgoing]:
@@ -300,7 +301,10 @@ def consumers(settings: EmbedderSettings, servicer: EmbedderServicer, producer: 
         ConsumerLoop(
             settings.kafka,
             topics.EMBEDDER_DOCUMENTS_GROUP,
-            [Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True), Subscription(topics.CORPUS_CHUNKS, servicer.index_chunks, batch=True)],
+            [
+                Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True),
+                Subscription(topics.CORPUS_CHUNKS, servicer.index_chunks, batch=True),
+            ],
             producer,
         ),
         ConsumerLoop(settings.kafka, topics.EMBEDDER_MODELS_GROUP.for_replica(settings.replica_id), [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),

@@ -127,7 +127,7 @@ class Examplegen:
             except FetchUnavailable as exc:
                 raise TransientError(f"job {job.job_id}: {exc}") from exc
             words = corpus_chunk_words(spec)
-            chunks = [c for document in read_documents(path) for c in chunk_messages(job.job_id, document, words, spec.collection)]
+            chunks = [c for doc in read_documents(path) for c in chunk_messages(job.job_id, doc, words, spec.collection)]
         if not chunks:
             raise ValueError("spec.corpus_path has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")

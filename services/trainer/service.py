@@ -2,7 +2,8 @@
 
 forge.jobs tells the trainer each job's training spec, eval sets and planned size;
 forge.examples.curated fills the job's dataset and forge.examples.rejected counts the other
-outcomes; forge.corpus.chunks gives the job's corpus chunks, which its runs mine hard negatives from. StartRun (or the auto-start, when a job's curated set reaches its target share of the
+outcomes; forge.corpus.chunks gives the job's corpus chunks, which its runs mine hard negatives from.
+StartRun (or the auto-start, when a job's curated set reaches its target share of the
 planned examples, or when every planned example has an outcome) snapshots the dataset and launches a run process; when it
 has exported the model and uploaded it to object storage, a ModelReady with its URI and manifest digest goes to
 forge.models. Jobs, curated examples, rejected ids, chunks, runs and published models live in object storage
@@ -44,7 +45,14 @@ log = logging.getLogger(__name__)
 
 
 def run_config(
-    settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, base_model: str = ""
+    settings: TrainerSettings,
+    spec: pb.TrainingSpec,
+    run_dir: Path,
+    dataset: Path,
+    eval_paths,
+    corpus_path: str,
+    instruction: str,
+    base_model: str = "",
 ) -> RunConfig:
     """A job's TrainingSpec as typed stage settings: a zero field takes the trainer's setting, or
     else the default of the dataclass config (TrainConfig, ModelConfig, LoraSettings, RunConfig,
@@ -177,7 +185,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
         eval_paths, eval_field = (list(request.eval_paths), "eval_paths") if request.eval_paths else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
         eval_paths = [str(self.local_copy(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
-        resolved_corpus = str(self.local_copy(request.corpus_path, "corpus_path", select="documents")) if request.corpus_path else ""
+        resolved_corpus = ""
+        if request.corpus_path:
+            resolved_corpus = str(self.local_copy(request.corpus_path, "corpus_path", select="documents"))
         base_model = str(self.roots.resolve(spec.base_model, "spec.base_model")) if spec.base_model else ""
         examples = []
         if request.dataset_path:

@@ -167,7 +167,7 @@ class ChunkStore:
         rows: dict[str, list[tuple[int, int, pb.CorpusChunk]]] = {}
         for partition, offset, chunk in records:
             if not is_valid(chunk.job_id) or not chunk.chunk_id or not chunk.text.strip():
-                raise ValueError(f"corpus chunk needs a valid job id, a chunk id and text (job {chunk.job_id!r}, chunk {chunk.chunk_id!r})")
+                raise ValueError(f"corpus chunk needs a valid job id, a chunk id and text (job {chunk.job_id!r})")
             rows.setdefault(chunk.job_id, []).append((partition, offset, chunk))
         for job_id, batch in rows.items():
             lines = [json.dumps({"_id": c.chunk_id, "text": c.text}, ensure_ascii=False) for _, _, c in batch]

@@ -74,4 +74,5 @@ def test_chunk_messages_are_the_documents_chunks_with_their_position_and_count()
     assert [(m.chunk_id, m.text, m.chunk_index, m.chunk_count) for m in messages] == [
         (chunk_id("job", "d", i), c.text, i, 2) for i, c in enumerate(chunk_document(document, max_words=3))
     ]
-    assert {(m.job_id, m.doc_id, m.title, m.collection, m.metadata["lang"], m.num_queries) for m in messages} == {("job", "d", "T", "c", "en", 0)}
+    fields = {(m.job_id, m.doc_id, m.title, m.collection, m.metadata["lang"], m.num_queries) for m in messages}
+    assert fields == {("job", "d", "T", "c", "en", 0)}

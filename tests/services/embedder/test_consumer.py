@@ -72,7 +72,8 @@ def test_a_jobs_chunks_are_indexed_as_published_and_its_documents_are_not_cut_ag
     source = SourceDocument("manual", "Harbour manual", text, {"lang": "en"})
     chunks = chunk_messages("job-a", source, 20, "harbour")
     assert len(chunks) == 4
-    producer.send(topics.DOCUMENTS, "manual", pb.Document(doc_id="manual", job_id="job-a", collection="harbour", title=source.title, text=text))
+    document = pb.Document(doc_id="manual", job_id="job-a", collection="harbour", title=source.title, text=text)
+    producer.send(topics.DOCUMENTS, "manual", document)
     for chunk in chunks:
         producer.send(topics.CORPUS_CHUNKS, chunk.chunk_id, chunk)
     producer.flush()
@@ -80,8 +81,10 @@ def test_a_jobs_chunks_are_indexed_as_published_and_its_documents_are_not_cut_ag
     time.sleep(2)  # the job's document, read beside its chunks, adds nothing
     records, _ = servicer.store.client.scroll(servicer.store.resolve("harbour"), limit=100, with_payload=True)
     assert sorted((r.payload["chunk_id"], r.payload["text"]) for r in records) == sorted((c.chunk_id, c.text) for c in chunks)
-    assert {(r.payload["job_id"], r.payload["title"], r.payload["metadata"]["lang"]) for r in records} == {("job-a", "Harbour manual", "en")}
-    producer.send_and_wait(topics.DOCUMENTS, "manual", pb.Document(doc_id="manual", job_id="job-a", collection="harbour", deleted=True))
+    fields = {(r.payload["job_id"], r.payload["title"], r.payload["metadata"]["lang"]) for r in records}
+    assert fields == {("job-a", "Harbour manual", "en")}
+    deleted = pb.Document(doc_id="manual", job_id="job-a", collection="harbour", deleted=True)
+    producer.send_and_wait(topics.DOCUMENTS, "manual", deleted)
     wait_for(lambda: servicer.store.count("harbour") == 0)
 
 

@@ -128,16 +128,19 @@ def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):
 
 def test_every_chunk_of_the_corpus_is_published_and_the_queries_go_to_a_seeded_sample(tmp_path):
     (tmp_path / "manual.txt").write_text("\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6)))  # 6 chunks of 31 words
-    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]}), producer=None, writer=None, published=None)
+    settings = ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]})
+    examplegen = Examplegen(settings, producer=None, writer=None, published=None)
 
     def chunks(corpus_queries: int) -> list[pb.CorpusChunk]:
-        job = pb.Job(job_id="job-all", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=corpus_queries, corpus_chunk_words=31, collection="manuals"))
-        return examplegen.corpus_chunks(job)
+        spec = pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=corpus_queries, corpus_chunk_words=31)
+        spec.collection = "manuals"
+        return examplegen.corpus_chunks(pb.Job(job_id="job-all", spec=spec))
 
     some = chunks(3)
-    assert [(c.doc_id, c.chunk_index, c.chunk_count, c.collection) for c in some] == [("manual.txt", i, 6, "manuals") for i in range(6)]
+    positions = [(c.doc_id, c.chunk_index, c.chunk_count, c.collection) for c in some]
+    assert positions == [("manual.txt", i, 6, "manuals") for i in range(6)]
     assert sorted(c.num_queries for c in some) == [0, 0, 0, 1, 1, 1]
-    assert all(c.task_description for c in some if c.num_queries) and not any(c.task_description for c in some if not c.num_queries)
+    assert [bool(c.task_description) for c in some] == [bool(c.num_queries) for c in some]
     assert [c.chunk_id for c in chunks(0)] == [c.chunk_id for c in some] and not any(c.num_queries for c in chunks(0))
 
 
@@ -145,7 +148,7 @@ def test_chunks_without_queries_are_not_generated_for(kafka_settings, tmp_path, 
     provider = register_recorded()
     calls = len(provider.prompts)
     indexing_only = pb.CorpusChunk(chunk_id="c-none", job_id="job-none", doc_id="d", text="A passage to index.", chunk_count=1)
-    asked = pb.CorpusChunk(chunk_id="c-one", job_id="job-none", doc_id="d2", text="A passage to ask about.", chunk_count=1, num_queries=1)
+    asked = pb.CorpusChunk(chunk_id="c-one", job_id="job-none", doc_id="d2", text="A passage to ask about.", num_queries=1)
     with Running(build(settings_for(kafka_settings, tmp_path))):
         send(kafka_settings, topics.CORPUS_CHUNKS, indexing_only.chunk_id, indexing_only)
         send(kafka_settings, topics.CORPUS_CHUNKS, asked.chunk_id, asked)

@@ -69,7 +69,8 @@ def test_documents_on_the_topic_become_grounded_queries_through_the_broker(kafka
         raws = raw_reader.settle(2.0)
     chunk_reader.close()
     raw_reader.close()
-    assert sorted((c.doc_id, c.num_queries) for c in chunks) == [("early", 1), ("later", 0), ("later", 1), ("later", 1)]  # the budget of 3
+    # the budget of 3: the first three chunks get a query
+    assert sorted((c.doc_id, c.num_queries) for c in chunks) == [("early", 1), ("later", 0), ("later", 1), ("later", 1)]
     assert all(c.text == PARAGRAPH.strip() for c in chunks)
     ours = [r for r in raws if r.job_id == job_id]
     assert len(ours) == 3 and {r.chunk_id for r in ours} == {c.chunk_id for c in chunks if c.num_queries}

@@ -11,7 +11,8 @@ from services.trainer.store import ChunkStore
 
 
 def chunk(job_id: str, index: int, text: str = "") -> pb.CorpusChunk:
-    return pb.CorpusChunk(chunk_id=f"{job_id}-c{index}", job_id=job_id, doc_id="d", text=text or f"Passage {index} of {job_id}.", chunk_index=index, chunk_count=3)
+    text = text or f"Passage {index} of {job_id}."
+    return pb.CorpusChunk(chunk_id=f"{job_id}-c{index}", job_id=job_id, doc_id="d", text=text, chunk_index=index, chunk_count=3)
 
 
 def test_a_restarted_trainer_writes_each_of_the_jobs_chunks_once(tmp_path):
@@ -39,7 +40,9 @@ def test_a_restored_run_mines_from_the_chunks_file_in_its_new_folder():
     from services.trainer.pipeline import RunConfig, relocate
 
     old, new = "/old/runs/r1", "/new/runs/r1"
-    config = RunConfig(dataset_path=f"{old}/dataset.jsonl", run_dir=old, model=ModelConfig("base"), train=TrainConfig(output_dir=old), corpus_path=f"{old}/corpus_chunks.jsonl")
-    assert relocate(config, new).corpus_path == f"{new}/corpus_chunks.jsonl"
-    elsewhere = RunConfig(dataset_path="d", run_dir=old, model=ModelConfig("base"), train=TrainConfig(output_dir=old), corpus_path="/data/corpus")
-    assert relocate(elsewhere, new).corpus_path == "/data/corpus"  # StartRun's own corpus stays where it is
+    def config(corpus_path: str) -> RunConfig:
+        model, train = ModelConfig("base"), TrainConfig(output_dir=old)
+        return RunConfig(dataset_path="d", run_dir=old, model=model, train=train, corpus_path=corpus_path)
+
+    assert relocate(config(f"{old}/corpus_chunks.jsonl"), new).corpus_path == f"{new}/corpus_chunks.jsonl"
+    assert relocate(config("/data/corpus"), new).corpus_path == "/data/corpus"  # StartRun's own corpus stays where it is
