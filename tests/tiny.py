@@ -1,7 +1,7 @@
 """Tiny random models (2-layer BERT, Llama, Qwen2) with the all-MiniLM tokenizer, built in-process.
 
-They exercise every code path (encoder and decoder pooling, LoRA, DDP, export) in seconds;
-tests and smoke runs use them instead of real weights.
+A test fixture: they exercise every code path (encoder and decoder pooling, LoRA, DDP, export)
+in seconds, where real weights would take minutes.
 """
 
 from pathlib import Path
