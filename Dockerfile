@@ -41,7 +41,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
-    MPLCONFIGDIR=/tmp/matplotlib \
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     EMBEDFORGE_SERVICE=${SERVICE}
 RUN groupadd --system --gid 10001 embedforge \
