@@ -21,6 +21,7 @@ import litellm
 from opentelemetry import metrics, trace
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from embedforge.v1 import messages_pb2 as pb
 from libs.settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,17 @@ class Usage:
             self.cost_usd + other.cost_usd,
             self.latency_s + other.latency_s,
             self.calls + other.calls,
+        )
+
+    def message(self) -> pb.LlmUsage:
+        """As the LlmUsage of the topics and APIs."""
+        return pb.LlmUsage(
+            model=self.model,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost_usd,
+            latency_s=self.latency_s,
+            calls=self.calls,
         )
 
 
