@@ -307,7 +307,8 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
         producer = ProtoProducer(kafka, client_id="bench")
         warmup = pb.RawExample(example_id="warmup", job_id="warmup", template_id="sts", raw_output="{}")
         producer.send_and_wait(topics.EXAMPLES_RAW, warmup.example_id, warmup)
-        while not any(r.key == b"warmup" for r in outputs):  # the curator is assigned and consuming
+        warmup_key = topics.rejected_key(pb.RejectedExample(job_id=warmup.job_id, example_id=warmup.example_id)).encode()
+        while not any(r.key == warmup_key for r in outputs):  # the curator is assigned and consuming (it rejects the empty warmup)
             pass
         seen: set[bytes] = set()
         started = time.perf_counter()
