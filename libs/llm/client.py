@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import jsonschema
 import litellm
@@ -62,15 +62,8 @@ class Usage:
         )
 
     def message(self) -> pb.LlmUsage:
-        """As the LlmUsage of the topics and APIs."""
-        return pb.LlmUsage(
-            model=self.model,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost_usd=self.cost_usd,
-            latency_s=self.latency_s,
-            calls=self.calls,
-        )
+        """As the LlmUsage of the topics and APIs (the same fields)."""
+        return pb.LlmUsage(**asdict(self))
 
 
 @dataclass
