@@ -151,7 +151,7 @@ class TaskgenRunner:
                         cause = f" (last failed brainstorm call: {last_failure.reason}: {last_failure.detail[:200]})" if last_failure else ""
                         shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks{cause}")
         for usage in accumulator.totals().values():
-            self.store.add_usage(job_id, pb.LlmUsage(model=usage.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, latency_s=usage.latency_s, calls=usage.calls))
+            self.store.add_usage(job_id, usage.message())
         error = "; ".join(shortfalls)
         if record.tasks or job.spec.corpus_queries > 0:
             self.store.update(job_id, state=api.JOB_STATE_GENERATING, error=error)
