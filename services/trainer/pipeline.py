@@ -27,7 +27,7 @@ from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, eval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
-from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
+from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives
 from libs.modeling.pooling import format_query, prompt_of
 from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig, learning_rate_choice, temperature_choice
@@ -278,7 +278,7 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "matryoshka_dims": list(config.train.matryoshka_dims),
     }
     provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
-    card = ModelCard(model_id, str(config.model.base_model), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
+    card = ModelCard(model_id, public_model_id(str(config.model.base_model)), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
     export_model(merged, export_dir, card)
     stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
     done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,

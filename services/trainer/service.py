@@ -208,7 +208,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             # another corpus (StartRun's corpus_path) is mined as whole documents.
             chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else None
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, chunk_words, base_model)
-            config.model_id = ids.derive(request.job_id or "model", run_id)
+            config.model_id = ids.model_id(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             config.storage_uri = self.storage.uri
             run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)
