@@ -18,7 +18,7 @@ from libs.kafka import TransientError
 from libs.llm import LlmError, UsageAccumulator, call_options, complete
 from libs.llm.templates import PromptTemplate, load_templates
 from libs.settings import LlmSettings
-from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
+from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, spread_attributes, template_variables
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.examplegen")
@@ -178,9 +178,8 @@ class ExampleWriter:
         template = self.templates["corpus_query"]
         languages = LanguageSampler(chunk.languages, self.config.language_alpha)
         planned = []
-        for index in range(max(chunk.num_queries, 1)):
-            rng = rng_for(chunk.seed, chunk.chunk_id, index)
-            attributes = sample_attributes(template, rng, languages, max_tokens=self.config.max_tokens)
+        seed, count = (chunk.seed, chunk.chunk_id), max(chunk.num_queries, 1)
+        for index, attributes in enumerate(spread_attributes(template, seed, count, languages, self.config.max_tokens)):
             raw = pb.RawExample(
                 example_id=example_id(chunk.chunk_id, index),
                 job_id=chunk.job_id,
@@ -188,11 +187,12 @@ class ExampleWriter:
                 task_description=chunk.task_description,
                 template_id=template.id,
                 template_version=template.version,
-                attributes={**attributes, "doc_id": chunk.doc_id},
+                attributes={**attributes, "doc_id": chunk.doc_id, "title": chunk.title},
                 chunk_id=chunk.chunk_id,
                 chunk_text=chunk.text,
             )
-            messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **template_variables(attributes))
+            variables = {**template_variables(attributes), "example_queries": list(chunk.example_queries)}
+            messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **variables)
             planned.append(PlannedExample(raw, messages, chunk.generator_model or self.config.llm.model, template))
         return planned
 

@@ -24,7 +24,7 @@ from libs.service import ServiceParts
 from libs.corpus import Chunk, chunk_document, read_documents
 from libs.dataroots import DataRoots
 from libs.fetch import FetchUnavailable, local_copy
-from libs.jobspec import corpus_chunk_words
+from libs.jobspec import corpus_chunk_words, default_task
 from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
@@ -152,7 +152,8 @@ class Examplegen:
             doc_id=chunk.doc_id,
             title=chunk.title,
             text=chunk.text,
-            task_description=self.settings.corpus_task.format(domain=spec.domain),
+            task_description=spec.task or default_task(spec.domain),
+            example_queries=spec.example_queries,
             num_queries=num_queries,
             generator_model=spec.generator_model,
             languages=spec.languages,

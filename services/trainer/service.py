@@ -203,7 +203,8 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             else:
                 dataset = dataset_file
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
-            instruction = Counter(e.instruction for e in examples).most_common(1)[0][0]
+            # The job's task definition is its query instruction; else the examples' most common one.
+            instruction = (job.spec.task if job else "") or Counter(e.instruction for e in examples).most_common(1)[0][0]
             # The job's own documents were cut into chunks for its queries: mine from the same chunks;
             # another corpus (StartRun's corpus_path) is mined as whole documents.
             chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else None
