@@ -76,6 +76,8 @@ class RunConfig:
 
 
 MINED_FILE = "train.mined.jsonl"
+# Training examples the round-trip filter left out (the trainer publishes them as rejected, reason round_trip).
+ROUND_TRIP_FILE = "round_trip.rejected.jsonl"
 
 
 def run_key(run_id: str) -> str:
@@ -177,7 +179,10 @@ def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents) if config.corpus_path else []
     mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
-    return mine_hard_negatives(base, train, corpus, mining)
+    mined = mine_hard_negatives(base, train, corpus, mining)
+    kept = {e.content_hash for e in mined}
+    write_examples(Path(config.run_dir) / ROUND_TRIP_FILE, [e for e in train if e.content_hash not in kept])
+    return mined
 
 
 def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> Embedder:
