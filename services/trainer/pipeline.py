@@ -180,6 +180,8 @@ def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     mined = mine_hard_negatives(base, train, corpus, mining)
+    if not mined:
+        raise ValueError(f"the round-trip filter (top {mining.round_trip_k}) left none of {len(train)} training examples: raise or disable it")
     kept = {e.content_hash for e in mined}
     write_examples(Path(config.run_dir) / ROUND_TRIP_FILE, [e for e in train if e.content_hash not in kept])
     return mined
