@@ -38,7 +38,7 @@ class MiningConfig:
     batch_size: int = 64
     seed: int = 0
     # Round-trip filter: keep a corpus query only if its passage ranks in the top k (0 = keep all).
-    round_trip_k: int = 0
+    round_trip_k: int = 10
 
 
 def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], corpus: Sequence[str], config: MiningConfig) -> list[TrainExample]:
