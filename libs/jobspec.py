@@ -72,7 +72,4 @@ MAX_SUBJECT_WORDS = 16
 def default_task(domain: str) -> str:
     """A short task definition from the domain's first sentence (or clause), in E5 style."""
     first = re.split(r"(?<=[.!?])\s|[:;\n\u3002\uff1a\uff1b]", domain.strip(), maxsplit=1)[0]
-    subject = " ".join(first.split()[:MAX_SUBJECT_WORDS]).rstrip(".,!? ")
-    if len(subject) > 1 and subject[0].isupper() and subject[1].islower():
-        subject = subject[0].lower() + subject[1:]
-    return DEFAULT_TASK.format(subject=subject)
+    return DEFAULT_TASK.format(subject=" ".join(first.split()[:MAX_SUBJECT_WORDS]).rstrip(".,!? "))

@@ -4,6 +4,7 @@ and truncated tasks; dedup; give stable task ids. Also the job's own task defini
 when the job gives none."""
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from libs.llm.templates import PromptTemplate, load_templates
 from libs.settings import LlmSettings
 from libs.words import dangling_ending, jaccard
 
+log = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 BRAINSTORM_TEMPLATE = {
     pb.CATEGORY_RETRIEVAL: "brainstorm_retrieval",
@@ -118,8 +120,9 @@ class Brainstormer:
 
     def draft_task(self, domain: str, example_queries, model: str = "", accumulator: UsageAccumulator | None = None) -> str:
         """The job's task definition: one LLM call, kept if it is one sentence of at most
-        MAX_DRAFT_CHARS, neither a meta-task nor truncated nor a copy of the prompt's examples;
-        else (or when the call fails) libs.jobspec.default_task of the domain."""
+        MAX_DRAFT_CHARS, neither a meta-task nor truncated, and about the job: it shares a content
+        word with the domain or the example queries (small models copy the prompt's examples
+        whatever the domain); else (or when the call fails) libs.jobspec.default_task of the domain."""
         template = self.templates["task_definition"]
         model = model or self.llm.model
         try:
@@ -136,7 +139,8 @@ class Brainstormer:
             return default_task(domain)
         draft = (parse_json_object(answer.text) or {}).get("task")
         task = clean_task(draft, MAX_DRAFT_CHARS) if isinstance(draft, str) else None
-        copied = task is not None and normalize_task(task) in {normalize_task(e) for e in template.examples}
-        if task is None or copied or re.search(r"[.!?]\s+\S", task):
+        job_words = {w for w in word_set(" ".join([domain, *example_queries])) if len(w) >= 4}
+        if task is None or re.search(r"[.!?]\s+\S", task) or not job_words & word_set(task):
+            log.info("drafted task not used", extra={"draft": str(draft)[:300]})
             return default_task(domain)
         return task.rstrip(".")

@@ -1,6 +1,8 @@
 """Brainstorm parsing, cleaning and dedup (services.taskgen.brainstorm). The LLM is a
 recorded-response provider registered in litellm (recorded.py)."""
 
+import json
+
 from embedforge.v1 import messages_pb2 as pb
 from libs.settings import LlmSettings
 from services.taskgen.brainstorm import Brainstormer, clean_task, normalize_task, task_id
@@ -90,14 +92,20 @@ def test_the_task_definition_is_drafted_in_the_style_of_the_example_queries():
 
 def test_an_unusable_draft_falls_back_to_a_short_task_from_the_domain():
     domain = "Customer support for the Helios H5 home battery: installation, status lights and error codes."
-    fallback = "Given a search query, retrieve relevant passages about customer support for the Helios H5 home battery"
+    fallback = "Given a search query, retrieve relevant passages about Customer support for the Helios H5 home battery"
     unusable = [
         '{"task": "Our goal is to understand customer support tasks for the Helios battery"}',  # meta-task
         '{"task": "Given a question about installation, status lights,"}',  # truncated
         '{"task": "Given a question, retrieve answers. Then rank them by date"}',  # two sentences
-        '{"task": "Given a web search query, retrieve relevant passages that answer the query"}',  # the prompt's example
+        '{"task": "Given a question, retrieve Wikipedia passages that answer the question"}',  # an example, not the job's
         "I cannot help with that.",  # no JSON
     ]
     for answer in unusable:
         register_script([answer])
         assert brainstormer().draft_task(domain, []) == fallback, answer
+
+
+def test_a_prompt_example_is_kept_when_it_is_about_the_job():
+    task = "Given a question, retrieve Wikipedia passages that answer the question"
+    register_script([json.dumps({"task": task})])
+    assert brainstormer().draft_task("Wikipedia paragraphs on sports and history.", []) == task
