@@ -166,7 +166,7 @@ def main() -> None:
             figures |= corpus_figures(corpus, spec.corpus_queries, report, rejected_by_reason(runtime, report["job"]["job_id"]))
             console.print(json.dumps({k: v for k, v in figures.items() if not k.endswith("_data")}))
     finally:
-        runtime.stop()
+        figures["service_exit_codes"] = runtime.stop()
     for sts in STS:
         figures[f"{sts}_spearman_tuned"] = min(v for k, v in figures.items() if k.startswith(f"{sts}_spearman_tuned_"))
     figures["goals"] = GOALS
