@@ -1,19 +1,20 @@
-"""Curator throughput: validation + repair + exact + MinHash dedup, in-process on one core and
-end to end through the real broker.
+"""Curator throughput: validation + exact + MinHash dedup, in-process on one core and end to
+end through the real broker.
 
 Workload (seeded, synthetic, no evaluation data): BENCH_EXAMPLES raw examples (default 20,000)
 over the seven templates and five languages, 80% valid (a fifth of them with repairable
 glitches: code fences, prose, trailing commas, single quotes), 10% near-duplicates of earlier
 valid ones (two words changed), 10% invalid (broken JSON, missing key, leakage, wrong
-language, too short, generation error, query = positive, instruction echo).
+language, too short, generation error, query = positive, instruction echo). Each answer is
+read into the RawExample's typed fields by examplegen's own code first, as examplegen
+publishes it (timed apart: answers_parsed_per_s; the curator no longer parses).
 
 The core runs batches of BENCH_BATCH records (default 100, the consumer's max_poll_records),
 as the validate and dedup stages get them from a poll.
 
 Anchor, side by side on the same examples: the straightforward implementation of the same
 checks: langid.classify for language, datasketch MinHash.update_batch (SHA-1 per shingle)
-for signatures (query half and positive half). Everything else (parsing, checks, LSH index)
-is shared.
+for signatures (query half and positive half). Everything else (checks, LSH index) is shared.
 
     PYTHONPATH=.:gen .venv/bin/python benchmarks/curator.py
 """
@@ -40,10 +41,13 @@ from embedforge.v1 import messages_pb2 as pb  # noqa: E402
 from libs import topics  # noqa: E402
 from libs.kafka import ProtoProducer  # noqa: E402
 from libs.local.broker import TansuBroker  # noqa: E402
+from libs.llm.templates import load_templates  # noqa: E402
 from libs.local.runtime import LocalRuntime  # noqa: E402
 from services.curator.dedup import SCHEME, DedupIndex, MinHasher, Signature  # noqa: E402
 from services.curator.settings import DedupSettings, ValidationSettings  # noqa: E402
 from services.curator.validation import Rejection, Validator  # noqa: E402
+from services.examplegen.answers import read_answer, set_requests  # noqa: E402
+from services.examplegen.generation import TEMPLATES_DIR  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "curator.json"
 EXAMPLES = int(os.environ.get("BENCH_EXAMPLES", "20000"))
@@ -66,6 +70,7 @@ VOCABULARY = {
 LANGUAGES = ["en"] * 6 + ["de", "fr", "es", "zh"]
 TEMPLATES = ["retrieval"] * 5 + ["short_matching", "long_matching", "sts", "bitext", "classification", "corpus_query"]
 TASK = "Retrieve patient leaflets that answer a caregiver's question about medication"
+PROMPTS = load_templates(TEMPLATES_DIR)
 
 
 def prose(rng: random.Random, language: str, words: int) -> str:
@@ -170,7 +175,19 @@ def near_duplicate(rng: random.Random, example: pb.RawExample) -> pb.RawExample:
     return copy
 
 
+def typed(example: pb.RawExample) -> pb.RawExample:
+    """The example as examplegen publishes it: the answer read into the typed fields."""
+    template = PROMPTS[example.template_id]
+    example.category = template.example.category
+    example.source = "corpus" if example.chunk_text else "generated"
+    set_requests(example, template)
+    if not example.error:
+        read_answer(example, template, example.raw_output)
+    return example
+
+
 def workload(count: int, job_id: str = "bench") -> list[pb.RawExample]:
+    """Raw examples with their answers in raw_output only (typed() fills the rest)."""
     rng = random.Random(SEED)
     valid: list[pb.RawExample] = []
     examples: list[pb.RawExample] = []
@@ -290,7 +307,8 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
         producer = ProtoProducer(kafka, client_id="bench")
         warmup = pb.RawExample(example_id="warmup", job_id="warmup", template_id="sts", raw_output="{}")
         producer.send_and_wait(topics.EXAMPLES_RAW, warmup.example_id, warmup)
-        while not any(r.key == b"warmup" for r in outputs):  # the curator is assigned and consuming
+        warmup_key = topics.rejected_key(pb.RejectedExample(job_id=warmup.job_id, example_id=warmup.example_id)).encode()
+        while not any(r.key == warmup_key for r in outputs):  # the curator is assigned and consuming (it rejects the empty warmup)
             pass
         seen: set[bytes] = set()
         started = time.perf_counter()
@@ -313,11 +331,15 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
 
 def main() -> None:
     examples = workload(EXAMPLES)
+    started = time.thread_time()
+    examples = [typed(example) for example in examples]
+    parse_rate = len(examples) / (time.thread_time() - started)
     results = {
         "examples": len(examples),
         "mix": "7 templates, 5 languages; 80% valid (20% of them repairable), 10% near-duplicates, 10% invalid",
+        "answers_parsed_per_s": round(parse_rate),
         **core(examples),
-        **kafka_end_to_end(workload(KAFKA_EXAMPLES, job_id="bench-kafka")),
+        **kafka_end_to_end([typed(example) for example in workload(KAFKA_EXAMPLES, job_id="bench-kafka")]),
         "anchor": "same checks with langid.classify and datasketch MinHash.update_batch (SHA-1 per shingle)",
         "core_rate_basis": "examples_per_s_core*: per CPU second of the one benchmark thread (time.thread_time); *_wall: per wall second",
         "machine": {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), "python": platform.python_version()},

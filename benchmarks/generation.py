@@ -45,7 +45,9 @@ from libs.local.llm_server import DEFAULT_MODEL, LlamaServer
 from libs.settings import LlmSettings
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Rejection, Validator
-from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
+from services.examplegen.answers import read_answer
+from services.examplegen.generation import ExampleWriter, GenerationStats, PlannedExample
+from services.examplegen.settings import ExamplegenSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
@@ -60,7 +62,7 @@ TEMPERATURE = 0.8
 def plans(count: int) -> list[PlannedExample]:
     documents = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
     random.Random(0).shuffle(documents)
-    writer = ExampleWriter(GenerationConfig(LlmSettings(model="unused")), GenerationStats())
+    writer = ExampleWriter(ExamplegenSettings(llm=LlmSettings(model="unused")), GenerationStats())
     planned = []
     for doc in documents[:count]:
         chunk = pb.CorpusChunk(chunk_id=f"dbpedia:{doc['_id']}", job_id="bench-generation", doc_id=doc["_id"], title=doc.get("title", ""), text=doc["text"],
@@ -131,7 +133,7 @@ def judge(planned: list[PlannedExample], answers: list[tuple[str, int]]) -> dict
             pass
         raw = pb.RawExample()
         raw.CopyFrom(plan.raw)
-        raw.raw_output = text
+        read_answer(raw, plan.template, text)
         try:
             validator.curate(raw)
             accepted += 1

@@ -27,7 +27,8 @@ from libs.settings import LlmSettings
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Rejection, Validator
 from libs.local.llm_server import LlamaServer
-from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats
+from services.examplegen.generation import ExampleWriter, GenerationStats
+from services.examplegen.settings import ExamplegenSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -59,7 +60,8 @@ def generate(server: LlamaServer) -> None:
     done = set()
     if OUTPUT.exists():
         done = {(r["corpus"], r["doc_id"]) for r in map(json.loads, OUTPUT.read_text().splitlines())}
-    writer = ExampleWriter(GenerationConfig(LlmSettings(model=generator, api_base=server.api_base, timeout_s=3600.0, attempts=2), concurrency=args.batch), GenerationStats())
+    llm = LlmSettings(model=generator, api_base=server.api_base, timeout_s=3600.0, attempts=2)
+    writer = ExampleWriter(ExamplegenSettings(llm=llm, concurrency=args.batch), GenerationStats())
     validator = Validator(ValidationSettings())
     todo_by_corpus = {}
     for corpus, (language, task) in CORPORA.items():

@@ -14,13 +14,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import jsonschema
 import litellm
 from opentelemetry import metrics, trace
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from embedforge.v1 import messages_pb2 as pb
 from libs.settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Usage:
             self.latency_s + other.latency_s,
             self.calls + other.calls,
         )
+
+    def message(self) -> pb.LlmUsage:
+        """As the LlmUsage of the topics and APIs (the same fields)."""
+        return pb.LlmUsage(**asdict(self))
 
 
 @dataclass

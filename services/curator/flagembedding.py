@@ -4,7 +4,7 @@ import hashlib
 import json
 
 from embedforge.v1 import messages_pb2 as pb
-from services.curator.validation import IMPORTED
+from libs.llm.parsing import AnswerError, parse_object, text_field, texts_field
 
 
 def to_line(example: pb.CuratedExample) -> str:
@@ -35,9 +35,25 @@ def lines_of(chunks, first_job_id: str = "") -> tuple[str, list[str]]:
 
 
 def raw_examples(job_id: str, import_id: str, lines: list[str]) -> list[pb.RawExample]:
-    """Imported lines as raw examples, curated like generated ones (template "imported")."""
+    """Imported lines as raw examples (source "imported"), curated like generated ones; a line
+    that is not a FlagEmbedding record carries its answer_error."""
     examples = []
     for number, line in enumerate(lines):
         digest = hashlib.blake2b(f"{job_id}\x1f{import_id}\x1f{number}".encode(), digest_size=12).hexdigest()
-        examples.append(pb.RawExample(example_id=f"import-{digest}", job_id=job_id, template_id=IMPORTED, raw_output=line, attributes={"import_id": import_id}))
+        raw = pb.RawExample(example_id=f"import-{digest}", job_id=job_id, source="imported", raw_output=line)
+        raw.attributes["import_id"] = import_id
+        try:
+            parsed = parse_object(line)
+            query, positives = text_field(parsed.value, "query"), texts_field(parsed.value, "pos", required=True)
+            negatives = texts_field(parsed.value, "neg", required=False)
+        except AnswerError as exc:
+            raw.answer_error.reason, raw.answer_error.detail = exc.reason, exc.detail[:500]
+        else:
+            raw.query = query
+            raw.positives.extend(positives)
+            raw.negatives.extend(negatives)
+            prompt = parsed.value.get("prompt", "")
+            raw.task_description = prompt if isinstance(prompt, str) else ""
+            raw.repairs.extend(parsed.repairs)
+        examples.append(raw)
     return examples

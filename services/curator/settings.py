@@ -7,7 +7,6 @@ from libs.settings import ServiceSettings
 class ValidationSettings(BaseModel):
     """Thresholds of the per-example checks (env: CURATOR_VALIDATION__<NAME>)."""
 
-    max_raw_chars: int = Field(200_000, description="Longer LLM answers are rejected as oversized before parsing.")
     max_text_chars: int = Field(20_000, description="Longest accepted query/document text.")
     length_tolerance: float = Field(0.5, description="Relative slack on requested word counts (0.5: 100 words accepts 50..150).")
     length_slack_words: int = Field(2, description="Absolute slack on requested word counts, for short queries.")

@@ -1,8 +1,8 @@
-"""Turn one raw LLM answer into a normalized example, or say why not.
+"""Turn one raw example (typed fields, parsed by examplegen) into a normalized example, or say why not.
 
-Checks run cheapest first: upstream error, template, size, JSON (with repair), schema,
-labels and leakage, lengths, sameness, instruction echo, corpus copy, language. Each
-failure is a :class:`Rejection` with a machine-readable reason code (see README.md).
+Checks run cheapest first: upstream error, answer error (not the expected JSON), labels and
+leakage, lengths, sameness, instruction echo, corpus copy, language. Each failure is a
+:class:`Rejection` with a machine-readable reason code (see README.md).
 """
 
 import math
@@ -13,12 +13,10 @@ from functools import lru_cache
 from embedforge.v1 import messages_pb2 as pb
 from libs.words import jaccard, word_count
 from services.curator.language import LanguageDetector, language_code, same_language
-from services.curator.parsing import ParseError, parse_object
 from services.curator.query_checks import corpus_query_problem
 from services.curator.settings import ValidationSettings
 from services.curator.text import content_hash, normalize, normalize_instruction, strip_label
 
-IMPORTED = "imported"
 LEAKAGE = re.compile(
     r"\bas an ai\b|\bas an? (?:ai )?language model\b|here(?: is|'s) (?:the|your|an?) (?:json|example|generated|requested)"
     r"|\bi (?:cannot|can't|am unable to) (?:fulfill|comply|help|provide)|\bi'm sorry, but\b|<\|(?:im_start|im_end|assistant|user|system)\|>"
@@ -49,40 +47,11 @@ class Rejection(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Template:
-    """Where a template's answer keeps the query, the positive and the negative."""
-
-    category: int
-    query: str
-    positive: str | None
-    negative: str | None = None
-    source: str = "generated"
-    default_instruction: str = ""
-    # Attribute holding the requested length of the query / of the documents.
-    query_length: str | None = None
-    document_length: str | None = None
-
-
-TEMPLATES = {
-    "retrieval": Template(pb.CATEGORY_RETRIEVAL, "user_query", "positive_document", "hard_negative_document", query_length="query_length", document_length="num_words"),
-    "short_matching": Template(pb.CATEGORY_SHORT_MATCHING, "input", "positive_document"),
-    "long_matching": Template(pb.CATEGORY_LONG_MATCHING, "input", "positive_document"),
-    "sts": Template(pb.CATEGORY_STS, "S1", "S2", "S3", default_instruction="Retrieve semantically similar text."),
-    "bitext": Template(pb.CATEGORY_BITEXT, "S1", "S2", "S3", default_instruction="Retrieve parallel sentences."),
-    "classification": Template(pb.CATEGORY_CLASSIFICATION, "input_text", "label", "misleading_label", query_length="num_words"),
-    "corpus_query": Template(pb.CATEGORY_CORPUS_GROUNDED, "query", None, source="corpus"),
-    IMPORTED: Template(pb.CATEGORY_UNSPECIFIED, "query", "pos", "neg", source="imported"),
-}
-
-
 @dataclass(slots=True)
 class Pending:
     """An example that passed every check but the language one, and what that check needs."""
 
     raw: pb.RawExample
-    template: Template
-    repairs: tuple[str, ...]
     instruction: str
     query: str
     positives: list[str]
@@ -95,56 +64,6 @@ class Pending:
 
     def texts(self) -> list[str]:
         return [text for _, text in self.verify] + ([self.identify] if self.identify else [])
-
-
-@lru_cache(maxsize=4096)
-def requested_words(value: str) -> tuple[float, float] | None:
-    """Bounds of an attribute like "less than 5 words", "5 to 15 words", "at least 10 words", "200"."""
-    text = value.lower()
-    numbers = [int(n) for n in re.findall(r"\d+", text)]
-    if not numbers:
-        return None
-    if re.search(r"less than|fewer than|under", text):
-        return 1, numbers[0] - 1
-    if "at most" in text:
-        return 1, numbers[0]
-    if re.search(r"at least|more than|over", text):
-        return numbers[0], math.inf
-    if len(numbers) >= 2:
-        return numbers[0], numbers[1]
-    return numbers[0], numbers[0]
-
-
-def _key(obj: dict, name: str):
-    """A key's value, matching the key case-insensitively (LLMs vary "S1"/"s1", "User_Query")."""
-    if name in obj:
-        return obj[name]
-    lowered = name.lower()
-    for key, value in obj.items():
-        if isinstance(key, str) and key.lower() == lowered:
-            return value
-    raise Rejection("missing_key", f"no '{name}' in keys {sorted(map(str, obj))[:10]}")
-
-
-def _text(obj: dict, name: str) -> str:
-    value = _key(obj, name)
-    if not isinstance(value, str):
-        raise Rejection("wrong_type", f"'{name}' is {type(value).__name__}, expected a string")
-    return value
-
-
-def _texts(obj: dict, name: str, required: bool) -> list[str]:
-    """A FlagEmbedding field: a string or a list of strings."""
-    try:
-        value = _key(obj, name)
-    except Rejection:
-        if required:
-            raise
-        return []
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise Rejection("wrong_type", f"'{name}' must be a string or a list of strings")
-    return values
 
 
 class Validator:
@@ -193,42 +112,26 @@ class Validator:
         """Every check but the language one; raises Rejection."""
         if raw.error:
             raise Rejection("generation_failed", raw.error[:500])
-        template = TEMPLATES.get(raw.template_id)
-        if template is None:
-            raise Rejection("unknown_template", f"template_id {raw.template_id!r} is not one of {sorted(TEMPLATES)}")
-        output = raw.raw_output  # each read of a protobuf string field makes a new str
-        if len(output) > self.settings.max_raw_chars:
-            raise Rejection("oversized", f"answer has {len(output)} characters, limit {self.settings.max_raw_chars}")
-        try:
-            parsed = parse_object(output)
-        except ParseError as exc:
-            raise Rejection("invalid_json", exc.detail) from None
-        obj = parsed.value
-        if template.source == IMPORTED:
-            query = _text(obj, "query")
-            positives = _texts(obj, "pos", required=True)
-            negatives = _texts(obj, "neg", required=False)
-            prompt = obj.get("prompt", "")
-            instruction = prompt if isinstance(prompt, str) else ""
-        else:
-            query = _text(obj, template.query)
-            positives = [_text(obj, template.positive) if template.positive else raw.chunk_text]
-            negatives = [_text(obj, template.negative)] if template.negative else []
-            instruction = raw.task_description or template.default_instruction
-        query = strip_label(query)
-        positives = [strip_label(p) for p in positives]
-        negatives = [strip_label(n) for n in negatives]
+        if raw.HasField("answer_error"):
+            raise Rejection(raw.answer_error.reason, raw.answer_error.detail)
+        query = strip_label(raw.query)
+        positives = [strip_label(p) for p in raw.positives]
+        negatives = [strip_label(n) for n in raw.negatives]
+        instruction = raw.task_description
         self._check_texts(query, positives, negatives)
-        self._check_lengths(template, raw.attributes, query, positives, negatives)
+        if raw.HasField("query_words"):
+            self._check_lengths("query", raw.query_words, [query])
+        if raw.HasField("document_words"):
+            self._check_lengths("document", raw.document_words, [*positives, *negatives])
         norm_query, norm_positive = normalize(query), normalize(positives[0])
         self._check_sameness(norm_query, norm_positive, negatives)
         self._check_echo(norm_query, normalize_instruction(instruction))
-        if raw.template_id == "corpus_query":
+        if raw.category == pb.CATEGORY_CORPUS_GROUNDED:
             self._check_copy(norm_query, raw.chunk_text, raw.attributes)
             problem = corpus_query_problem(query, raw.attributes.get("title", ""), instruction)
             if problem:
                 raise Rejection(*problem)
-        pending = Pending(raw, template, parsed.repairs, instruction, query, positives, negatives, norm_query, norm_positive)
+        pending = Pending(raw, instruction, query, positives, negatives, norm_query, norm_positive)
         self._language_checks(pending)
         return pending
 
@@ -239,7 +142,7 @@ class Validator:
                 raise Rejection("language_mismatch", f"asked for {requested!r}, text is {language!r}: {text[:60]!r}")
         language = detected[-1] if pending.identify else pending.language
         p = pending
-        return self._example(p.raw, p.template, p.repairs, p.instruction, p.query, p.positives, p.negatives, language, p.norm_query, p.norm_positive)
+        return self._example(p.raw, p.instruction, p.query, p.positives, p.negatives, language, p.norm_query, p.norm_positive)
 
     def _check_texts(self, query: str, positives: list[str], negatives: list[str]) -> None:
         if not query or not positives or not all(positives) or not all(negatives):
@@ -256,24 +159,18 @@ class Validator:
                     raise Rejection("prompt_leakage", f"contains {leak.group(0)!r}")
                 return
 
-    def _check_lengths(self, template: Template, attributes, query: str, positives: list[str], negatives: list[str]) -> None:
-        checks = []
-        if template.query_length and template.query_length in attributes:
-            checks.append(("query", template.query_length, [query]))
-        if template.document_length and template.document_length in attributes:
-            checks.append(("document", template.document_length, [*positives, *negatives]))
+    def _check_lengths(self, what: str, requested: pb.WordBounds, texts: list[str]) -> None:
+        """Each text's words within the requested bounds (max 0: none), give or take the tolerance and slack."""
         tolerance, slack = self.settings.length_tolerance, self.settings.length_slack_words
-        for what, attribute, texts in checks:
-            bounds = requested_words(attributes[attribute])
-            if bounds is None:
-                continue
-            low, high = bounds[0] * (1 - tolerance) - slack, bounds[1] * (1 + tolerance) + slack
-            for text in texts:
-                words = word_count(text)
-                if words < low:
-                    raise Rejection("too_short", f"{what} has {words:.0f} words; asked {attributes[attribute]!r} (min {low:.0f})")
-                if words > high:
-                    raise Rejection("too_long", f"{what} has {words:.0f} words; asked {attributes[attribute]!r} (max {high:.0f})")
+        low = requested.min * (1 - tolerance) - slack
+        high = requested.max * (1 + tolerance) + slack if requested.max else math.inf
+        asked = f"{requested.min}-{requested.max or ''} words"
+        for text in texts:
+            words = word_count(text)
+            if words < low:
+                raise Rejection("too_short", f"{what} has {words:.0f} words; asked {asked} (min {low:.0f})")
+            if words > high:
+                raise Rejection("too_long", f"{what} has {words:.0f} words; asked {asked} (max {high:.0f})")
 
     def _same(self, a: str, b: str) -> bool:
         """Equal normalized texts, or word-bigram sets with Jaccard >= identical_jaccard."""
@@ -346,15 +243,14 @@ class Validator:
 
     def _language_checks(self, pending: "Pending") -> None:
         """What the language check of this example needs: (requested, text) pairs to verify, or a text to identify."""
-        template_id, attributes, query, positives = pending.raw.template_id, pending.raw.attributes, pending.query, pending.positives
-        if template_id == "bitext":
-            source = language_code(attributes.get("source_language", attributes.get("language", "")))
-            target = language_code(attributes.get("target_language", ""))
+        raw, query, positives = pending.raw, pending.query, pending.positives
+        if raw.target_language:
+            source, target = language_code(raw.language), language_code(raw.target_language)
             requests = [(source, query), (target, positives[0])]
             pending.language = f"{source}-{target}" if source and target else source or target
         else:
-            requested = language_code(attributes.get("language", ""))
-            checked = [query] if template_id == "classification" else [query, positives[0]]
+            requested = language_code(raw.language)
+            checked = [query] if raw.category == pb.CATEGORY_CLASSIFICATION else [query, positives[0]]  # a label is too short
             if not requested:
                 if self.detector is not None:
                     longest = max(checked, key=len)
@@ -370,11 +266,11 @@ class Validator:
             pending.verify = [(requested, text) for requested, text in requests if requested and len(text) >= min_chars]
 
     @staticmethod
-    def _example(raw, template, repairs, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:
+    def _example(raw, instruction, query, positives, negatives, language, norm_query, norm_positive) -> pb.CuratedExample:
         example = pb.CuratedExample(
             content_hash=content_hash(norm_query, norm_positive),
             job_id=raw.job_id,
-            category=raw.category or template.category,
+            category=raw.category,
             instruction=instruction,
             query=query,
             positives=positives,
@@ -382,19 +278,15 @@ class Validator:
             language=language,
         )
         provenance = example.provenance  # filled in place: cheaper than building a Provenance and copying it in
-        provenance.source = template.source
+        provenance.source = raw.source
         provenance.example_id = raw.example_id
         provenance.task_id = raw.task_id
         provenance.template_id = raw.template_id
         provenance.template_version = raw.template_version
         provenance.model = raw.usage.model
         provenance.attributes.update(raw.attributes)
-        if repairs:
-            provenance.attributes["curator_repairs"] = ",".join(repairs)
+        if raw.repairs:
+            provenance.attributes["json_repairs"] = ",".join(raw.repairs)
         provenance.chunk_id = raw.chunk_id
-        if raw.template_id == "sts":
-            try:
-                example.similarity = float(raw.attributes.get("high_score", "0"))
-            except ValueError:
-                pass
+        example.similarity = raw.similarity
         return example

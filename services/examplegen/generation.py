@@ -15,30 +15,29 @@ from opentelemetry import metrics
 from embedforge.v1 import examplegen_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs.kafka import TransientError
-from libs.llm import LlmError, UsageAccumulator, call_options, complete
+from libs.llm import LlmError, Usage, UsageAccumulator, call_options, complete
 from libs.llm.templates import PromptTemplate, load_templates
-from libs.settings import LlmSettings
+from services.examplegen.answers import read_answer, set_requests
 from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, spread_attributes, template_variables
+from services.examplegen.settings import ExamplegenSettings
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.examplegen")
 examples_counter = meter.create_counter("examplegen.examples", description="Raw examples written, by category and outcome")
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
-TEMPLATE_OF_CATEGORY = {
-    pb.CATEGORY_RETRIEVAL: "retrieval",
-    pb.CATEGORY_SHORT_MATCHING: "short_matching",
-    pb.CATEGORY_LONG_MATCHING: "long_matching",
-    pb.CATEGORY_CLASSIFICATION: "classification",
-    pb.CATEGORY_STS: "sts",
-    pb.CATEGORY_BITEXT: "bitext",
-    pb.CATEGORY_CORPUS_GROUNDED: "corpus_query",
-}
 
 
 def example_id(source_id: str, index: int) -> str:
     """Stable id of the ``index``-th example of a task or chunk (the idempotency key)."""
     return hashlib.sha256(f"{source_id}|{index}".encode()).hexdigest()[:24]
+
+
+def raw_example(template: PromptTemplate, attributes: dict[str, str], **fields) -> pb.RawExample:
+    """A RawExample of ``template`` with its sampled attributes and what they request of the answer."""
+    raw = pb.RawExample(template_id=template.id, template_version=template.version, attributes=attributes, **fields)
+    set_requests(raw, template)
+    return raw
 
 
 @dataclass
@@ -51,15 +50,19 @@ class PlannedExample:
     template: PromptTemplate
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How examples are written: ``llm.model`` is the generator when a task or chunk names none."""
-
-    llm: LlmSettings
-    max_tokens: int = 1024
-    temperature: float = 0.8
-    language_alpha: float = 0.5
-    concurrency: int = 16
+def templates_by_category(folder: Path) -> dict[int, PromptTemplate]:
+    """The example template of each category: the one template in ``folder`` whose ``example``
+    names it (the only category -> template map)."""
+    by_category: dict[int, PromptTemplate] = {}
+    for template in load_templates(folder).values():
+        if template.example is not None:
+            if template.example.category in by_category:
+                raise ValueError(f"{folder}: two templates for {pb.Category.Name(template.example.category)}")
+            by_category[template.example.category] = template
+    missing = set(pb.Category.values()) - {pb.CATEGORY_UNSPECIFIED} - set(by_category)
+    if missing:
+        raise ValueError(f"{folder}: no template for {sorted(pb.Category.Name(c) for c in missing)}")
+    return by_category
 
 
 class GenerationStats:
@@ -98,7 +101,7 @@ class GenerationStats:
         with self._lock:
             jobs = [job_id] if job_id else sorted(set(self.requested) | set(self.succeeded) | set(self.failed))
             response = api.GetGenerationStatsResponse(job_id=job_id)
-            totals: dict[str, pb.LlmUsage] = {}
+            totals: dict[str, Usage] = {}
             for job in jobs:
                 response.requested += self.requested[job]
                 response.succeeded += self.succeeded[job]
@@ -108,28 +111,21 @@ class GenerationStats:
                         target[key] += count
                 if job in self.usage:
                     for model, usage in self.usage[job].totals().items():
-                        total = totals.setdefault(model, pb.LlmUsage(model=model))
-                        total.prompt_tokens += usage.prompt_tokens
-                        total.completion_tokens += usage.completion_tokens
-                        total.cost_usd += usage.cost_usd
-                        total.latency_s += usage.latency_s
-                        total.calls += usage.calls
-            response.usage.extend(totals.values())
+                        totals[model] = totals[model] + usage if model in totals else usage
+            response.usage.extend(usage.message() for usage in totals.values())
             return response
 
 
 class ExampleWriter:
     """Plans examples for tasks and chunks and writes them concurrently (so the model's server
-    batches them); each answer or failure becomes one RawExample."""
+    batches them); each answer or failure becomes one RawExample. The generator is
+    ``settings.llm.model`` when a task or chunk names none."""
 
-    def __init__(self, config: GenerationConfig, stats: GenerationStats, templates_dir: Path = TEMPLATES_DIR):
-        self.config = config
+    def __init__(self, settings: ExamplegenSettings, stats: GenerationStats, templates_dir: Path = TEMPLATES_DIR):
+        self.settings = settings
         self.stats = stats
-        self.templates = load_templates(templates_dir)
-        missing = set(TEMPLATE_OF_CATEGORY.values()) - set(self.templates)
-        if missing:
-            raise ValueError(f"templates missing from {templates_dir}: {sorted(missing)}")
-        self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="examplegen-llm")
+        self.templates = templates_by_category(templates_dir)
+        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="examplegen-llm")
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -141,9 +137,9 @@ class ExampleWriter:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def template_for(self, category: int) -> PromptTemplate:
-        if category not in TEMPLATE_OF_CATEGORY:
+        if category not in self.templates:
             raise ValueError(f"no example template for category {pb.Category.Name(category) if category in pb.Category.values() else category}")
-        return self.templates[TEMPLATE_OF_CATEGORY[category]]
+        return self.templates[category]
 
     def plan_task(self, task: pb.Task) -> list[PlannedExample]:
         if not task.task_id or not task.job_id:
@@ -153,73 +149,55 @@ class ExampleWriter:
         template = self.template_for(task.category)
         if "task" in template.user and not task.description.strip():
             raise ValueError(f"task {task.task_id} has no description")
-        languages = LanguageSampler(task.languages, self.config.language_alpha)
+        languages = LanguageSampler(task.languages, self.settings.language_alpha)
         planned = []
         for index in range(max(task.num_examples, 1)):
             rng = rng_for(task.seed, task.task_id, index)
-            attributes = sample_attributes(template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT, max_tokens=self.config.max_tokens)
-            raw = pb.RawExample(
-                example_id=example_id(task.task_id, index),
-                job_id=task.job_id,
-                task_id=task.task_id,
-                category=task.category,
-                task_description=task.description,
-                template_id=template.id,
-                template_version=template.version,
-                attributes=attributes,
-            )
+            attributes = sample_attributes(template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT, max_tokens=self.settings.max_tokens)
             messages = template.render(task=task.description, **template_variables(attributes))
-            planned.append(PlannedExample(raw, messages, task.generator_model or self.config.llm.model, template))
+            ids = {"example_id": example_id(task.task_id, index), "job_id": task.job_id, "task_id": task.task_id}
+            raw = raw_example(template, attributes, category=task.category, task_description=task.description, source="generated",
+                              **ids)  # fmt: skip
+            planned.append(PlannedExample(raw, messages, task.generator_model or self.settings.llm.model, template))
         return planned
 
     def plan_chunk(self, chunk: pb.CorpusChunk) -> list[PlannedExample]:
         if not chunk.chunk_id or not chunk.job_id or not chunk.text.strip():
             raise ValueError("corpus chunk needs chunk_id, job_id and text")
-        template = self.templates["corpus_query"]
-        languages = LanguageSampler(chunk.languages, self.config.language_alpha)
+        template = self.template_for(pb.CATEGORY_CORPUS_GROUNDED)
+        languages = LanguageSampler(chunk.languages, self.settings.language_alpha)
         planned = []
         seed, count = (chunk.seed, chunk.chunk_id), max(chunk.num_queries, 1)
-        for index, attributes in enumerate(spread_attributes(template, seed, count, languages, self.config.max_tokens)):
-            raw = pb.RawExample(
-                example_id=example_id(chunk.chunk_id, index),
-                job_id=chunk.job_id,
-                category=pb.CATEGORY_CORPUS_GROUNDED,
-                task_description=chunk.task_description,
-                template_id=template.id,
-                template_version=template.version,
-                attributes={**attributes, "doc_id": chunk.doc_id, "title": chunk.title},
-                chunk_id=chunk.chunk_id,
-                chunk_text=chunk.text,
-            )
+        for index, attributes in enumerate(spread_attributes(template, seed, count, languages, self.settings.max_tokens)):
             variables = {**template_variables(attributes), "example_queries": list(chunk.example_queries)}
             messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **variables)
-            planned.append(PlannedExample(raw, messages, chunk.generator_model or self.config.llm.model, template))
+            ids = {"example_id": example_id(chunk.chunk_id, index), "job_id": chunk.job_id, "chunk_id": chunk.chunk_id}
+            raw = raw_example(template, {**attributes, "doc_id": chunk.doc_id, "title": chunk.title}, category=pb.CATEGORY_CORPUS_GROUNDED,
+                              task_description=chunk.task_description, chunk_text=chunk.text, source="corpus", **ids)  # fmt: skip
+            planned.append(PlannedExample(raw, messages, chunk.generator_model or self.settings.llm.model, template))
         return planned
 
     def write_one(self, plan: PlannedExample) -> pb.RawExample:
         raw = plan.raw
-        raw.usage.model = plan.model
         try:
             answer = complete(
                 plan.model,
                 plan.messages,
                 json_schema=plan.template.schema_for(dict(plan.raw.attributes)),
-                max_tokens=min(plan.template.answer_budget(dict(plan.raw.attributes)), self.config.max_tokens),
-                temperature=self.config.temperature,
+                max_tokens=min(plan.template.answer_budget(dict(plan.raw.attributes)), self.settings.max_tokens),
+                temperature=self.settings.temperature,
                 accumulator=self.stats.accumulator(raw.job_id),
-                **call_options(self.config.llm, plan.model),
+                **call_options(self.settings.llm, plan.model),
             )
         except LlmError as exc:
             raw.error = f"{exc.reason}: {exc.detail[:500]}"
-            spent, raw.usage.calls = exc.usage, exc.attempts
+            spent, attempts = exc.usage, exc.attempts
         else:
-            raw.raw_output = answer.text
-            spent, raw.usage.calls = answer.usage, answer.attempts
+            read_answer(raw, plan.template, answer.text)
+            spent, attempts = answer.usage, answer.attempts
         if spent is not None:  # the tokens of every attempt, rejected answers included
-            raw.usage.prompt_tokens = spent.prompt_tokens
-            raw.usage.completion_tokens = spent.completion_tokens
-            raw.usage.cost_usd = spent.cost_usd
-            raw.usage.latency_s = spent.latency_s
+            raw.usage.CopyFrom(spent.message())
+        raw.usage.model, raw.usage.calls = plan.model, attempts
         raw.created_at.GetCurrentTime()
         examples_counter.add(1, {"category": pb.Category.Name(raw.category), "outcome": "failed" if raw.error else "ok"})
         return raw

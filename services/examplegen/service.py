@@ -26,7 +26,7 @@ from libs.dataroots import DataRoots
 from libs.fetch import FetchUnavailable, local_copy
 from libs.jobspec import corpus_chunk_words, default_task
 from services.examplegen.corpus import chunk_id
-from services.examplegen.generation import ExampleWriter, GenerationConfig, GenerationStats, PlannedExample
+from services.examplegen.generation import ExampleWriter, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
 from services.examplegen.topic_corpus import TopicCorpus, takes_topic_documents
 
@@ -169,14 +169,10 @@ class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):
         return self.stats.snapshot(ids.check(request.job_id, "job_id") if request.job_id else "")
 
 
-def generation_config(settings: ExamplegenSettings) -> GenerationConfig:
-    return GenerationConfig(settings.llm, settings.max_tokens, settings.temperature, settings.language_alpha, settings.concurrency)
-
-
 def build(settings: ExamplegenSettings) -> ServiceParts:
     producer = ProtoProducer(settings.kafka, client_id="examplegen")
     stats = GenerationStats()
-    writer = ExampleWriter(generation_config(settings), stats)
+    writer = ExampleWriter(settings, stats)
     published = PublishedLog(Path(settings.state_dir))
     examplegen = Examplegen(settings, producer, writer, published)
     subscriptions = [

@@ -11,7 +11,7 @@ from pathlib import Path
 from embedforge.v1 import messages_pb2 as pb
 from libs.jobspec import default_task
 from libs.llm import LlmError, UsageAccumulator, call_options, complete
-from libs.llm.parsing import parse_json_object, parse_string_list
+from libs.llm.parsing import AnswerError, parse_object, parse_string_list, text_field
 from libs.llm.templates import PromptTemplate, load_templates
 from libs.settings import LlmSettings
 from libs.words import dangling_ending, jaccard
@@ -137,10 +137,14 @@ class Brainstormer:
             )
         except LlmError:
             return default_task(domain)
-        draft = (parse_json_object(answer.text) or {}).get("task")
-        task = clean_task(draft, MAX_DRAFT_CHARS) if isinstance(draft, str) else None
+        try:
+            draft = text_field(parse_object(answer.text).value, "task")
+        except AnswerError as exc:
+            log.info("drafted task not used", extra={"draft": answer.text[:300], "error": str(exc)[:300]})
+            return default_task(domain)
+        task = clean_task(draft, MAX_DRAFT_CHARS)
         job_words = {w for w in word_set(" ".join([domain, *example_queries])) if len(w) >= 4}
         if task is None or re.search(r"[.!?]\s+\S", task) or not job_words & word_set(task):
-            log.info("drafted task not used", extra={"draft": str(draft)[:300]})
+            log.info("drafted task not used", extra={"draft": draft[:300]})
             return default_task(domain)
         return task.rstrip(".")

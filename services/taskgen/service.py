@@ -77,7 +77,7 @@ def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
         raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or spec.corpus_path)")
 
 
-def usage_message(usage) -> pb.LlmUsage:
+def usage.message() -> pb.LlmUsage:
     """A UsageAccumulator total as the LlmUsage that job progress keeps."""
     fields = ("model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "calls")
     return pb.LlmUsage(**{name: getattr(usage, name) for name in fields})
@@ -163,7 +163,7 @@ class TaskgenRunner:
                         cause = f" (last failed brainstorm call: {last_failure.reason}: {last_failure.detail[:200]})" if last_failure else ""
                         shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks{cause}")
         for usage in accumulator.totals().values():
-            self.store.add_usage(job_id, usage_message(usage))
+            self.store.add_usage(job_id, usage.message())
         error = "; ".join(shortfalls)
         if record.tasks or job.spec.corpus_queries > 0:
             self.store.update(job_id, state=api.JOB_STATE_GENERATING, error=error)
@@ -234,7 +234,7 @@ class TaskgenServicer(api_grpc.TaskgenServiceServicer):
         status, new = self.store.add(job)
         if new:
             for usage in accumulator.totals().values():
-                self.store.add_usage(job_id, usage_message(usage))
+                self.store.add_usage(job_id, usage.message())
             try:
                 self.producer.send_and_wait(topics.JOBS, job.job_id, job)
             except KafkaError as exc:

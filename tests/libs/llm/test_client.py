@@ -3,7 +3,8 @@
 
 import pytest
 
-from libs.llm import LlmError, UsageAccumulator, complete
+from embedforge.v1 import messages_pb2 as pb
+from libs.llm import LlmError, Usage, UsageAccumulator, complete
 from tests.libs.llm.fault_server import FaultServer, Reply
 
 MESSAGES = [{"role": "user", "content": "Write a query."}]
@@ -86,3 +87,8 @@ def test_usage_of_every_attempt_is_accumulated_per_model():
     totals = accumulator.totals()["openai/fault-model"]
     assert (answer.usage.calls, answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 22, 14)  # the rejected first answer counts
     assert (totals.calls, totals.prompt_tokens, totals.completion_tokens) == (2, 22, 14)
+
+
+def test_usage_becomes_the_llm_usage_message_field_for_field():
+    usage = Usage("local/x", prompt_tokens=3, completion_tokens=5, cost_usd=0.25, latency_s=1.5, calls=2)
+    assert usage.message() == pb.LlmUsage(model="local/x", prompt_tokens=3, completion_tokens=5, cost_usd=0.25, latency_s=1.5, calls=2)

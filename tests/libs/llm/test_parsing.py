@@ -1,6 +1,56 @@
-"""Robust parsing of LLM answers (libs.llm.parsing)."""
+"""Parsing LLM answers: the usual glitches are repaired, and what cannot be parsed says why."""
 
-from libs.llm.parsing import parse_json_object, parse_string_list
+import pytest
+
+from libs.llm.parsing import AnswerError, parse_object, parse_string_list, text_field, texts_field
+
+OBJECT = {"user_query": "dose for children", "positive_document": "Line one.\nLine two."}
+
+
+@pytest.mark.parametrize(
+    ("answer", "repairs"),
+    [
+        ('{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}', ()),
+        ('```json\n{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}\n```', ("code_fence",)),
+        ('Sure! Here you go:\n{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}\nHope it helps.', ("surrounding_prose",)),
+        ('{"user_query": "dose for children", "positive_document": "Line one.\\nLine two.",}', ("trailing_comma",)),
+        ("{'user_query': 'dose for children', 'positive_document': 'Line one.\\nLine two.'}", ("single_quotes",)),
+        ('{\\n  \\"user_query\\": \\"dose for children\\",\\n  \\"positive_document\\": \\"Line one.\\nLine two.\\"\\n}', ("escaped_json",)),
+        ('{\\n  "user_query": "dose for children",\\n  "positive_document": "Line one.\\nLine two."\\n}', ("escaped_json",)),
+        ('{"user_query": "dose for children", "positive_document": "Line one.\nLine two."}', ()),
+        ("{\u201cuser_query\u201d: \u201cdose for children\u201d, \u201cpositive_document\u201d: \u201cLine one.\\nLine two.\u201d}", ("smart_quotes",)),
+        ('[{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}]', ("unwrapped_list",)),
+    ],
+    ids=["clean", "code_fence", "prose_around", "trailing_comma", "single_quotes", "escaped_quotes_and_newlines", "escaped_newlines",
+         "raw_newline_in_string", "smart_quotes", "list_of_one"],
+)  # fmt: skip
+def test_glitched_answer_is_repaired_to_the_object(answer, repairs):
+    parsed = parse_object(answer)
+    assert parsed.value == OBJECT
+    assert parsed.repairs == repairs
+
+
+def test_fenced_answer_with_trailing_comma_reports_both_repairs():
+    parsed = parse_object('```json\n{"a": "x", "b": ["y",],}\n```')
+    assert parsed.value == {"a": "x", "b": ["y"]}
+    assert parsed.repairs == ("code_fence", "trailing_comma")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("", "empty answer"),
+        ("I could not write an example for this task.", "not JSON"),
+        ('["a", "b"]', "expected a JSON object, got list"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"user_query": "unterminated', "not JSON"),
+    ],
+    ids=["empty", "prose_only", "list_of_strings", "deeply_nested", "truncated"],
+)
+def test_unparseable_answer_raises_with_a_reason(answer, message):
+    with pytest.raises(AnswerError, match=message) as caught:
+        parse_object(answer)
+    assert caught.value.reason == "invalid_json"
 
 
 def test_json_list_is_parsed():
@@ -37,12 +87,26 @@ def test_text_without_a_list_gives_nothing():
 
 
 def test_object_in_prose_with_braces_inside_strings_is_parsed():
-    assert parse_json_object('Answer: {"query": "a {b}", "n": 1} done') == {"query": "a {b}", "n": 1}
+    assert parse_object('Answer: {"query": "a {b}", "n": 1} done').value == {"query": "a {b}", "n": 1}
 
 
-def test_fenced_object_is_parsed():
-    assert parse_json_object('```json\n{"query": "q"}\n```') == {"query": "q"}
+def test_keys_match_case_insensitively():
+    assert text_field({"User_Query": "q"}, "user_query") == "q"
 
 
-def test_no_object_gives_none():
-    assert parse_json_object("[1, 2]") is None
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [({"other": "q"}, "missing_key"), ({"user_query": ["two", "queries"]}, "wrong_type"), ({"user_query": None}, "wrong_type")],
+)
+def test_a_missing_or_mistyped_field_says_which(obj, reason):
+    with pytest.raises(AnswerError, match="user_query") as caught:
+        text_field(obj, "user_query")
+    assert caught.value.reason == reason
+
+
+def test_a_list_field_takes_a_string_or_strings_and_may_be_optional():
+    assert texts_field({"pos": "a"}, "pos", required=True) == ["a"]
+    assert texts_field({"pos": ["a", "b"]}, "pos", required=True) == ["a", "b"]
+    assert texts_field({}, "neg", required=False) == []
+    with pytest.raises(AnswerError, match="missing_key"):
+        texts_field({}, "pos", required=True)

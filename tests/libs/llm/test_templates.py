@@ -2,7 +2,7 @@
 
 import pytest
 
-from libs.llm.templates import PromptTemplate, TemplateError, load_templates
+from libs.llm.templates import PromptTemplate, TemplateError, load_templates, planned_words, requested_words
 
 
 def write(path, text):
@@ -58,3 +58,36 @@ def test_a_length_cap_on_an_unknown_property_or_attribute_is_rejected(tmp_path):
         PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED.replace("{doc: num_words}", "{body: num_words}")))
     with pytest.raises(TemplateError, match="length cap"):
         PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED.replace("{doc: num_words}", "{doc: size}")))
+
+
+EXAMPLE = """id: ex
+version: "1"
+example: {category: CATEGORY_RETRIEVAL, query: q, positive: doc, query_words: size}
+attributes: {size: [less than 5 words]}
+json_schema:
+  type: object
+  properties: {q: {type: string}, doc: {type: string}}
+  required: [q, doc]
+user: "{{ task }}"
+"""
+
+
+def test_an_example_map_names_required_keys_and_sampled_attributes(tmp_path):
+    template = PromptTemplate.load(write(tmp_path / "t.yaml", EXAMPLE))
+    assert (template.example.query, template.example.positive, template.example.negative) == ("q", "doc", "")
+    with pytest.raises(TemplateError, match="user_query"):
+        PromptTemplate.load(write(tmp_path / "t.yaml", EXAMPLE.replace("query: q,", "query: user_query,")))
+    with pytest.raises(TemplateError, match="length"):
+        PromptTemplate.load(write(tmp_path / "t.yaml", EXAMPLE.replace("query_words: size", "query_words: length")))
+    with pytest.raises(TemplateError, match="category"):
+        PromptTemplate.load(write(tmp_path / "t.yaml", EXAMPLE.replace("CATEGORY_RETRIEVAL", "CATEGORY_POETRY")))
+
+
+@pytest.mark.parametrize(
+    ("value", "bounds", "planned"),
+    [("less than 5 words", (1, 4), 4), ("5 to 15 words", (5, 15), 15), ("at least 10 words", (10, 0), 10),
+     ("at most 8", (1, 8), 8), ("200", (200, 200), 200), ("any", None, 0)],
+)  # fmt: skip
+def test_requested_word_counts_are_read_from_attributes(value, bounds, planned):
+    assert requested_words(value) == bounds
+    assert planned_words(value) == planned

@@ -4,6 +4,9 @@ import json
 import random
 
 from embedforge.v1 import messages_pb2 as pb
+from libs.llm.templates import load_templates
+from services.examplegen.answers import read_answer, set_requests
+from services.examplegen.generation import TEMPLATES_DIR
 
 TOPIC_A = (
     "the patient should take the tablet with water after breakfast and report any side effects to the nurse "
@@ -18,6 +21,7 @@ TOPIC_B = (
     "painters and sculptors showed their work in the gallery and the museum opened a new wing for modern art"
 ).split()
 WORDS = TOPIC_A + TOPIC_B
+TEMPLATES = load_templates(TEMPLATES_DIR)
 TASK = "Retrieve patient information leaflets that answer a caregiver's question"
 
 
@@ -35,10 +39,16 @@ def text(rng: random.Random, words: int, vocabulary: list[str] = WORDS) -> str:
 
 
 def raw(example_id: str, template_id: str, answer, job_id: str = "job-1", **fields) -> pb.RawExample:
-    """A RawExample whose raw_output is ``answer`` (a dict is written as JSON)."""
+    """The RawExample examplegen publishes when the template ``template_id`` is answered with
+    ``answer`` (a dict is written as JSON): typed fields read from it by examplegen's own code."""
     output = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
-    attributes = fields.pop("attributes", {})
-    return pb.RawExample(example_id=example_id, job_id=job_id, template_id=template_id, raw_output=output, attributes=attributes, **fields)
+    template = TEMPLATES[template_id]
+    fields.setdefault("category", template.example.category)
+    source = "corpus" if template.example.category == pb.CATEGORY_CORPUS_GROUNDED else "generated"
+    example = pb.RawExample(example_id=example_id, job_id=job_id, template_id=template_id, source=source, **fields)
+    set_requests(example, template)
+    read_answer(example, template, output)
+    return example
 
 
 def retrieval_answer(seed: int, doc_words: int = 100) -> dict:

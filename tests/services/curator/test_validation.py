@@ -1,11 +1,14 @@
 """Per-example checks: each reject reason on a minimal bad example, and what a good one becomes."""
 
+import json
+
 import pytest
 
 from embedforge.v1 import messages_pb2 as pb
 from services.curator.settings import ValidationSettings
 from services.curator.text import content_hash, normalize
-from services.curator.validation import Rejection, Validator, requested_words
+from services.curator.flagembedding import raw_examples
+from services.curator.validation import Rejection, Validator
 from tests.services.curator.factory import RETRIEVAL_ATTRIBUTES, TASK, raw, retrieval, retrieval_answer
 
 GERMAN = (
@@ -50,9 +53,9 @@ def test_valid_retrieval_answer_becomes_a_curated_example(validator):
 
 def test_repairs_are_recorded_in_provenance(validator):
     answer = retrieval_answer(2)
-    fenced = "```json\n" + __import__("json").dumps(answer) + "\n```"
+    fenced = "```json\n" + json.dumps(answer) + "\n```"
     example = validator.curate(retrieval(2, answer=fenced))
-    assert example.provenance.attributes["curator_repairs"] == "code_fence"
+    assert example.provenance.attributes["json_repairs"] == "code_fence"
 
 
 def test_echoed_field_labels_are_stripped(validator):
@@ -74,12 +77,12 @@ def test_echoed_field_labels_are_stripped(validator):
     ],
 )  # fmt: skip
 def test_each_template_maps_its_keys_to_query_positive_negative(validator, template, answer, query, positive, negative):
-    example = validator.curate(raw(f"e-{template}", template, answer, chunk_text=CHUNK, attributes={"language": "en", "high_score": "4.5"}))
-    assert (example.query, example.positives[0]) == (query, positive)
+    attributes = {"language": "en", "high_score": "4.5"}
+    example = validator.curate(raw(f"e-{template}", template, answer, chunk_text=CHUNK, task_description=TASK, attributes=attributes))
+    assert (example.query, example.positives[0], example.instruction) == (query, positive, TASK)
     assert list(example.negatives) == ([negative] if negative else [])
     if template == "sts":
         assert example.similarity == 4.5
-        assert example.instruction == "Retrieve semantically similar text."
 
 
 def test_bitext_checks_source_and_target_languages(validator):
@@ -91,15 +94,14 @@ def test_bitext_checks_source_and_target_languages(validator):
 
 def test_imported_line_is_curated_with_imported_provenance(validator):
     line = {"query": "what is runner's knee", "pos": ["Runner's knee is pain around the kneecap."], "neg": ["Tennis elbow is pain outside the elbow."], "prompt": "Find medical articles"}
-    example = validator.curate(raw("i1", "imported", line))
+    (imported,) = raw_examples("job-1", "import-1", [json.dumps(line)])
+    example = validator.curate(imported)
     assert (example.query, list(example.positives), list(example.negatives), example.instruction) == (line["query"], line["pos"], line["neg"], line["prompt"])
     assert example.provenance.source == "imported"
 
 
 BAD = {
     "generation_failed": lambda: retrieval(10, error="rate_limited: 429 after 5 retries"),
-    "unknown_template": lambda: raw("u", "poetry", {"poem": "roses"}),
-    "oversized": lambda: retrieval(11, answer="x" * 200_001),
     "invalid_json": lambda: retrieval(12, answer="I am not able to produce JSON today."),
     "missing_key": lambda: retrieval(13, answer={k: v for k, v in retrieval_answer(13).items() if k != "hard_negative_document"}),
     "wrong_type": lambda: retrieval(14, answer={**retrieval_answer(14), "user_query": ["two", "queries"]}),
@@ -134,14 +136,6 @@ def test_word_counts_within_tolerance_are_accepted(validator):
 def test_short_texts_are_not_language_checked(validator):
     answer = {"input_text": "Mir ist schwindelig.", "label": "side effect", "misleading_label": "dosage"}
     assert validator.curate(raw("s", "classification", answer, attributes={"language": "en"})).language == "en"
-
-
-@pytest.mark.parametrize(
-    ("value", "bounds"),
-    [("less than 5 words", (1, 4)), ("5 to 15 words", (5, 15)), ("at least 10 words", (10, float("inf"))), ("200", (200, 200)), ("any", None)],
-)
-def test_requested_word_counts_are_read_from_attributes(value, bounds):
-    assert requested_words(value) == bounds
 
 
 SPANISH = "La enfermera mide la presión arterial de cada paciente dos veces al día y la anota en la ficha."
@@ -204,3 +198,9 @@ WORDS11 = "one two three four five six seven eight nine ten eleven"
 )
 def test_sameness_is_the_bigram_jaccard_threshold(validator, a, b, same):
     assert validator._same(a, b) is same
+
+
+def test_the_typed_fields_are_the_example_and_the_raw_text_only_the_record(validator):
+    example = retrieval(5)
+    example.raw_output = "not even JSON"
+    assert validator.curate(example).query == retrieval_answer(5)["user_query"]

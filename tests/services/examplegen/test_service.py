@@ -52,7 +52,11 @@ def test_task_examples_are_published_with_full_provenance(kafka_settings, tmp_pa
         assert (raw.template_id, raw.template_version) == ("retrieval", "2")
         assert raw.attributes["language"] in ("zh", "en")
         assert {"query_type", "query_length", "clarity", "num_words", "difficulty"} <= set(raw.attributes)
-        assert set(json.loads(raw.raw_output)) == {"user_query", "positive_document", "hard_negative_document"}
+        answer = json.loads(raw.raw_output)
+        assert (raw.query, list(raw.positives)) == (answer["user_query"], [answer["positive_document"]])
+        assert list(raw.negatives) == [answer["hard_negative_document"]]
+        assert (raw.source, raw.language) == ("generated", raw.attributes["language"])
+        assert raw.HasField("query_words") and raw.HasField("document_words")
         assert (raw.usage.model, raw.usage.calls, raw.error) == ("recorded/generator", 1, "")
         assert raw.usage.prompt_tokens > 0 and raw.usage.latency_s > 0
         assert raw.created_at.seconds > 0
@@ -85,7 +89,9 @@ def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_contin
     errors = {w: by_task[t.task_id].error.split(":", 1)[0] for w, t in sent.items()}
     assert errors == {"RATE": "rate_limited", "BROKEN": "server_error", "SLOW": "timeout", "GARBLED": "invalid_json", "FINE": ""}
     assert all(by_task[sent[w].task_id].usage.calls == 2 for w in ("RATE", "BROKEN", "SLOW", "GARBLED"))
-    assert json.loads(by_task[sent["FINE"].task_id].raw_output) == RETRIEVAL_ANSWER
+    fine = by_task[sent["FINE"].task_id]
+    assert json.loads(fine.raw_output) == RETRIEVAL_ANSWER
+    assert (fine.query, list(fine.positives), list(fine.negatives)) == ("q", ["p"], ["n"])
     assert (stats.succeeded, stats.failed) == (1, 4)
     assert dict(stats.failures_by_reason) == {"rate_limited": 1, "server_error": 1, "timeout": 1, "invalid_json": 1}
 
@@ -114,7 +120,7 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
         assert (raw.category, raw.template_id, raw.job_id) == (pb.CATEGORY_CORPUS_GROUNDED, "corpus_query", job.job_id)
         assert raw.chunk_text == texts[raw.chunk_id]
         assert raw.attributes["doc_id"] in {"d0", "d1", "d2"} and raw.attributes["title"] == f"Doc {raw.attributes['doc_id'][1:]}"
-        assert "query" in json.loads(raw.raw_output)
+        assert (raw.query, list(raw.positives), raw.source) == (json.loads(raw.raw_output)["query"], [raw.chunk_text], "corpus")
 
 
 def test_a_job_without_a_task_gets_the_short_default_task_not_its_whole_domain(tmp_path):

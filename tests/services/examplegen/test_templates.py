@@ -1,5 +1,5 @@
-"""Example templates: every category renders, and the JSON keys the curator relies on
-(services/examplegen/README.md) are the keys each template's schema requires."""
+"""Example templates: one per category renders, and the registry table of
+services/examplegen/README.md is the templates' `example` maps."""
 
 import re
 from pathlib import Path
@@ -8,21 +8,29 @@ import pytest
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.llm.templates import load_templates
-from services.examplegen.generation import TEMPLATE_OF_CATEGORY, TEMPLATES_DIR
+from services.examplegen.generation import TEMPLATES_DIR, templates_by_category
 from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
+BY_CATEGORY = templates_by_category(TEMPLATES_DIR)
 README = Path(TEMPLATES_DIR).parent / "README.md"
 
 
-def readme_keys() -> dict[str, list[str]]:
-    rows = re.findall(r"^\| `(\w+)` \| CATEGORY_\w+ \| ([^|]+) \|", README.read_text(encoding="utf-8"), flags=re.MULTILINE)
-    return {template: re.findall(r"`(\w+)`", keys) for template, keys in rows}
+def readme_registry() -> dict[str, tuple]:
+    """template_id: (category, query key, positive key, negative key, [length attributes])."""
+    row = re.compile(r"^\| `(\w+)` \| (CATEGORY_\w+) \|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|$", flags=re.MULTILINE)
+    rows = row.findall(README.read_text(encoding="utf-8"))
+    key = lambda cell: "".join(re.findall(r"`(\w+)`", cell))  # noqa: E731
+    return {row[0]: (row[1], key(row[2]), key(row[3]), key(row[4]), re.findall(r"`(\w+)`", row[5])) for row in rows}
 
 
-@pytest.mark.parametrize("category", sorted(TEMPLATE_OF_CATEGORY))
+def test_every_category_but_unspecified_has_one_template():
+    assert set(BY_CATEGORY) == set(pb.Category.values()) - {pb.CATEGORY_UNSPECIFIED}
+
+
+@pytest.mark.parametrize("category", sorted(BY_CATEGORY))
 def test_every_category_template_renders_with_sampled_attributes(category):
-    template = TEMPLATES[TEMPLATE_OF_CATEGORY[category]]
+    template = BY_CATEGORY[category]
     attributes = sample_attributes(template, rng_for(0, "t", 0), LanguageSampler([pb.LanguageWeight(language="de")]), bitext=category == pb.CATEGORY_BITEXT)
     messages = template.render(task="Find court rulings on tenancy disputes", title="", chunk="Some passage.", **template_variables(attributes))
     prompt = messages[-1]["content"]
@@ -33,11 +41,13 @@ def test_every_category_template_renders_with_sampled_attributes(category):
             assert value in prompt
 
 
-def test_readme_documents_the_json_keys_of_every_template():
-    documented = readme_keys()
-    assert set(documented) == set(TEMPLATE_OF_CATEGORY.values())
-    for template_id, keys in documented.items():
-        assert keys == TEMPLATES[template_id].json_schema["required"], template_id
+def test_readme_documents_the_example_map_of_every_template():
+    documented = readme_registry()
+    assert set(documented) == {template.id for template in BY_CATEGORY.values()}
+    for template_id, row in documented.items():
+        fields = TEMPLATES[template_id].example
+        lengths = [name for name in (fields.query_words, fields.document_words) if name]
+        assert row == (pb.Category.Name(fields.category), fields.query, fields.positive, fields.negative, lengths), template_id
 
 
 def test_templates_carry_an_id_and_a_version():
