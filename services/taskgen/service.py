@@ -77,12 +77,6 @@ def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
         raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or spec.corpus_path)")
 
 
-def usage.message() -> pb.LlmUsage:
-    """A UsageAccumulator total as the LlmUsage that job progress keeps."""
-    fields = ("model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s", "calls")
-    return pb.LlmUsage(**{name: getattr(usage, name) for name in fields})
-
-
 class TaskgenRunner:
     """Brainstorms one job at a time on its own thread; resumes unfinished jobs at start."""
 
