@@ -195,7 +195,7 @@ def test_resubmitting_a_job_id_returns_the_existing_job(kafka_settings, tmp_path
 
 
 def test_a_corpus_job_without_a_task_gets_a_drafted_one_on_forge_jobs_and_in_get_job(kafka_settings, tmp_path):
-    drafted = "Given a tenant's question, retrieve court rulings that answer it"
+    drafted = "Given a tenant's question about a deposit, retrieve court rulings that answer it"
     provider = register_script([json.dumps({"task": drafted})])
     jobs = TopicReader(kafka_settings, topics.JOBS)
     with Running(build(settings_for(kafka_settings, tmp_path))) as running:
