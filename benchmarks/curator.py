@@ -15,6 +15,9 @@ as the validate and dedup stages get them from a poll.
 Anchor, side by side on the same examples: the straightforward implementation of the same
 checks: langid.classify for language, datasketch MinHash.update_batch (SHA-1 per shingle)
 for signatures (query half and positive half). Everything else (checks, LSH index) is shared.
+A third core run is the curator with language identification through langid's public API only
+(LanguageIdentifier.classify per probe, the same probe length and recent-probe memory): what the
+detector's use of langid's model arrays buys.
 
     PYTHONPATH=.:gen .venv/bin/python benchmarks/curator.py
 """
@@ -35,6 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import langid  # noqa: E402
 import numpy as np  # noqa: E402
 from datasketch import MinHash  # noqa: E402
+from langid.langid import LanguageIdentifier, model  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 
 from embedforge.v1 import messages_pb2 as pb  # noqa: E402
@@ -44,6 +48,7 @@ from libs.local.broker import TansuBroker  # noqa: E402
 from libs.llm.templates import load_templates  # noqa: E402
 from libs.local.runtime import LocalRuntime  # noqa: E402
 from services.curator.dedup import SCHEME, DedupIndex, MinHasher, Signature  # noqa: E402
+from services.curator.language import LanguageDetector  # noqa: E402
 from services.curator.settings import DedupSettings, ValidationSettings  # noqa: E402
 from services.curator.validation import Rejection, Validator  # noqa: E402
 from services.examplegen.answers import read_answer, set_requests  # noqa: E402
@@ -223,6 +228,27 @@ class LangidClassify:
         return langid.classify(text[:200])[0]
 
 
+class PublicLangid:
+    """The curator's detector on langid's public API alone: the same probe (first ``probe_chars``
+    UTF-8 bytes) and memory of recent probes, each new probe through LanguageIdentifier.classify."""
+
+    def __init__(self, probe_chars: int = ValidationSettings().language_probe_chars):
+        self.identifier = LanguageIdentifier.from_modelstring(model, norm_probs=False)
+        self.probe_chars = probe_chars
+        self.recent: dict[bytes, str] = {}
+
+    def detect_many(self, texts: list[str]) -> list[str]:
+        detected = []
+        for text in texts:
+            probe = text[: self.probe_chars].encode("utf-8", errors="ignore")[: self.probe_chars]
+            if probe not in self.recent:
+                self.recent[probe] = self.identifier.classify(probe.decode("utf-8", errors="ignore"))[0] if probe else "und"
+                while len(self.recent) > LanguageDetector.RECENT:
+                    del self.recent[next(iter(self.recent))]
+            detected.append(self.recent[probe])
+        return detected
+
+
 class Sha1MinHasher(MinHasher):
     """Anchor signatures: datasketch's MinHash.update_batch, SHA-1 per shingle (query and positive halves)."""
 
@@ -277,6 +303,9 @@ def core(examples: list[pb.RawExample]) -> dict:
     settings, dedup = ValidationSettings(), DedupSettings()
     ours = Validator(settings)
     rate, wall_rate, outcomes = curate_in_process(examples, ours, DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes), "curator core")
+    public = Validator(settings, detector=PublicLangid())
+    public_index = DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes)
+    public_rate, public_wall_rate, public_outcomes = curate_in_process(examples, public, public_index, "core, public langid API")
     anchor_index = DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes)
     anchor_index.hasher = Sha1MinHasher(dedup.num_perm, dedup.max_bytes)
     langid.classify("warm up")
@@ -284,7 +313,10 @@ def core(examples: list[pb.RawExample]) -> dict:
     return {
         "examples_per_s_core": round(rate), "examples_per_s_core_anchor": round(anchor_rate),
         "examples_per_s_core_wall": round(wall_rate), "examples_per_s_core_anchor_wall": round(anchor_wall_rate),
+        "examples_per_s_core_public_langid": round(public_rate),
+        "examples_per_s_core_public_langid_wall": round(public_wall_rate),
         "outcomes_core": dict(outcomes.most_common()), "outcomes_core_anchor": dict(anchor_outcomes.most_common()),
+        "outcomes_core_public_langid": dict(public_outcomes.most_common()),
     }  # fmt: skip
 
 

@@ -5,6 +5,11 @@ activates a few hundred features, so this detector gathers only those rows (same
 model, same scores, ~10x less work) and reads only the leading characters.
 Unpacking langid's bz2 model string takes seconds, so the unpacked arrays are cached
 as .npz (keyed by a hash of the model string) and later starts load them in milliseconds.
+
+The arrays are langid's undocumented internals: its public ``classify`` alone runs the curator
+at ~0.2x this speed, far below its goal (benchmarks/README.md). So langid is pinned
+(requirements-service.txt) and tests/services/curator/test_language.py checks this detector
+against ``LanguageIdentifier.classify`` on the installed version.
 """
 
 import hashlib

@@ -5,7 +5,6 @@ Kubernetes 1.33 and the objects are asserted on: restricted pods, probes, limits
 placement, secrets (Kafka topics: test_topics.py; KEDA: test_keda.py).
 """
 
-import importlib
 import json
 import re
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 
 from libs import topics
 from libs.grpc import GrpcServer
-from libs.settings import ServiceSettings
 from tests.deploy.rendering import (
     CHART,
     CRD_KINDS,

@@ -44,6 +44,7 @@ from libs.kafka import ProtoProducer
 from libs.local.broker import tansu_binary
 from libs.local.pipeline import start_run
 from libs.settings import KafkaSettings, TlsSettings
+from tests.deploy import image
 from tests.deploy.hosts import Network, host_venv, namespaces_available, wait_for_tcp
 from tests.deploy.recorded_llm import held_out_questions
 from tests.deploy.rendering import REPO, RELEASE, SERVICES, helm_template, objects, pod_environment, render
@@ -60,24 +61,15 @@ GRPC_PORT = 50051
 
 
 def image_environment(service: str, venv_bin: Path, host_tmp: Path) -> dict[str, str]:
-    """The final stage's ENV of the service's Dockerfile, mapped onto this machine."""
-    dockerfile = (REPO / "services" / service / "Dockerfile").read_text().replace("\\\n", " ")
-    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
-    (env_line,) = [line for line in final_stage.splitlines() if line.startswith("ENV ")]
+    """The final stage's ENV of the service's image, mapped onto this machine (the ENTRYPOINT's
+    shell finds the venv's python on the mapped PATH)."""
     mapping = {"/opt/venv/bin": str(venv_bin), "/app": str(REPO), "/tmp": str(host_tmp)}
     environment = {}
-    for pair in env_line.split()[1:]:
-        name, value = pair.split("=", 1)
+    for name, value in image.environment(service).items():
         for image_path, local_path in mapping.items():
             value = re.sub(rf"(?<![\w/]){re.escape(image_path)}(?=/|:|$)", local_path, value)
         environment[name] = value.replace("$PATH", "/usr/bin:/bin")
     return environment
-
-
-def image_entrypoint(service: str, venv_bin: Path) -> list[str]:
-    line = next(line for line in (REPO / "services" / service / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT "))
-    argv = json.loads(line.removeprefix("ENTRYPOINT "))
-    return [str(venv_bin / "python") if argv[0] == "python" else argv[0], *argv[1:]]
 
 
 def mount_secret_volumes(deployment: dict, secrets: dict[str, dict[str, bytes]], host_dir: Path, uid: int) -> dict[str, str]:
@@ -217,7 +209,7 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
             deployment = objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
             mounts = mount_secret_volumes(deployment, secrets, host.private_dir(base, f"secrets-{time.monotonic_ns()}"), host.uid)
             environment = service_environment(docs, service, venv_bin, state_dir, host.private_dir(base, f"tmp-{time.monotonic_ns()}"), mounts)
-            host.start(image_entrypoint(service, venv_bin), environment, logs / f"{service}.log", REPO)
+            host.start(image.entrypoint(service), environment, logs / f"{service}.log", REPO)
             return state_dir
 
         for service in SERVICES:

@@ -7,7 +7,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2 as api
 from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 from libs.grpc import GrpcServer, GrpcService, InvalidArgument, NotFound

@@ -1,6 +1,6 @@
 import pytest
 
-from libs.modeling.tiny import TINY_KINDS, build_tiny_model
+from tests.tiny import TINY_KINDS, build_tiny_model
 
 
 @pytest.fixture(scope="session")

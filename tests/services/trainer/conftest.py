@@ -3,7 +3,7 @@ import json
 import pytest
 
 from libs.modeling.data import TrainExample, write_examples
-from libs.modeling.tiny import build_tiny_model
+from tests.tiny import build_tiny_model
 
 TOPICS = ["volcano", "river", "glacier", "desert", "forest", "ocean", "island", "canyon", "meadow", "tundra", "swamp", "reef"]
 

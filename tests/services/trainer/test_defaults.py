@@ -8,7 +8,7 @@ import pytest
 from embedforge.v1 import messages_pb2 as pb
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
 from libs.modeling.mining import MiningConfig
-from libs.modeling.tiny import build_tiny_model
+from tests.tiny import build_tiny_model
 from libs.modeling.trainer import TrainConfig, Trainer, learning_rate_choice, temperature_choice
 from services.trainer.pipeline import MergeConfig, RunConfig
 from services.trainer.service import run_config
