@@ -97,8 +97,9 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
         raw = read_topic(runtime, topics.EXAMPLES_RAW, job_id)
         curated = dict(read_topic(runtime, topics.EXAMPLES_CURATED, job_id))  # consumers dedup by content hash
         rejections = [message for _, message in read_topic(runtime, topics.EXAMPLES_REJECTED, job_id)]
-        rejected = {message.example_id: message.reason for message in rejections if message.reason != "round_trip"}  # the curator's
-        round_trip = {message.example_id for message in rejections if message.reason == "round_trip"}  # the trainer's, by content hash
+        # The curator's rejects, and the trainer's round_trip ones (by content hash).
+        rejected = {message.example_id: message.reason for message in rejections if message.reason != "round_trip"}
+        round_trip = {message.example_id for message in rejections if message.reason == "round_trip"}
         tasks = read_topic(runtime, topics.TASKS, job_id)
         models = [m for _, m in read_topic(runtime, topics.MODELS, job_id)]
     finally:

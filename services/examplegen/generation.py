@@ -172,7 +172,8 @@ class ExampleWriter:
             variables = {**template_variables(attributes), "example_queries": list(chunk.example_queries)}
             messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **variables)
             ids = {"example_id": example_id(chunk.chunk_id, index), "job_id": chunk.job_id, "chunk_id": chunk.chunk_id}
-            raw = raw_example(template, {**attributes, "doc_id": chunk.doc_id, "title": chunk.title}, category=pb.CATEGORY_CORPUS_GROUNDED,
+            attributes |= {"doc_id": chunk.doc_id, "title": chunk.title}
+            raw = raw_example(template, attributes, category=pb.CATEGORY_CORPUS_GROUNDED,
                               task_description=chunk.task_description, chunk_text=chunk.text, source="corpus", **ids)  # fmt: skip
             planned.append(PlannedExample(raw, messages, chunk.generator_model or self.settings.llm.model, template))
         return planned

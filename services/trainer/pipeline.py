@@ -181,7 +181,8 @@ def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     mined = mine_hard_negatives(base, train, corpus, mining)
     if not mined:
-        raise ValueError(f"the round-trip filter (top {mining.round_trip_k}) left none of {len(train)} training examples: raise or disable it")
+        k = mining.round_trip_k
+        raise ValueError(f"the round-trip filter (top {k}) left none of {len(train)} training examples: raise k (0 = off)")
     kept = {e.content_hash for e in mined}
     write_examples(Path(config.run_dir) / ROUND_TRIP_FILE, [e for e in train if e.content_hash not in kept])
     return mined
@@ -285,7 +286,9 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "matryoshka_dims": list(config.train.matryoshka_dims),
     }
     provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
-    card = ModelCard(model_id, public_model_id(str(config.model.base_model)), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
+    evals_table = [(r.dataset, r.metric, r.base, r.tuned) for r in rows]
+    base_id = public_model_id(str(config.model.base_model))
+    card = ModelCard(model_id, base_id, config.instruction, weight, recipe, provenance, evals_table)
     export_model(merged, export_dir, card)
     stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
     done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,

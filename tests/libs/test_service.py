@@ -59,7 +59,8 @@ def test_a_drained_service_exits_zero_at_once_whatever_threads_still_run(broker,
         "CURATOR_STATE_DIR": str(tmp_path),
         "CURATOR_GRPC_PORT": "0",
     }
-    process = subprocess.Popen([sys.executable, "-c", STOPS_WITH_A_THREAD_LEFT_RUNNING], env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-c", STOPS_WITH_A_THREAD_LEFT_RUNNING]
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:
             if '"service started"' in line:

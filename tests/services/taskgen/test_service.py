@@ -210,4 +210,4 @@ def test_a_corpus_job_without_a_task_gets_a_drafted_one_on_forge_jobs_and_in_get
     jobs.close()
     assert status.spec.task == drafted and given.spec.task == "Given a claim, retrieve rulings"
     assert next(m for m in published if m.job_id == job_id).spec.task == drafted
-    assert len(provider.prompts) == 1 and "- can my landlord keep the deposit" in provider.prompts[0]  # a given task costs no call
+    assert len(provider.prompts) == 1 and "- can my landlord keep the deposit" in provider.prompts[0]  # a given task: no call
