@@ -4,6 +4,7 @@
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py gradcache    # peak memory, batch 1024 (GradCache) vs 64
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py quality      # cmrc / xquad / sickr, base vs tuned
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py decoder      # Qwen2.5-0.5B LoRA last-token on cmrc
+    PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py round-trip   # kept share and dev nDCG@10 per round-trip k
 
 Each command merges its figures into benchmarks/results/training.json. Quality runs train on the
 queries cached in benchmarks/data/training_queries.jsonl (written by benchmarks/training_queries.py
@@ -169,14 +170,17 @@ def cached_examples(corpus: str):
 
 
 def quality_run(
-    corpus: str, model_config, train_overrides: dict, eval_paths: list[str], run_name: str, limit: int = 0, merge_weight: float = 0.0
+    corpus: str, model_config, train_overrides: dict, eval_paths: list[str], run_name: str, limit: int = 0,
+    merge_weight: float = 0.0, round_trip_k: int = 0,
 ) -> tuple[list[dict], dict, float]:
     """Fine-tune on the corpus's cached queries (the first ``limit``; 0 = all) and evaluate base
-    vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split."""
+    vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split. With
+    ``round_trip_k`` the corpus is mined as whole documents (the cached queries' positives), so the
+    round-trip filter applies."""
     from libs.modeling.data import write_examples
     from libs.modeling.mining import MiningConfig
     from libs.modeling.trainer import TrainConfig
-    from services.trainer.pipeline import MergeConfig, RunConfig, execute
+    from services.trainer.pipeline import ROUND_TRIP_FILE, MergeConfig, RunConfig, execute
 
     examples, stats = cached_examples(corpus)
     examples = examples[:limit] if limit else examples
@@ -189,8 +193,9 @@ def quality_run(
     write_examples(run_dir / "data.jsonl", examples)
     config = RunConfig(
         dataset_path=str(run_dir / "data.jsonl"), run_dir=str(run_dir / "run"), model=model_config,
-        train=TrainConfig(output_dir="", **train_overrides), mining=MiningConfig(negatives=7),
-        merge=MergeConfig(weight=merge_weight), corpus_path=str(DATA / corpus), eval_paths=tuple(eval_paths), dev_fraction=0.1,
+        train=TrainConfig(output_dir="", **train_overrides), mining=MiningConfig(negatives=7, round_trip_k=round_trip_k),
+        merge=MergeConfig(weight=merge_weight), corpus_path=str(DATA / corpus), corpus_whole_documents=round_trip_k > 0,
+        eval_paths=tuple(eval_paths), dev_fraction=0.1,
         instruction=examples[0].instruction, model_id=run_name,
     )
     timings = {}
@@ -206,6 +211,8 @@ def quality_run(
     started = time.perf_counter()
     done = execute(config, report)
     stats.update(timings, total_s=round(time.perf_counter() - started, 1), train_examples=len(examples))
+    stats["train_split"] = json.loads((run_dir / "run" / "manifest.json").read_text())["train_examples"]
+    stats["round_trip_rejected"] = len((run_dir / "run" / ROUND_TRIP_FILE).read_text().splitlines())
     return done["evals"], stats, done["merge_weight"]
 
 
@@ -240,6 +247,26 @@ def quality(args) -> None:
     save(figures)
 
 
+def round_trip(args) -> None:
+    """Choose the round-trip filter's k on developer data: the synthetic dev split (held out from
+    the cached generated queries, never filtered), not the corpora's test queries."""
+    from libs.modeling.embedder import ModelConfig
+
+    torch.set_num_threads(THREADS)
+    train = {"batch_size": 32, "epochs": args.epochs, "learning_rate": 2e-5, "temperature": 0.05, "negatives_per_query": 1,
+             "checkpoint_every": 0}
+    rows = {}
+    for corpus in args.corpora.split(","):
+        for k in (0, 1, 3, 5, 10, 20):
+            model = ModelConfig(minilm(), max_length=256)
+            evals, stats, weight = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", round_trip_k=k)
+            base, tuned = pick(evals, "dev", "ndcg@10")
+            kept = round(1 - stats["round_trip_rejected"] / stats["train_split"], 3)
+            rows[f"{corpus}/k={k}"] = {"kept_share": kept, "dev_ndcg10_base": base, "dev_ndcg10_tuned": tuned,
+                                      "merge_weight": weight}
+            save({"round_trip_k": rows})
+
+
 def decoder(args) -> None:
     from libs.llm.sources import resolve_model
     from libs.modeling.embedder import LoraSettings, ModelConfig
@@ -261,16 +288,21 @@ def decoder(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["throughput", "gradcache", "quality", "decoder", "_peak"])
+    parser.add_argument("command", choices=["throughput", "gradcache", "quality", "decoder", "round-trip", "_peak"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="decoder: train on the first N cached queries only (a reduced run)")
+    parser.add_argument("--corpora", default="xquad-en,cmrc2018-dev", help="round-trip: the corpora (comma-separated)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    {"throughput": throughput, "gradcache": gradcache, "quality": quality, "decoder": decoder, "_peak": peak_memory_child}[args.command](args)
+    commands = {
+        "throughput": throughput, "gradcache": gradcache, "quality": quality, "decoder": decoder, "round-trip": round_trip,
+        "_peak": peak_memory_child,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,8 @@ def derive(*parts: str) -> str:
         return joined
     digest = hashlib.sha256(joined.encode()).hexdigest()[:16]
     return f"{joined[: MAX_ID_CHARS - 17].rstrip('.-_')}-{digest}"
+
+
+def model_id(job_id: str, run_id: str) -> str:
+    """A run's model id: the run id when it already names the job (``<job>-auto``, ``<job>-run``), else job-run."""
+    return run_id if run_id.startswith(f"{job_id}-") else derive(job_id, run_id)

@@ -1,5 +1,6 @@
 """Job specs as YAML files (what `make run JOB=...` takes) to and from the JobSpec contract."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -61,3 +62,14 @@ def load_job_spec(path: str | Path) -> pb.JobSpec:
 def corpus_chunk_words(spec: pb.JobSpec) -> int:
     """Words per chunk of the job's documents: generation and mining cut them alike."""
     return spec.corpus_chunk_words or DEFAULT_CHUNK_WORDS
+
+
+# The task definition of a job that gives none and whose drafted one failed: about the domain's first sentence.
+DEFAULT_TASK = "Given a search query, retrieve relevant passages about {subject}"
+MAX_SUBJECT_WORDS = 16
+
+
+def default_task(domain: str) -> str:
+    """A short task definition from the domain's first sentence (or clause), in E5 style."""
+    first = re.split(r"(?<=[.!?])\s|[:;\n\u3002\uff1a\uff1b]", domain.strip(), maxsplit=1)[0]
+    return DEFAULT_TASK.format(subject=" ".join(first.split()[:MAX_SUBJECT_WORDS]).rstrip(".,!? "))

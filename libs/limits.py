@@ -63,6 +63,8 @@ FIELDS: dict[str, Limit] = {
         "JobSpec.collection": ID,
         "JobSpec.name": Limit(chars=256),
         "JobSpec.sample_query": Limit(chars=2000),
+        "JobSpec.task": Limit(chars=300),
+        "JobSpec.example_queries": Limit(chars=500, items=16),
         "LanguageWeight.language": Limit(chars=16),
         "TrainingSpec.base_model": PATH,
         "TrainingSpec.pooling": Limit(chars=16),

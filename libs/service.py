@@ -6,6 +6,7 @@ a graceful drain all happen here, once.
 """
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -87,11 +88,20 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
 
 def main(name: str, settings_class: type[ServiceSettings], build: Callable[[ServiceSettings], ServiceParts]) -> None:
     """Entry point of a service process; exits 2 when its environment holds an unknown setting
-    or a topic it uses (libs/topics.py) does not exist: services never create topics."""
+    or a topic it uses (libs/topics.py) does not exist: services never create topics.
+
+    Once drained, the process ends at once (os._exit) instead of in interpreter finalization:
+    every resource was released by then, and what may still run (a worker blocked in an LLM call,
+    joined at exit; a Kafka client's daemon IO thread logging to stderr while the interpreter tears
+    down, which aborts the process with SIGABRT) must not turn a clean stop into a hang or a crash."""
     try:
         settings = load_settings(settings_class)
         require_topics(settings.kafka, topics.SERVICES[name].uses)
     except (UnknownSettingError, MissingTopicsError) as exc:
         print(f"{name}: refusing to start: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run_service(name, settings, build))
+    code = run_service(name, settings, build)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -35,3 +35,25 @@ def jaccard(a: set, b: set) -> float:
         return 0.0
     shared = len(a & b)
     return shared / (len(a) + len(b) - shared)
+
+
+# A text that stops where more was to follow: a lead-in punctuation mark, or (with no closing
+# punctuation) a word that must be followed by more ("such as", "e.g.", "and", "the", ...; not
+# prepositions, which end many real queries: "what is it made of").
+DANGLING_MARKS = (":", ",", ";", "-", "\u2013", "\u2014", "...", "\u2026", "(", "\uff1a", "\uff0c", "\u3001", "\uff1b")
+DANGLING_PHRASE = re.compile(
+    r"\b(?:such as|e\.g\.?|i\.e\.?|for example|for instance|including|namely|and|or|but|the|an|than|whether)$", re.IGNORECASE
+)
+SENTENCE_END_MARKS = (".", "?", "!", "\u3002", "\uff1f", "\uff01")
+
+
+def dangling_ending(text: str) -> str:
+    """The lead-in a text ends on (e.g. ":", ",", "such as"), or "" when it ends as a complete text."""
+    stripped = text.strip().rstrip("\"'\u201d")
+    for mark in DANGLING_MARKS:
+        if stripped.endswith(mark):
+            return mark
+    if stripped.endswith(SENTENCE_END_MARKS) and not re.search(r"\b(?:e\.g|i\.e)\.$", stripped, re.IGNORECASE):
+        return ""
+    match = DANGLING_PHRASE.search(stripped)
+    return match.group(0) if match else ""

@@ -96,7 +96,10 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
 
         raw = read_topic(runtime, topics.EXAMPLES_RAW, job_id)
         curated = dict(read_topic(runtime, topics.EXAMPLES_CURATED, job_id))  # consumers dedup by content hash
-        rejected = {message.example_id: message.reason for _, message in read_topic(runtime, topics.EXAMPLES_REJECTED, job_id)}
+        rejections = [message for _, message in read_topic(runtime, topics.EXAMPLES_REJECTED, job_id)]
+        # The curator's rejects, and the trainer's round_trip ones (by content hash).
+        rejected = {message.example_id: message.reason for message in rejections if message.reason != "round_trip"}
+        round_trip = {message.example_id for message in rejections if message.reason == "round_trip"}
         tasks = read_topic(runtime, topics.TASKS, job_id)
         models = [m for _, m in read_topic(runtime, topics.MODELS, job_id)]
         chunks = {c.chunk_id: c for _, c in read_topic(runtime, topics.CORPUS_CHUNKS, job_id)}
@@ -122,6 +125,9 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     # Training and evaluation: the run used the curated set, base and tuned were both measured.
     training = report["training"]
     assert training["train_examples"] + training["dev_examples"] == len(curated)
+    # The round-trip filter left these curated training examples out (published when the model was).
+    assert round_trip <= {e.content_hash for e in curated.values()} and len(round_trip) < training["train_examples"]
+    assert report["job"]["task"]  # drafted by taskgen: the job gives none
     assert 1 <= training["steps"] <= 3  # max_steps caps the run; a smaller curated set ends it sooner
     assert [step for step, _ in training["loss_curve"]] == list(range(1, training["steps"] + 1))
     datasets = {e["dataset"] for e in report["evaluation"]}

@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         codes = runtime.stop()
         console.print("stopped: " + ", ".join(f"{name}={code}" for name, code in codes.items()))
-    return 0 if all(code == 0 for code in codes.values()) else 1
+    failures = runtime.failures(codes)
+    if failures:
+        console.print("[red]failed to stop cleanly:[/red] " + ", ".join(f"{name} ({code})" for name, code in failures.items()))
+    return 1 if failures else 0
 
 
 def create_topics(args: argparse.Namespace) -> int:

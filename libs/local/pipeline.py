@@ -140,7 +140,15 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     search = clients.embedder.Search(embedder_pb2.SearchRequest(query=sample_query, collection=spec.collection, top_k=3, mode=embedder_pb2.SEARCH_MODE_HYBRID))
     final = clients.taskgen.GetJob(taskgen_pb2.GetJobRequest(job_id=job.job_id)).job
     return {
-        "job": {"job_id": job.job_id, "name": spec.name, "domain": spec.domain, "generator_model": spec.generator_model or _default_generator(runtime), "documents": documents, "tasks": final.tasks_published},
+        "job": {
+            "job_id": job.job_id,
+            "name": spec.name,
+            "domain": spec.domain,
+            "task": final.spec.task,  # the job's, or drafted by taskgen
+            "generator_model": spec.generator_model or _default_generator(runtime),
+            "documents": documents,
+            "tasks": final.tasks_published,
+        },
         "timings": {"total_s": time.monotonic() - started, "generation_s": generation_s, "training_s": training_s},
         "generation": _as_dict(generation),
         "curation": _as_dict(dataset),

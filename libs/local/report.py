@@ -28,6 +28,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"Domain: {job['domain']}",
         "",
+        f"Task (the query instruction): {job['task']}",
+        "",
         f"Job `{job['job_id']}`, finished in {report['timings']['total_s']:.0f} s.",
         "",
         "## Data",

@@ -238,6 +238,12 @@ class LocalRuntime:
             service.process.wait()
         return service.process.returncode
 
+    @staticmethod
+    def failures(codes: dict[str, int]) -> dict[str, int]:
+        """The services whose stop was a failure: not 0 (drained), nor -SIGTERM (stopped by the
+        default handler before the service installed its own, i.e. while still starting)."""
+        return {name: code for name, code in codes.items() if code not in (0, -signal.SIGTERM)}
+
     def stop(self) -> dict[str, int]:
         """SIGTERM every service (they drain), then the generator server and the broker if this
         runtime started them; returns the services' exit codes."""

@@ -7,6 +7,7 @@ recipe settings, data provenance and the base-vs-tuned evaluation table.
 """
 
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,21 @@ from libs.modeling.pooling import query_prompt
 
 EMBEDDER_FILE = "embedder.json"
 ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
+# How a model card loads its own model: SentenceTransformer("org/name") or X.from_pretrained("org/name").
+CARD_LOAD = re.compile(r"""(?:SentenceTransformer|from_pretrained)\(\s*["']([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)["']""")
+
+
+def public_model_id(base_model: str) -> str:
+    """The public id of a model (e.g. sentence-transformers/all-MiniLM-L6-v2) rather than the folder
+    it was loaded from: the id its own model card loads it by, else the folder's name."""
+    folder = Path(base_model)
+    if not folder.is_dir():
+        return base_model  # already an id
+    try:
+        match = CARD_LOAD.search((folder / "README.md").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        match = None
+    return match.group(1) if match else folder.name
 
 
 def save_trained(embedder: Embedder, path: str | Path) -> None:

@@ -4,6 +4,10 @@ FlagEmbedding's recipe: rank the corpus for each query, sample negatives from a 
 (e.g. ranks 2-200, skipping the very top where unlabeled positives cluster), and
 NV-Retriever's TopK-PercPos filter (arXiv 2407.15831): keep only candidates scoring below
 ``positive_ratio`` x the positive's score, which drops likely false negatives.
+
+The same ranking gives round-trip consistency filtering (Promptagator, arXiv 2209.11755; InPars):
+with ``round_trip_k``, an example whose positive is one of the corpus documents (a query written
+from that passage) is left out unless its positive ranks in the top ``round_trip_k`` for its query.
 """
 
 import logging
@@ -33,10 +37,13 @@ class MiningConfig:
     default_instruction: str = ""
     batch_size: int = 64
     seed: int = 0
+    # Round-trip filter: keep a corpus query only if its passage ranks in the top k (0 = keep all).
+    round_trip_k: int = 10
 
 
 def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], corpus: Sequence[str], config: MiningConfig) -> list[TrainExample]:
-    """Examples with mined negatives; ``corpus`` defaults (when empty) to the positives pool."""
+    """Examples with mined negatives; ``corpus`` defaults (when empty) to the positives pool.
+    Examples failing the round-trip filter (``config.round_trip_k``) are left out."""
     documents = list(dict.fromkeys(corpus or [e.positive for e in examples]))
     if len(documents) < 2:
         raise ValueError("mining needs a corpus of at least two documents")
@@ -44,10 +51,14 @@ def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], co
     query_vectors = embedder.encode([format_query(e.instruction or config.default_instruction, e.query) for e in examples], batch_size=config.batch_size)
     positive_vectors = embedder.encode([e.positive for e in examples], batch_size=config.batch_size)
     window_end = min(config.range_end, len(documents))
-    mined, dropped = [], 0
+    in_corpus = set(documents)
+    mined, dropped, round_trip = [], 0, 0
     for i, example in enumerate(examples):
         positive_score = float(query_vectors[i] @ positive_vectors[i])
         scores = doc_vectors @ query_vectors[i]
+        if config.round_trip_k and example.positive in in_corpus and positive_rank(scores, positive_score) >= config.round_trip_k:
+            round_trip += 1
+            continue
         ranked = torch.argsort(scores, descending=True)[config.range_start : window_end].tolist()
         threshold = config.positive_ratio * positive_score
         own = {example.positive, example.query}
@@ -64,5 +75,12 @@ def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], co
         existing = [n for n in example.negatives if n not in own] if config.keep_existing else []
         negatives = list(dict.fromkeys(existing + sampled))[: max(config.negatives, len(existing))]
         mined.append(replace(example, negatives=tuple(negatives)))
-    log.info("mined hard negatives", extra={"examples": len(examples), "corpus": len(documents), "dropped_as_false_negative": dropped})
+    counts = {"examples": len(examples), "corpus": len(documents), "dropped_as_false_negative": dropped}
+    log.info("mined hard negatives", extra=counts | {"round_trip_rejected": round_trip})
     return mined
+
+
+def positive_rank(scores: torch.Tensor, positive_score: float) -> int:
+    """0-based rank of the positive among the corpus: the documents scoring above it (the positive
+    itself, and its duplicates, score the same and do not count)."""
+    return int((scores > positive_score + 1e-4).sum())

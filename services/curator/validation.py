@@ -13,6 +13,7 @@ from functools import lru_cache
 from embedforge.v1 import messages_pb2 as pb
 from libs.words import jaccard, word_count
 from services.curator.language import LanguageDetector, language_code, same_language
+from services.curator.query_checks import corpus_query_problem
 from services.curator.settings import ValidationSettings
 from services.curator.text import content_hash, normalize, normalize_instruction, strip_label
 
@@ -127,6 +128,9 @@ class Validator:
         self._check_echo(norm_query, normalize_instruction(instruction))
         if raw.category == pb.CATEGORY_CORPUS_GROUNDED:
             self._check_copy(norm_query, raw.chunk_text, raw.attributes)
+            problem = corpus_query_problem(query, raw.attributes.get("title", ""), instruction)
+            if problem:
+                raise Rejection(*problem)
         pending = Pending(raw, instruction, query, positives, negatives, norm_query, norm_positive)
         self._language_checks(pending)
         return pending

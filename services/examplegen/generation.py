@@ -18,7 +18,7 @@ from libs.kafka import TransientError
 from libs.llm import LlmError, Usage, UsageAccumulator, call_options, complete
 from libs.llm.templates import PromptTemplate, load_templates
 from services.examplegen.answers import read_answer, set_requests
-from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, template_variables
+from services.examplegen.sampling import LanguageSampler, rng_for, sample_attributes, spread_attributes, template_variables
 from services.examplegen.settings import ExamplegenSettings
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,13 @@ class ExampleWriter:
         template = self.template_for(pb.CATEGORY_CORPUS_GROUNDED)
         languages = LanguageSampler(chunk.languages, self.settings.language_alpha)
         planned = []
-        for index in range(max(chunk.num_queries, 1)):
-            rng = rng_for(chunk.seed, chunk.chunk_id, index)
-            attributes = sample_attributes(template, rng, languages, max_tokens=self.settings.max_tokens)
-            messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **template_variables(attributes))
+        seed, count = (chunk.seed, chunk.chunk_id), max(chunk.num_queries, 1)
+        for index, attributes in enumerate(spread_attributes(template, seed, count, languages, self.settings.max_tokens)):
+            variables = {**template_variables(attributes), "example_queries": list(chunk.example_queries)}
+            messages = template.render(task=chunk.task_description, title=chunk.title, chunk=chunk.text, **variables)
             ids = {"example_id": example_id(chunk.chunk_id, index), "job_id": chunk.job_id, "chunk_id": chunk.chunk_id}
-            raw = raw_example(template, {**attributes, "doc_id": chunk.doc_id}, category=pb.CATEGORY_CORPUS_GROUNDED,
+            attributes |= {"doc_id": chunk.doc_id, "title": chunk.title}
+            raw = raw_example(template, attributes, category=pb.CATEGORY_CORPUS_GROUNDED,
                               task_description=chunk.task_description, chunk_text=chunk.text, source="corpus", **ids)  # fmt: skip
             planned.append(PlannedExample(raw, messages, chunk.generator_model or self.settings.llm.model, template))
         return planned

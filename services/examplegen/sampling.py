@@ -77,12 +77,7 @@ def sample_attributes(template: PromptTemplate, rng: random.Random, languages: L
     With ``max_tokens``, ``num_words`` is drawn only from the values whose answer budget fits
     in it (the smallest value if none does): never ask for more text than may be written.
     """
-    attributes = {}
-    for name, choices in sorted(template.attributes.items()):
-        if name == "num_words" and max_tokens:
-            fitting = [c for c in choices if template.answer_budget({name: str(c)}) <= max_tokens]
-            choices = fitting or [min(choices, key=lambda c: template.answer_budget({name: str(c)}))]
-        attributes[name] = str(rng.choice(choices))
+    attributes = {name: str(rng.choice(fitting_choices(template, name, max_tokens))) for name in sorted(template.attributes)}
     if bitext:
         source, target = languages.sample_pair(rng)
         attributes["source_language"] = source
@@ -91,6 +86,36 @@ def sample_attributes(template: PromptTemplate, rng: random.Random, languages: L
     else:
         attributes["language"] = languages.sample(rng)
     return attributes
+
+
+def fitting_choices(template: PromptTemplate, name: str, max_tokens: int = 0) -> list:
+    """The values of attribute ``name`` that may be asked for (see :func:`sample_attributes`)."""
+    choices = template.attributes[name]
+    if name == "num_words" and max_tokens:
+        fitting = [c for c in choices if template.answer_budget({name: str(c)}) <= max_tokens]
+        choices = fitting or [min(choices, key=lambda c: template.answer_budget({name: str(c)}))]
+    return list(choices)
+
+
+def spread_attributes(
+    template: PromptTemplate, seed: tuple, count: int, languages: LanguageSampler, max_tokens: int = 0
+) -> list[dict[str, str]]:
+    """Attributes of ``count`` examples written from one source (several queries of a chunk): each
+    attribute's values are dealt in a seeded order, so the first examples all differ in every
+    attribute (up to as many examples as the attribute has values; later ones draw freely). The
+    language is drawn per example, from ``rng_for(*seed, index)`` as :func:`sample_attributes` does."""
+    order = rng_for(*seed, "spread")
+    dealt = {}
+    for name in sorted(template.attributes):
+        values = fitting_choices(template, name, max_tokens)
+        dealt[name] = order.sample(values, len(values))
+    spread = []
+    for index in range(count):
+        rng = rng_for(*seed, index)
+        attributes = {name: str(values[index] if index < len(values) else rng.choice(values)) for name, values in dealt.items()}
+        attributes["language"] = languages.sample(rng)
+        spread.append(attributes)
+    return spread
 
 
 def template_variables(attributes: dict[str, str]) -> dict[str, str]:

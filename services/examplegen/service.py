@@ -26,7 +26,7 @@ from libs.service import ServiceParts
 from libs.corpus import chunk_messages, read_documents
 from libs.dataroots import DataRoots
 from libs.fetch import FetchUnavailable, local_copy
-from libs.jobspec import corpus_chunk_words
+from libs.jobspec import corpus_chunk_words, default_task
 from services.examplegen.generation import ExampleWriter, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
 from services.examplegen.topic_corpus import TopicCorpus, takes_topic_documents
@@ -152,7 +152,8 @@ class Examplegen:
     def ask_queries(self, job: pb.Job, chunk: pb.CorpusChunk, num_queries: int) -> None:
         """Ask for ``num_queries`` queries for ``chunk``, conditioned and generated as the job says."""
         spec = job.spec
-        chunk.task_description = self.settings.corpus_task.format(domain=spec.domain)
+        chunk.task_description = spec.task or default_task(spec.domain)
+        chunk.example_queries.extend(spec.example_queries)
         chunk.num_queries = num_queries
         chunk.generator_model = spec.generator_model
         chunk.languages.extend(spec.languages)

@@ -18,8 +18,4 @@ class ExamplegenSettings(ServiceSettings):
     temperature: float = Field(0.8, description="Sampling temperature of example generation.")
     concurrency: int = Field(16, description="Examples in flight at once (the model's server batches them: local mode's has 16 slots).")
     language_alpha: float = Field(0.5, description="Language weight = CC-100 size ** alpha over the XLM-R list.")
-    corpus_task: str = Field(
-        "Given a question about {domain}, retrieve passages from the documents that answer it",
-        description="Task description corpus-grounded queries are conditioned on ({domain} is the job's).",
-    )
     data: DataSettings = DataSettings()

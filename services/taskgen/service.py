@@ -1,7 +1,8 @@
 """Job intake and task brainstorming.
 
-SubmitJob validates a job (every id, path and bound, before anything is kept), saves it and
-publishes it to forge.jobs, forgetting it again if the publish fails; UploadDocuments takes a
+SubmitJob validates a job (every id, path and bound, before anything is kept), drafts the task
+definition of a job with corpus queries that gives none (brainstorm.Brainstormer.draft_task),
+saves it and publishes it to forge.jobs, forgetting it again if the publish fails; UploadDocuments takes a
 job's documents and publishes them to forge.documents once all of them passed. The jobs
 consumer registers a job
 and hands it to the runner, which brainstorms tasks per category until each category's
@@ -67,6 +68,11 @@ def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
             raise InvalidArgument(f"spec.languages[{i}] needs a language code and a weight >= 0")
     if spec.corpus_queries < 0 or spec.corpus_chunk_words < 0:
         raise InvalidArgument("spec.corpus_queries and spec.corpus_chunk_words must be >= 0")
+    if spec.task and not spec.task.strip():
+        raise InvalidArgument("spec.task is blank: give one sentence or leave it empty for taskgen to draft")
+    for i, query in enumerate(spec.example_queries):
+        if not query.strip():
+            raise InvalidArgument(f"spec.example_queries[{i}] is empty")
     if not spec.categories and spec.corpus_queries <= 0:
         raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or spec.corpus_path)")
 
@@ -200,19 +206,29 @@ class TaskgenRunner:
 
 
 class TaskgenServicer(api_grpc.TaskgenServiceServicer):
-    def __init__(self, store: JobStore, producer: ProtoProducer, roots: DataRoots):
+    def __init__(self, store: JobStore, producer: ProtoProducer, roots: DataRoots, brainstormer: Brainstormer):
         self.store = store
         self.producer = producer
         self.roots = roots
+        self.brainstormer = brainstormer
 
     def SubmitJob(self, request: api.SubmitJobRequest, context) -> api.SubmitJobResponse:
-        """Validate, save, publish: a refused or failed submission leaves nothing behind."""
+        """Validate, draft the task definition of corpus queries when the job gives none (one LLM
+        call; the job on forge.jobs carries it), save, publish: a refused or failed submission
+        leaves nothing behind."""
         job_id = ids.check(request.job_id, "job_id") if request.job_id else uuid.uuid4().hex
         validate_spec(request.spec, self.roots)
         job = pb.Job(job_id=job_id, spec=request.spec)
+        accumulator = UsageAccumulator()
+        if not job.spec.task and job.spec.corpus_queries > 0:
+            spec = job.spec
+            spec.task = self.brainstormer.draft_task(spec.domain, spec.example_queries, spec.brainstorm_model, accumulator)
+            log.info("task drafted", extra={"job_id": job_id, "task": job.spec.task})
         job.created_at.GetCurrentTime()
         status, new = self.store.add(job)
         if new:
+            for usage in accumulator.totals().values():
+                self.store.add_usage(job_id, usage.message())
             try:
                 self.producer.send_and_wait(topics.JOBS, job.job_id, job)
             except KafkaError as exc:
@@ -334,7 +350,7 @@ def build(settings: TaskgenSettings) -> ServiceParts:
     ]
     consumer = ConsumerLoop(settings.kafka, topics.TASKGEN_GROUP, subscriptions, producer)
     runner.start()
-    servicer = TaskgenServicer(store, producer, roots)
+    servicer = TaskgenServicer(store, producer, roots, brainstormer)
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TaskgenService"].full_name)],
         consumers=[consumer],

@@ -27,7 +27,7 @@ from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, eval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
-from libs.modeling.export import ModelCard, cocktail_merge, export_model, save_trained
+from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives
 from libs.modeling.pooling import format_query, prompt_of
 from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig, learning_rate_choice, temperature_choice
@@ -77,6 +77,8 @@ class RunConfig:
 
 
 MINED_FILE = "train.mined.jsonl"
+# Training examples the round-trip filter left out (the trainer publishes them as rejected, reason round_trip).
+ROUND_TRIP_FILE = "round_trip.rejected.jsonl"
 
 
 def run_key(run_id: str) -> str:
@@ -179,7 +181,13 @@ def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents) if config.corpus_path else []
     mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
-    return mine_hard_negatives(base, train, corpus, mining)
+    mined = mine_hard_negatives(base, train, corpus, mining)
+    if not mined:
+        k = mining.round_trip_k
+        raise ValueError(f"the round-trip filter (top {k}) left none of {len(train)} training examples: raise k (0 = off)")
+    kept = {e.content_hash for e in mined}
+    write_examples(Path(config.run_dir) / ROUND_TRIP_FILE, [e for e in train if e.content_hash not in kept])
+    return mined
 
 
 def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> Embedder:
@@ -280,7 +288,9 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "matryoshka_dims": list(config.train.matryoshka_dims),
     }
     provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
-    card = ModelCard(model_id, str(config.model.base_model), config.instruction, weight, recipe, provenance, [(r.dataset, r.metric, r.base, r.tuned) for r in rows])
+    evals_table = [(r.dataset, r.metric, r.base, r.tuned) for r in rows]
+    base_id = public_model_id(str(config.model.base_model))
+    card = ModelCard(model_id, base_id, config.instruction, weight, recipe, provenance, evals_table)
     export_model(merged, export_dir, card)
     stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
     done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,

@@ -36,7 +36,7 @@ from libs.modeling.mining import MiningConfig
 from libs.modeling.trainer import TrainConfig
 from libs.service import ServiceParts
 from libs.storage import redact, service_storage
-from services.trainer.pipeline import MergeConfig, RunConfig
+from services.trainer.pipeline import ROUND_TRIP_FILE, MergeConfig, RunConfig
 from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
 from services.trainer.store import CHUNKS_FILE, ChunkStore, CuratedStore, JobStore, RejectedLog, planned_examples
@@ -90,7 +90,10 @@ def run_config(
         run_dir=str(run_dir),
         model=ModelConfig(base, lora=lora, **given(pooling=spec.pooling, max_length=spec.max_length)),
         train=train,
-        mining=MiningConfig(negatives=max(settings.mine_negatives, train.negatives_per_query) if settings.mine_negatives else 0),
+        mining=MiningConfig(
+            negatives=max(settings.mine_negatives, train.negatives_per_query) if settings.mine_negatives else 0,
+            round_trip_k=settings.round_trip_k,
+        ),
         merge=MergeConfig(weight=spec.merge_weight),  # 0 = choose the weight on the dev split, as MergeConfig says
         corpus_path=corpus_path,
         corpus_whole_documents=True,
@@ -215,21 +218,24 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             else:
                 dataset = dataset_file
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
-            instruction = Counter(e.instruction for e in examples).most_common(1)[0][0]
+            # The job's task definition is its query instruction; else the examples' most common one.
+            instruction = (job.spec.task if job else "") or Counter(e.instruction for e in examples).most_common(1)[0][0]
             # Mine from StartRun's corpus_path, else from the job's chunks (forge.corpus.chunks), the
             # very passages its corpus-grounded queries were written for and the embedder indexes.
             if not resolved_corpus and request.job_id and self.chunks.write_corpus(request.job_id, run_dir / CHUNKS_FILE):
                 resolved_corpus = str(run_dir / CHUNKS_FILE)
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, base_model)
-            config.model_id = ids.derive(request.job_id or "model", run_id)
+            config.model_id = ids.model_id(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             config.storage_uri = self.storage.uri
             run = api.Run(run_id=run_id, job_id=request.job_id, spec=spec, dataset_manifest=manifest)
             return self.runs.start(run, config)
 
     def publish(self, run: api.Run, event: dict) -> None:
-        """The run exported and uploaded its model: publish ModelReady on forge.models and list it."""
+        """The run exported and uploaded its model: publish the examples the round-trip filter left
+        out on forge.examples.rejected, then ModelReady on forge.models, and list the model."""
         config = json.loads((self.runs_dir / run.run_id / "run.json").read_text())
+        self.publish_round_trip_rejects(run, config["mining"]["round_trip_k"])
         ready = pb.ModelReady(
             model_id=run.model_id,
             run_id=run.run_id,
@@ -248,6 +254,23 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.storage.write_bytes(f"trainer/models/{ready.model_id}.json", json_format.MessageToJson(ready).encode())
         self.producer.send_and_wait(topics.MODELS, ready.model_id, ready)
         log.info("model published", extra={"model_id": ready.model_id, "run_id": run.run_id, "uri": redact(ready.uri), "manifest_digest": ready.manifest_digest})
+
+    def publish_round_trip_rejects(self, run: api.Run, k: int) -> None:
+        """One RejectedExample (reason round_trip, example_id = the example's content hash) per left-out example."""
+        rejected_file = self.runs_dir / run.run_id / ROUND_TRIP_FILE
+        if not run.job_id or not rejected_file.exists():
+            return
+        detail = f"the base model does not rank the query's passage in the top {k} of the job's corpus"
+        futures = []
+        for example in read_examples(rejected_file):
+            payload = json.dumps(example.to_json(), ensure_ascii=False).encode()
+            reject = pb.RejectedExample(example_id=example.content_hash, job_id=run.job_id, reason="round_trip", detail=detail)
+            reject.original_payload = payload
+            futures.append(self.producer.send(topics.EXAMPLES_REJECTED, topics.rejected_key(reject), reject))
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+        log.info("round-trip rejects published", extra={"run_id": run.run_id, "rejected": len(futures)})
 
     # ----- gRPC
 

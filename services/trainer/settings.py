@@ -20,6 +20,11 @@ class TrainerSettings(ServiceSettings):
     learning_rate_full: float = Field(TrainConfig.full_learning_rate, description="Default learning rate for full fine-tuning (a job's training.learning_rate overrides it).")
     learning_rate_lora: float = Field(TrainConfig.lora_learning_rate, description="Default learning rate for LoRA (paper: 1e-4; a job's training.learning_rate overrides it).")
     mine_negatives: int = Field(MiningConfig.negatives, description="Hard negatives mined per query from the corpus (0 disables mining).")
+    round_trip_k: int = Field(
+        MiningConfig.round_trip_k,
+        description="Round-trip filter while mining: a corpus query is trained on only if the base model ranks its passage "
+        "in the top k of the job's corpus; the others go to forge.examples.rejected (reason round_trip). 0 disables it.",
+    )
     checkpoint_every: int = Field(TrainConfig.checkpoint_every, description="Optimizer steps between checkpoints.")
     storage: StorageSettings = StorageSettings()
     data: DataSettings = DataSettings()

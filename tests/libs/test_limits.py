@@ -65,3 +65,9 @@ def test_derived_ids_stay_valid_and_distinct_however_long_their_parts():
     assert ids.derive("job1", "auto") == "job1-auto"
     derived = {ids.derive(long_job, "auto"), ids.derive(long_job, "run-1"), ids.derive(long_job, "run-2")}
     assert len(derived) == 3 and all(ids.is_valid(d) for d in derived)
+
+
+def test_a_model_id_names_the_job_once():
+    assert ids.model_id("job1", "job1-auto") == "job1-auto"
+    assert ids.model_id("job1", "run-7") == "job1-run-7"
+    assert ids.model_id("job1", "job10-run") == "job1-job10-run"

@@ -1,5 +1,6 @@
 """A service process checks at start that the topics it uses exist and never creates them."""
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -31,3 +32,40 @@ def test_a_service_refuses_to_start_naming_the_topics_it_uses_that_are_missing(b
         assert not set(missing) & set(admin.list_topics()), "the service created a topic"
     finally:
         admin.close()
+
+
+STOPS_WITH_A_THREAD_LEFT_RUNNING = """
+import threading
+from libs.service import ServiceParts, main
+from services.curator.settings import CuratorSettings
+
+def build(settings):
+    # As examplegen's pool worker blocked in an LLM call: a thread that never ends, which the
+    # interpreter would join at exit.
+    threading.Thread(target=threading.Event().wait, name="left-running").start()
+    return ServiceParts(grpc_services=[])
+
+main("curator", CuratorSettings, build)
+"""
+
+
+def test_a_drained_service_exits_zero_at_once_whatever_threads_still_run(broker, tmp_path):
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix=f"stop{uuid.uuid4().hex[:6]}.")
+    ensure_topics(settings)
+    env = {
+        **python_env(),
+        "CURATOR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "CURATOR_KAFKA__TOPIC_PREFIX": settings.topic_prefix,
+        "CURATOR_STATE_DIR": str(tmp_path),
+        "CURATOR_GRPC_PORT": "0",
+    }
+    command = [sys.executable, "-c", STOPS_WITH_A_THREAD_LEFT_RUNNING]
+    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if '"service started"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()

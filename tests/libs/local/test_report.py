@@ -4,10 +4,12 @@ import json
 
 from libs.local.report import write_report
 
+TASK = "Given a question, retrieve help articles that answer it"
+
 
 def sample_report() -> dict:
     return {
-        "job": {"job_id": "job-1", "name": "demo", "domain": "home batteries"},
+        "job": {"job_id": "job-1", "name": "demo", "domain": "home batteries", "task": TASK},
         "timings": {"total_s": 321.0},
         "generation": {"requested": 12, "succeeded": 11, "failed": 1, "failures_by_reason": {"timeout": 1}},
         "curation": {"accepted": 9, "rejected": 2, "rejected_by_reason": {"invalid_json": 2}, "accepted_by_language": {"en": 7, "zh": 2}},
@@ -23,6 +25,7 @@ def sample_report() -> dict:
 def test_report_files_hold_the_run_numbers(tmp_path):
     paths = write_report(sample_report(), tmp_path)
     markdown = paths["markdown"].read_text()
+    assert f"Task (the query instruction): {TASK}" in markdown
     for fragment in ("| 11 | 1 | 9 | 2 |", "| invalid_json | 2 |", "| dev | ndcg@10 | 0.5000 | 0.6250 | +0.1250 |", "42 points", "Loss 2.5000 -> 1.2500", "E01 / over-voltage"):
         assert fragment in markdown
     assert json.loads(paths["json"].read_text())["curation"]["accepted"] == 9

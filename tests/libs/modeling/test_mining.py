@@ -45,3 +45,15 @@ def test_mining_keeps_existing_negatives_first():
     example = TrainExample("q", "pos", negatives=("easy",))
     (mined,) = mine_hard_negatives(VectorTable(TABLE), [example], list(TABLE)[1:], MiningConfig(range_start=0, negatives=2))
     assert mined.negatives[0] == "easy" and len(mined.negatives) == 2
+
+
+def test_round_trip_keeps_a_corpus_query_only_if_its_passage_ranks_in_the_top_k():
+    corpus = list(TABLE)[1:]  # pos ranks second for q, after the near duplicate
+    written_from_pos = TrainExample("q", "pos")
+    assert mine_hard_negatives(VectorTable(TABLE), [written_from_pos], corpus, MiningConfig(round_trip_k=1)) == []
+    (kept,) = mine_hard_negatives(VectorTable(TABLE), [written_from_pos], corpus, MiningConfig(round_trip_k=2))
+    assert kept.query == "q" and kept.negatives
+    # A positive that is not a corpus document (an LLM-written one) is not round-trip checked.
+    table = TABLE | {"written": [0.0, -1.0]}
+    (synthetic,) = mine_hard_negatives(VectorTable(table), [TrainExample("q", "written")], corpus, MiningConfig(round_trip_k=1))
+    assert synthetic.positive == "written"

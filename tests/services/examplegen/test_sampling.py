@@ -6,7 +6,7 @@ from collections import Counter
 from embedforge.v1 import messages_pb2 as pb
 from libs.llm.templates import load_templates
 from services.examplegen.generation import TEMPLATES_DIR
-from services.examplegen.sampling import XLMR_LANGUAGES, LanguageSampler, rng_for, sample_attributes
+from services.examplegen.sampling import XLMR_LANGUAGES, LanguageSampler, rng_for, sample_attributes, spread_attributes
 
 TEMPLATES = load_templates(TEMPLATES_DIR)
 
@@ -76,3 +76,14 @@ def test_a_token_cap_restricts_num_words_to_values_whose_answer_fits():
     assert all(template.answer_budget({"num_words": w}) <= 1024 for w in draws)
     tiny = {sample_attributes(template, rng, languages, max_tokens=10)["num_words"] for _ in range(50)}
     assert tiny == {"50"}  # nothing fits: the shortest request
+
+
+def test_the_queries_of_one_chunk_differ_in_every_attribute_and_are_reproducible():
+    template = TEMPLATES["corpus_query"]
+    english = LanguageSampler([pb.LanguageWeight(language="en")])
+    for chunk in range(50):
+        spread = spread_attributes(template, (7, f"chunk-{chunk}"), 3, english)
+        for name in template.attributes:  # every corpus_query attribute has 3 values: all three are asked for
+            assert len({attributes[name] for attributes in spread}) == 3, (chunk, name)
+        assert spread == spread_attributes(template, (7, f"chunk-{chunk}"), 3, english)
+    assert len(spread_attributes(template, (7, "chunk-0"), 5, english)) == 5  # more queries than values: the rest draw freely

@@ -102,7 +102,11 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
     corpus.mkdir()
     docs = [{"_id": f"d{i}", "title": f"Doc {i}", "text": f"Paragraph about topic {i}. " * 5} for i in range(3)]
     (corpus / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
-    job = pb.Job(job_id="job-corpus-" + uuid.uuid4().hex[:6], spec=pb.JobSpec(domain="coastal engineering", corpus_path=str(corpus), corpus_queries=4, seed=1))
+    task = "Given a question about dune erosion, retrieve engineering reports that answer it"
+    examples = ["how fast do dunes erode"]
+    spec = pb.JobSpec(domain="coastal engineering", task=task, example_queries=examples,
+                      corpus_path=str(corpus), corpus_queries=4, seed=1)
+    job = pb.Job(job_id="job-corpus-" + uuid.uuid4().hex[:6], spec=spec)
     chunk_reader = TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
     with Running(build(settings_for(kafka_settings, tmp_path / "state", data={"roots": [str(corpus)]}))):
         send(kafka_settings, topics.JOBS, job.job_id, job)
@@ -110,13 +114,23 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
         raws = raw_reader.wait_for(lambda m: len(m) >= 4)
     chunk_reader.close()
     assert sorted(c.num_queries for c in chunks) == [1, 1, 2]
-    assert all(c.task_description == "Given a question about coastal engineering, retrieve passages from the documents that answer it" for c in chunks)
+    assert all(c.task_description == task and list(c.example_queries) == examples for c in chunks)
     texts = {c.chunk_id: c.text for c in chunks}
     for raw in raws:
         assert (raw.category, raw.template_id, raw.job_id) == (pb.CATEGORY_CORPUS_GROUNDED, "corpus_query", job.job_id)
         assert raw.chunk_text == texts[raw.chunk_id]
-        assert raw.attributes["doc_id"] in {"d0", "d1", "d2"}
+        assert raw.attributes["doc_id"] in {"d0", "d1", "d2"} and raw.attributes["title"] == f"Doc {raw.attributes['doc_id'][1:]}"
         assert (raw.query, list(raw.positives), raw.source) == (json.loads(raw.raw_output)["query"], [raw.chunk_text], "corpus")
+
+
+def test_a_job_without_a_task_gets_the_short_default_task_not_its_whole_domain(tmp_path):
+    (tmp_path / "manual.txt").write_text("The inverter restarts after a fault. " * 20)
+    settings = ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]})
+    examplegen = Examplegen(settings, producer=None, writer=None, published=None)
+    domain = "Service manuals for solar inverters. They cover faults, restarts, firmware and wiring in great detail."
+    job = pb.Job(job_id="job-task", spec=pb.JobSpec(domain=domain, corpus_path=str(tmp_path), corpus_queries=1))
+    (chunk,) = examplegen.corpus_chunks(job)
+    assert chunk.task_description == "Given a search query, retrieve relevant passages about Service manuals for solar inverters"
 
 
 def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):

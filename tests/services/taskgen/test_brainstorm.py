@@ -1,6 +1,8 @@
 """Brainstorm parsing, cleaning and dedup (services.taskgen.brainstorm). The LLM is a
 recorded-response provider registered in litellm (recorded.py)."""
 
+import json
+
 from embedforge.v1 import messages_pb2 as pb
 from libs.settings import LlmSettings
 from services.taskgen.brainstorm import Brainstormer, clean_task, normalize_task, task_id
@@ -70,3 +72,40 @@ def test_tasks_that_echo_the_examples_or_the_domain_are_dropped():
     tasks = brainstormer().brainstorm(domain, pb.CATEGORY_RETRIEVAL, 5)
     assert tasks == ["Given an error code shown by the Helios app, retrieve the support article that explains it",
                      "Given a question about the battery's warranty, retrieve documents that answer it"]
+
+
+def test_meta_tasks_and_truncated_tasks_are_not_tasks():
+    assert clean_task("Our goal is to understand customer support tasks for the Helios battery") is None
+    assert clean_task("Here are retrieval tasks for the home battery domain") is None
+    assert clean_task("Retrieve installation guides for home batteries, such as") is None
+    assert clean_task("Retrieve error code explanations for the battery app,") is None
+    complete = "Retrieve error code explanations for the battery app"
+    assert clean_task(complete) == complete
+
+
+def test_the_task_definition_is_drafted_in_the_style_of_the_example_queries():
+    provider = register_script(['{"task": "Given a scientific claim, retrieve biomedical abstracts that support or refute it."}'])
+    task = brainstormer().draft_task("Biomedical research abstracts on nutrition and disease.", ["Vitamin D prevents fractures."])
+    assert task == "Given a scientific claim, retrieve biomedical abstracts that support or refute it"
+    assert "Biomedical research abstracts" in provider.prompts[0] and "- Vitamin D prevents fractures." in provider.prompts[0]
+
+
+def test_an_unusable_draft_falls_back_to_a_short_task_from_the_domain():
+    domain = "Customer support for the Helios H5 home battery: installation, status lights and error codes."
+    fallback = "Given a search query, retrieve relevant passages about Customer support for the Helios H5 home battery"
+    unusable = [
+        '{"task": "Our goal is to understand customer support tasks for the Helios battery"}',  # meta-task
+        '{"task": "Given a question about installation, status lights,"}',  # truncated
+        '{"task": "Given a question, retrieve answers. Then rank them by date"}',  # two sentences
+        '{"task": "Given a question, retrieve Wikipedia passages that answer the question"}',  # an example, not the job's
+        "I cannot help with that.",  # no JSON
+    ]
+    for answer in unusable:
+        register_script([answer])
+        assert brainstormer().draft_task(domain, []) == fallback, answer
+
+
+def test_a_prompt_example_is_kept_when_it_is_about_the_job():
+    task = "Given a question, retrieve Wikipedia passages that answer the question"
+    register_script([json.dumps({"task": task})])
+    assert brainstormer().draft_task("Wikipedia paragraphs on sports and history.", []) == task

@@ -192,3 +192,22 @@ def test_resubmitting_a_job_id_returns_the_existing_job(kafka_settings, tmp_path
             stub.GetJob(api.GetJobRequest(job_id="nope"))
     assert second.spec.domain == first.spec.domain == "tenancy law"
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_corpus_job_without_a_task_gets_a_drafted_one_on_forge_jobs_and_in_get_job(kafka_settings, tmp_path):
+    drafted = "Given a tenant's question about a deposit, retrieve court rulings that answer it"
+    provider = register_script([json.dumps({"task": drafted})])
+    jobs = TopicReader(kafka_settings, topics.JOBS)
+    with Running(build(settings_for(kafka_settings, tmp_path))) as running:
+        stub = api_grpc.TaskgenServiceStub(running.channel())
+        job_id = "corpus-" + uuid.uuid4().hex[:6]
+        examples = ["can my landlord keep the deposit"]
+        stub.SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=spec(categories=[], corpus_queries=3, example_queries=examples)))
+        own = spec(categories=[], corpus_queries=3, task="Given a claim, retrieve rulings")
+        given = stub.SubmitJob(api.SubmitJobRequest(job_id=job_id + "-own", spec=own)).job
+        status = stub.GetJob(api.GetJobRequest(job_id=job_id)).job
+        published = jobs.wait_for(lambda messages: any(m.job_id == job_id for m in messages))
+    jobs.close()
+    assert status.spec.task == drafted and given.spec.task == "Given a claim, retrieve rulings"
+    assert next(m for m in published if m.job_id == job_id).spec.task == drafted
+    assert len(provider.prompts) == 1 and "- can my landlord keep the deposit" in provider.prompts[0]  # a given task: no call

@@ -25,12 +25,12 @@ from services.trainer.settings import TrainerSettings
 
 
 @pytest.fixture
-def trainer(kafka_settings, tmp_path, tiny_bert, more_data_roots):
+def trainer(kafka_settings, tmp_path, tiny_bert, more_data_roots, request):
     """The service's parts (as run_service wires them) on a free loopback port; the test's files
-    and the tiny model are its data roots."""
+    and the tiny model are its data roots; an indirect parameter gives more settings."""
     settings = TrainerSettings(
         state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0,
-        data={"roots": [str(tmp_path), tiny_bert, *more_data_roots]},
+        data={"roots": [str(tmp_path), tiny_bert, *more_data_roots]}, **getattr(request, "param", {}),
     )
     parts = build(settings)
     server = GrpcServer(parts.grpc_services, "127.0.0.1", 0)
@@ -177,6 +177,57 @@ def test_a_run_asked_for_min_examples_waits_until_the_trainer_has_read_them_all(
             time.sleep(0.2)
     assert json.loads(run.dataset_manifest)["examples"] == 6
     stub.CancelRun(api.CancelRunRequest(run_id="job3-run"))
+
+
+WORDS = (
+    "apple river stone castle harbour garden engine violin forest desert island bridge tower candle pepper marble silver copper "
+    "rocket planet ocean valley mountain glacier lantern mirror carpet window ladder hammer pencil rubber cotton leather paper "
+    "tiger eagle salmon spider rabbit horse camel donkey falcon turtle dolphin lizard violet purple orange yellow crimson "
+    "scarlet golden bronze basket bottle button cheese butter bread coffee sugar honey lemon cherry banana tomato potato onion "
+    "garlic walnut"
+).split()
+
+
+@pytest.mark.parametrize("trainer", [{"round_trip_k": 1}], indirect=True)
+def test_queries_whose_passage_the_base_ranks_low_are_round_trip_rejects(trainer, tiny_bert, kafka_settings, tmp_path):
+    stub, settings = trainer
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    vocab = [WORDS[6 * i : 6 * i + 6] for i in range(12)]  # twelve passages with words of their own
+    for i, words in enumerate(vocab):
+        (docs / f"d{i:02d}.txt").write_text(" ".join(words * 5))
+    chunks = [c.text for d in read_documents(docs) for c in chunk_document(d, 30)]
+    job = pb.Job(job_id="job4", spec=pb.JobSpec(domain="things", corpus_path=str(docs), corpus_chunk_words=30, corpus_queries=24))
+    producer = ProtoProducer(kafka_settings, client_id="test")
+    producer.send_and_wait(topics.JOBS, job.job_id, job)
+    # From each passage: a query in its own words, and one in the next passage's words (which ranks that one first).
+    matched = {f"m{i:02d}": (" ".join(vocab[i][:4]), chunk) for i, chunk in enumerate(chunks)}
+    mismatched = {f"x{i:02d}": (" ".join(vocab[(i + 1) % 12][:4]), chunk) for i, chunk in enumerate(chunks)}
+    for content_hash, (query, positive) in (matched | mismatched).items():
+        message = pb.CuratedExample(content_hash=content_hash, job_id="job4", query=query, positives=[positive])
+        producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
+    producer.flush()
+    request = api.StartRunRequest(job_id="job4", spec=spec(tiny_bert, max_steps=1), run_id="job4-run", min_examples=24)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            stub.StartRun(request)
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and time.monotonic() < deadline
+            time.sleep(0.2)
+    final = list(stub.WatchRun(api.WatchRunRequest(run_id="job4-run"), timeout=300))[-1].run
+    assert final.state == api.RUN_STATE_SUCCEEDED, final.error
+    topic = physical_name(kafka_settings, topics.EXAMPLES_REJECTED)
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_settings.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    rejects = [pb.RejectedExample.FromString(r.value) for r in consumer]
+    round_trip = {r.example_id for r in rejects if r.job_id == "job4" and r.reason == "round_trip"}
+    run_dir = Path(settings.state_dir) / "trainer" / "runs" / "job4-run"
+    trained = {e.content_hash for e in read_examples(run_dir / "train.mined.jsonl")}
+    assert round_trip | trained == {e.content_hash for e in read_examples(run_dir / "train.jsonl")} and not round_trip & trained
+    assert round_trip & set(mismatched) and trained & set(matched)
+    assert len(round_trip & set(mismatched)) > len(round_trip & set(matched))
 
 
 def test_cancel_stops_a_running_run(trainer, tiny_bert, dataset_file):

@@ -1,0 +1,68 @@
+"""Checks of a corpus-grounded query against its passage's title and the job's task: each problem
+has its own rejection reason.
+
+- ``contains_title``: the query holds the whole title of a long title (``TITLE_MIN_WORDS`` words or
+  more, which no user types in full), or starts with the title as a sentence of its own
+  ("<title>. How does ...?"). A short title inside a question is how users name an entity
+  ("Who founded Acme Corp?"), so it is kept.
+- ``restates_task``: the query describes the search instead of being one ("Find the abstracts of
+  papers that support or refute the claim"): it uses the words of task definitions and most of
+  its content words are the task's or those.
+- ``dangling_ending``: the query stops on a lead-in (":", ",", "such as", "e.g.", ...; libs.words).
+"""
+
+import re
+
+from libs.words import UNSPACED, dangling_ending, word_count
+from services.curator.text import normalize
+
+TITLE_MIN_WORDS = 4
+# Words of task definitions ("Given a claim, retrieve abstracts that ..."), not of queries.
+TASK_WORDS = frozenset(
+    "given retrieve retrieving find search searching locate identify list query queries question questions document documents "
+    "passage passages abstract abstracts article articles paper papers texts relevant answer answers engine task".split()
+)
+# Function words of four letters or more, which say nothing about whose words a query uses.
+STOP_WORDS = frozenset(
+    "that this what which with from does have about there their they when where into your will would should could "
+    "than then them these those been were some".split()
+)
+MIN_TASK_WORDS = 2
+RESTATEMENT_SHARE = 0.6
+# A title used as the query's first sentence: the title, then a sentence mark.
+TITLE_LEAD = r"\s*{}\s*[.:;!?|\u2013\u2014\u3002\uff1a-]"
+
+
+def content_words(normalized: str) -> set[str]:
+    return {w for w in normalized.split() if (len(w) >= 4 or UNSPACED.search(w)) and w not in STOP_WORDS}
+
+
+def contains_title(query: str, title: str) -> bool:
+    norm_title = normalize(title)
+    if not norm_title:
+        return False
+    if re.match(TITLE_LEAD.format(re.escape(title.strip())), query, re.IGNORECASE):
+        return True
+    if word_count(title) < TITLE_MIN_WORDS:
+        return False
+    norm_query = normalize(query)
+    return norm_title in norm_query if UNSPACED.search(norm_title) else f" {norm_title} " in f" {norm_query} "
+
+
+def restates_task(query: str, task: str) -> bool:
+    words = content_words(normalize(query))
+    if len(words) < 3 or len(words & TASK_WORDS) < MIN_TASK_WORDS:
+        return False
+    return len(words & (TASK_WORDS | content_words(normalize(task)))) >= RESTATEMENT_SHARE * len(words)
+
+
+def corpus_query_problem(query: str, title: str, task: str) -> tuple[str, str] | None:
+    """(reason, detail) of the first problem of a corpus-grounded query, or None."""
+    if contains_title(query, title):
+        return "contains_title", f"query contains the title {title[:80]!r}"
+    if restates_task(query, task):
+        return "restates_task", f"query restates the task {task[:80]!r}"
+    ending = dangling_ending(query)
+    if ending:
+        return "dangling_ending", f"query ends on {ending!r}"
+    return None
