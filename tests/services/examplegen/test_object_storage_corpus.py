@@ -12,6 +12,7 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2 as api
 from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 from libs import topics
+from libs.jobspec import default_task
 from services.examplegen.service import build as build_examplegen
 from services.taskgen.service import build as build_taskgen
 from tests.services.examplegen.harness import Running, TopicReader, send
@@ -56,7 +57,7 @@ def test_a_job_with_an_s3_corpus_under_the_data_root_gets_chunks_of_those_docume
     assert sorted(c.num_queries for c in published if c.job_id == job.job_id) == [1, 1, 2]
     assert {c.text for c in published if c.job_id == job.job_id} == {" ".join(d["text"].split()) for d in DOCS}
     assert {(c.doc_id, c.title) for c in published if c.job_id == notes.job_id} == {("a.md", "Tides"), ("b.txt", "b")}
-    assert by_job[job.job_id].task_description.startswith("Given a question about coastal engineering")
+    assert by_job[job.job_id].task_description == default_task("coastal engineering")
     assert not [p for p in (tmp_path / "examplegen" / "fetched").rglob("*") if p.is_file()]  # downloads are read, then removed
 
 
