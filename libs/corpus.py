@@ -1,15 +1,21 @@
 """Users' documents from disk: a JSONL file, a BEIR folder/corpus.jsonl, or a folder of .txt/.md.
 
-Used wherever a job points at its documents: corpus-grounded generation, hard-negative
-mining, ingest into Qdrant, and the local runner. Generation and mining cut documents into the
-same chunks (chunk_document), so mined negatives are the same kind of text as the positives.
+Used wherever a job points at its documents: corpus-grounded generation, ingest into Qdrant,
+and the local runner. Documents are cut into chunks in one place, chunk_document, in one unit,
+words (whitespace-separated; paragraph-aligned), so the cut does not depend on the model that
+will serve them. Examplegen cuts a job's documents once and publishes the chunks on
+forge.corpus.chunks (chunk_messages); the trainer mines from those chunks and the embedder
+indexes them, so training, mining and serving see the same passages.
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from embedforge.v1 import messages_pb2 as pb
 
 TEXT_SUFFIXES = (".txt", ".md")
 # Words per chunk when a job does not set corpus_chunk_words.
@@ -94,3 +100,27 @@ def chunk_document(document: SourceDocument, max_words: int = DEFAULT_CHUNK_WORD
     if current:
         chunks.append(current)
     return [Chunk(document.doc_id, i, document.title, " ".join(words)) for i, words in enumerate(chunks)]
+
+
+def chunk_id(job_id: str, doc_id: str, index: int) -> str:
+    """The stable id of a chunk: one per job, document and position."""
+    return hashlib.sha256(f"{job_id}|{doc_id}|{index}".encode()).hexdigest()[:24]
+
+
+def chunk_messages(job_id: str, document: SourceDocument, max_words: int, collection: str = "") -> list[pb.CorpusChunk]:
+    """The document's chunks as forge.corpus.chunks messages (no queries asked: ``num_queries`` 0)."""
+    chunks = chunk_document(document, max_words)
+    return [
+        pb.CorpusChunk(
+            chunk_id=chunk_id(job_id, document.doc_id, chunk.index),
+            job_id=job_id,
+            doc_id=document.doc_id,
+            title=chunk.title,
+            text=chunk.text,
+            chunk_index=chunk.index,
+            chunk_count=len(chunks),
+            collection=collection,
+            metadata=document.metadata,
+        )
+        for chunk in chunks
+    ]

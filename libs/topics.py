@@ -89,8 +89,10 @@ TASKGEN_GROUP = ConsumerGroup("taskgen", (JOBS, EXAMPLES_RAW, EXAMPLES_CURATED, 
 EXAMPLEGEN_GROUP = ConsumerGroup("examplegen", (TASKS, CORPUS_CHUNKS, JOBS, DOCUMENTS))
 CURATOR_VALIDATE_GROUP = ConsumerGroup("curator", (EXAMPLES_RAW,))
 CURATOR_DEDUP_GROUP = ConsumerGroup("curator-dedup", (CURATOR_CANDIDATES,))
-TRAINER_GROUP = ConsumerGroup("trainer", (EXAMPLES_CURATED, EXAMPLES_REJECTED, JOBS))
-EMBEDDER_DOCUMENTS_GROUP = ConsumerGroup("embedder", (DOCUMENTS,))
+# The trainer keeps each job's chunks to mine hard negatives from; the embedder indexes them
+# (and the documents of no job, which it cuts with the same libs.corpus.chunk_document).
+TRAINER_GROUP = ConsumerGroup("trainer", (EXAMPLES_CURATED, EXAMPLES_REJECTED, JOBS, CORPUS_CHUNKS))
+EMBEDDER_DOCUMENTS_GROUP = ConsumerGroup("embedder", (DOCUMENTS, CORPUS_CHUNKS))
 EMBEDDER_MODELS_GROUP = ConsumerGroup("embedder-models", (MODELS,), per_replica=True)
 
 

@@ -102,6 +102,7 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
         round_trip = {message.example_id for message in rejections if message.reason == "round_trip"}
         tasks = read_topic(runtime, topics.TASKS, job_id)
         models = [m for _, m in read_topic(runtime, topics.MODELS, job_id)]
+        chunks = {c.chunk_id: c for _, c in read_topic(runtime, topics.CORPUS_CHUNKS, job_id)}
     finally:
         codes = runtime.stop()
     assert codes == dict.fromkeys(runtime.services, 0)
@@ -140,6 +141,12 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     model = SentenceTransformer(str(folder), device="cpu")
     assert model.encode(["status lights"]).shape == (1, models[0].dimensions)
 
+    # Chunks cut once: the run mined from the very chunks examplegen published (corpus-grounded
+    # queries were written for some of them), and the embedder serves exactly those passages.
+    assert sum(c.num_queries for c in chunks.values()) == 8
+    run_folder = tmp_path / "run" / "state" / "trainer" / "trainer" / "runs" / training["run_id"]
+    mined_from = [json.loads(line) for line in (run_folder / "corpus_chunks.jsonl").read_text().splitlines()]
+    assert sorted((row["_id"], row["text"]) for row in mined_from) == sorted((c.chunk_id, c.text) for c in chunks.values())
     # Index: the embedder serves the new model and indexed every document once; Qdrant agrees.
     documents = sorted(p.name for p in DEMO_DOCS.iterdir())
     assert report["job"]["documents"] == report["index"]["documents"] == len(documents)
@@ -149,6 +156,8 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
         assert qdrant.count(collection, exact=True).count == report["index"]["points"] > 0
         points, _ = qdrant.scroll(collection, limit=10_000, with_payload=True)
         assert sorted({p.payload["doc_id"] for p in points}) == documents
+        served = sorted((p.payload["chunk_id"], p.payload["text"]) for p in points)
+        assert served == sorted((c.chunk_id, c.text) for c in chunks.values())
     finally:
         qdrant.close()
     hits = report["sample_search"]["hits"]

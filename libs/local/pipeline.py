@@ -1,7 +1,7 @@
 """Drive one job through the running services, as a user would: submit the job over gRPC,
-upload its documents (UploadDocuments), follow every stage with progress bars, start training
-once the curated set is complete, wait for the embedder to serve and index the new model,
-run a sample hybrid search, and collect the report."""
+follow every stage with progress bars, start training once the curated set is complete, wait
+for the embedder to serve the new model with the job's documents indexed (the chunks examplegen
+cut from its corpus_path), run a sample hybrid search, and collect the report."""
 
 import time
 from dataclasses import dataclass
@@ -13,8 +13,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from embedforge.v1 import curator_pb2, curator_pb2_grpc, embedder_pb2, embedder_pb2_grpc
 from embedforge.v1 import examplegen_pb2, examplegen_pb2_grpc, messages_pb2 as pb
 from embedforge.v1 import taskgen_pb2, taskgen_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from libs.corpus import read_documents
 from libs.local.runtime import LocalRuntime
-from libs.uploads import upload_requests
 
 POLL_S = 1.0
 TERMINAL_RUN_STATES = (trainer_pb2.RUN_STATE_SUCCEEDED, trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_CANCELLED)
@@ -82,9 +82,9 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     clients = Clients.connect(runtime)
     started = time.monotonic()
     job = clients.taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec)).job
-    # The documents also go to forge.documents for indexing; generation reads them from corpus_path,
-    # which local mode allows (its data roots are the job's own paths).
-    documents = clients.taskgen.UploadDocuments(upload_requests(spec.corpus_path, job.job_id, spec.collection)).documents if spec.corpus_path else 0
+    # Examplegen reads corpus_path (local mode's data roots are the job's own paths) and publishes its
+    # chunks, which the trainer mines from and the embedder indexes.
+    documents = sum(1 for _ in read_documents(spec.corpus_path)) if spec.corpus_path else 0
 
     bars = {
         "tasks": progress.add_task("brainstorm: tasks", total=None),
@@ -114,7 +114,8 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
     generation_s = time.monotonic() - started
 
     run = start_run(clients.trainer, trainer_pb2.StartRunRequest(
-        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, corpus_path=spec.corpus_path, run_id=f"{job.job_id}-run", min_examples=dataset.accepted,
+        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, run_id=f"{job.job_id}-run",
+        min_examples=dataset.accepted,
     ), stall_timeout_s)
     training_bar = progress.add_task("trainer: steps", total=None)
     for update in clients.trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):

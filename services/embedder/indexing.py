@@ -1,9 +1,11 @@
-"""Documents -> chunks -> dense + BM25 vectors -> Qdrant points, and re-indexing for a new model.
+"""Chunks -> dense + BM25 vectors -> Qdrant points, and re-indexing for a new model.
 
-Used by the forge.documents consumer and by the bulk-load CLI alike. Writing is idempotent:
-point ids are UUIDv5(doc id, chunk index), a document's surplus chunks from an earlier,
-longer version are deleted before the new ones are written, and a deleted document loses
-all its chunks. Deleting first means a crash in between leaves chunk 0 (and its old count)
+A job's chunks come from forge.corpus.chunks as examplegen cut them (the passages its queries
+were written for and its hard negatives were mined from); a document of no job, from
+forge.documents or the bulk-load CLI, is cut here by the same libs.corpus.chunk_document. Writing
+is idempotent: point ids are UUIDv5(doc id, chunk index), a document's surplus chunks from an
+earlier, longer version are deleted before the new ones are written, and a deleted document
+loses all its chunks. Deleting first means a crash in between leaves chunk 0 (and its old count)
 in place, so the replayed message still finds what to delete.
 """
 
@@ -17,7 +19,7 @@ from qdrant_client import models
 
 from embedforge.v1 import messages_pb2 as pb
 from libs import ids
-from services.embedder.chunking import Chunker
+from libs.corpus import DEFAULT_CHUNK_WORDS, SourceDocument, chunk_messages
 from services.embedder.engine import EmbeddingModel, slug
 from services.embedder.sparse import Bm25
 from services.embedder.vectorstore import DENSE, SPARSE, VectorStore, physical_name, point_id
@@ -37,6 +39,12 @@ def embedding_input(title: str, context: str, text: str) -> str:
     return "\n".join(part for part in (title, context, text) if part)
 
 
+def document_chunks(document: pb.Document) -> list[pb.CorpusChunk]:
+    """A document of no job, cut as examplegen cuts a job's (libs.corpus, the default chunk size)."""
+    source = SourceDocument(document.doc_id, document.title, document.text, dict(document.metadata))
+    return chunk_messages("", source, DEFAULT_CHUNK_WORDS, document.collection)
+
+
 @dataclass
 class IndexStats:
     documents: int = 0
@@ -50,7 +58,7 @@ class IndexStats:
 
 
 class Indexer:
-    """Applies documents to the physical collection of a model, creating collection and alias on first use.
+    """Applies chunks and deletions to the physical collection of a model, creating collection and alias on first use.
 
     ``embed(model, texts)`` computes document vectors (the service passes its dynamic
     batcher); ``contextualize(document, chunks)``, if given, returns a short context per chunk
@@ -58,30 +66,13 @@ class Indexer:
     """
 
     def __init__(
-        self,
-        store: VectorStore,
-        embed: Embed,
-        bm25: Bm25,
-        chunk_tokens: int,
-        overlap_tokens: int,
-        upsert_batch: int = 256,
-        contextualize: Contextualize | None = None,
+        self, store: VectorStore, embed: Embed, bm25: Bm25, upsert_batch: int = 256, contextualize: Contextualize | None = None
     ):
         self.store = store
         self.embed = embed
         self.bm25 = bm25
-        self.chunk_tokens = chunk_tokens
-        self.overlap_tokens = overlap_tokens
         self.upsert_batch = upsert_batch
         self.contextualize = contextualize
-        self._chunkers: dict[str, Chunker] = {}
-
-    def chunker(self, model: EmbeddingModel) -> Chunker:
-        """Chunks leave room in the model's window for special tokens and a short title."""
-        if model.spec.model_id not in self._chunkers:
-            size = max(16, min(self.chunk_tokens, model.spec.max_length - 16))
-            self._chunkers[model.spec.model_id] = Chunker(model.tokenizer, size, min(self.overlap_tokens, size // 2))
-        return self._chunkers[model.spec.model_id]
 
     def target(self, collection: str, model: EmbeddingModel) -> str:
         """The physical collection of ``model`` for ``collection``; creates it and the alias if new."""
@@ -96,63 +87,80 @@ class Indexer:
         return physical
 
     def apply(self, documents: list[pb.Document], model: EmbeddingModel, default_collection: str) -> IndexStats:
-        """Index or delete documents; the last version of a document in ``documents`` wins."""
+        """Index (cut into chunks here) or delete documents; the last version of a document in ``documents`` wins."""
         latest: dict[tuple[str, str], pb.Document] = {}
         for document in documents:
             if not document.doc_id:
                 raise ValueError("document has no doc_id")
             if not document.deleted and not document.text.strip():
                 raise ValueError(f"document {document.doc_id!r} has no text (set deleted=true to remove it)")
-            if document.collection:
-                ids.check(document.collection, "collection")  # it names a Qdrant collection (a folder in embedded mode)
-            latest[(document.collection or default_collection, document.doc_id)] = document
+            latest[(self._collection(document.collection, default_collection), document.doc_id)] = document
+        chunks = {key: [] if d.deleted else document_chunks(d) for key, d in latest.items()}
+        return self._apply(chunks, model)
+
+    def apply_chunks(self, chunks: list[pb.CorpusChunk], model: EmbeddingModel, default_collection: str) -> IndexStats:
+        """Index chunks as they were cut (forge.corpus.chunks); the last version of a chunk wins."""
+        latest: dict[tuple[str, str], dict[int, pb.CorpusChunk]] = {}
+        for chunk in chunks:
+            if not chunk.chunk_id or not chunk.doc_id or not chunk.text.strip():
+                raise ValueError(f"chunk {chunk.chunk_id!r} needs chunk_id, doc_id and text")
+            if not 0 <= chunk.chunk_index < chunk.chunk_count:
+                position = f"chunk_index {chunk.chunk_index} is not within chunk_count {chunk.chunk_count}"
+                raise ValueError(f"chunk {chunk.chunk_id!r}: {position}")
+            key = (self._collection(chunk.collection, default_collection), chunk.doc_id)
+            latest.setdefault(key, {})[chunk.chunk_index] = chunk
+        return self._apply({key: [by_index[i] for i in sorted(by_index)] for key, by_index in latest.items()}, model)
+
+    @staticmethod
+    def _collection(name: str, default: str) -> str:
+        if name:
+            ids.check(name, "collection")  # it names a Qdrant collection (a folder in embedded mode)
+        return name or default
+
+    def _apply(self, chunks: dict[tuple[str, str], list[pb.CorpusChunk]], model: EmbeddingModel) -> IndexStats:
+        """Write each document's chunks (none: delete the document) into its collection."""
+        by_collection: dict[str, dict[str, list[pb.CorpusChunk]]] = {}
+        for (collection, doc_id), doc_chunks in chunks.items():
+            by_collection.setdefault(collection, {})[doc_id] = doc_chunks
         stats = IndexStats()
-        by_collection: dict[str, list[pb.Document]] = {}
-        for (collection, _), document in latest.items():
-            by_collection.setdefault(collection, []).append(document)
-        for collection, docs in by_collection.items():
-            with tracer.start_as_current_span("index documents", attributes={"collection": collection, "documents": len(docs)}):
-                stats.add(self._apply_collection(collection, docs, model))
+        for collection, documents in by_collection.items():
+            attributes = {"collection": collection, "documents": len(documents)}
+            with tracer.start_as_current_span("index documents", attributes=attributes):
+                stats.add(self._apply_collection(collection, documents, model))
         return stats
 
-    def _apply_collection(self, collection: str, documents: list[pb.Document], model: EmbeddingModel) -> IndexStats:
+    def _apply_collection(self, collection: str, documents: dict[str, list[pb.CorpusChunk]], model: EmbeddingModel) -> IndexStats:
         physical = self.target(collection, model)
-        live = [d for d in documents if not d.deleted]
-        chunk_lists = self.chunker(model).split_many([d.text for d in live])
-        new_counts = {d.doc_id: len(chunks) for d, chunks in zip(live, chunk_lists)}
-        old_counts = self.store.chunk_counts(physical, [d.doc_id for d in documents])
-        stale = [
-            point_id(doc_id, index)
-            for doc_id, old in old_counts.items()
-            for index in range(new_counts.get(doc_id, 0), old)
-        ]
+        new_counts = {doc_id: chunks[0].chunk_count for doc_id, chunks in documents.items() if chunks}
+        old_counts = self.store.chunk_counts(physical, list(documents))
+        stale = [point_id(doc_id, index) for doc_id, old in old_counts.items() for index in range(new_counts.get(doc_id, 0), old)]
         self.store.delete_ids(physical, stale)
 
         inputs, payloads = [], []
-        for document, chunks in zip(live, chunk_lists):
-            contexts = self.contextualize(document.text, [c.text for c in chunks]) if self.contextualize else [""] * len(chunks)
+        for chunks in documents.values():
+            texts = [c.text for c in chunks]
+            contexts = self.contextualize("\n\n".join(texts), texts) if self.contextualize else [""] * len(chunks)
             for chunk, context in zip(chunks, contexts):
-                inputs.append(embedding_input(document.title, context, chunk.text))
+                inputs.append(embedding_input(chunk.title, context, chunk.text))
                 payloads.append(
                     {
-                        "doc_id": document.doc_id,
-                        "chunk_index": chunk.index,
-                        "chunk_count": len(chunks),
-                        "title": document.title,
+                        "doc_id": chunk.doc_id,
+                        "chunk_id": chunk.chunk_id,
+                        "chunk_index": chunk.chunk_index,
+                        "chunk_count": chunk.chunk_count,
+                        "title": chunk.title,
                         "context": context,
                         "text": chunk.text,
-                        "start": chunk.start,
-                        "end": chunk.end,
-                        "metadata": dict(document.metadata),
-                        "job_id": document.job_id,
+                        "metadata": dict(chunk.metadata),
+                        "job_id": chunk.job_id,
                         "model_id": model.spec.model_id,
                     }
                 )
         self._write(physical, model, inputs, payloads, [point_id(p["doc_id"], p["chunk_index"]) for p in payloads])
-        deleted = sum(1 for d in documents if d.deleted)
-        documents_counter.add(len(live), {"outcome": "indexed"})
+        deleted = sum(1 for chunks in documents.values() if not chunks)
+        documents_counter.add(len(documents) - deleted, {"outcome": "indexed"})
         documents_counter.add(deleted, {"outcome": "deleted"})
-        return IndexStats(documents=len(live), deleted=deleted, chunks=len(payloads))
+        return IndexStats(documents=len(documents) - deleted, deleted=deleted, chunks=len(payloads))
 
     def _write(self, physical: str, model: EmbeddingModel, inputs: list[str], payloads: list[dict], ids: list[str]) -> None:
         for start in range(0, len(inputs), self.upsert_batch):

@@ -65,8 +65,6 @@ def direct_indexer(settings: EmbedderSettings, store: VectorStore) -> Indexer:
         store,
         embed=lambda model, texts: model.encode(model.tokenize(texts)),
         bm25=Bm25(settings.bm25_k1, settings.bm25_b, settings.bm25_avg_length),
-        chunk_tokens=settings.chunk_tokens,
-        overlap_tokens=settings.chunk_overlap,
         upsert_batch=settings.upsert_batch,
         contextualize=contextualizer(settings),
     )

@@ -1,5 +1,6 @@
-"""Embedder: serves the current model over gRPC (Embed, Search, GetModelInfo), indexes
-forge.documents into Qdrant, and swaps models on forge.models events without failing a request.
+"""Embedder: serves the current model over gRPC (Embed, Search, GetModelInfo), indexes jobs'
+chunks (forge.corpus.chunks) and documents of no job (forge.documents) into Qdrant, and swaps
+models on forge.models events without failing a request.
 
 Model swap: the replica downloads the model folder from object storage (ModelReady.uri) into its
 own cache (state_dir/models/<manifest digest>), verifying the manifest against the published digest
@@ -93,8 +94,6 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             store,
             embed=lambda m, texts: self.batcher.embed(m, m.tokenize(texts)),
             bm25=Bm25(settings.bm25_k1, settings.bm25_b, settings.bm25_avg_length),
-            chunk_tokens=settings.chunk_tokens,
-            overlap_tokens=settings.chunk_overlap,
             upsert_batch=settings.upsert_batch,
             contextualize=contextualizer(settings),
         )
@@ -203,9 +202,19 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     # Kafka
 
     def index_documents(self, records: list[Received]) -> list[Outgoing]:
+        """Index documents of no job and apply deletions; a job's documents are indexed from the
+        chunks examplegen cut them into (index_chunks), so serving sees the passages training saw."""
+        documents = [r.message for r in records if r.message.deleted or not r.message.job_id]
         with self.index_lock:
-            stats = self.indexer.apply([r.message for r in records], self.current, self.settings.collection)
-        log.info("documents applied", extra={"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks})
+            stats = self.indexer.apply(documents, self.current, self.settings.collection)
+        counts = {"documents": stats.documents, "deleted": stats.deleted, "chunks": stats.chunks}
+        log.info("documents applied", extra={**counts, "of_jobs": len(records) - len(documents)})
+        return []
+
+    def index_chunks(self, records: list[Received]) -> list[Outgoing]:
+        with self.index_lock:
+            stats = self.indexer.apply_chunks([r.message for r in records], self.current, self.settings.collection)
+        log.info("chunks applied", extra={"documents": stats.documents, "chunks": stats.chunks})
         return []
 
     def models_ready(self, records: list[Received]) -> list[Outgoing]:
@@ -285,11 +294,19 @@ def build_servicer(settings: EmbedderSettings) -> EmbedderServicer:
 
 
 def consumers(settings: EmbedderSettings, servicer: EmbedderServicer, producer: ProtoProducer) -> list[ConsumerLoop]:
-    """Documents are split across the replicas (one shared group); model events reach every
+    """Documents and chunks are split across the replicas (one shared group); model events reach every
     replica (a group per replica), so each one swaps. Indexing and a swap's re-index take
     the servicer's index lock, so they never interleave."""
     return [
-        ConsumerLoop(settings.kafka, topics.EMBEDDER_DOCUMENTS_GROUP, [Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True)], producer),
+        ConsumerLoop(
+            settings.kafka,
+            topics.EMBEDDER_DOCUMENTS_GROUP,
+            [
+                Subscription(topics.DOCUMENTS, servicer.index_documents, batch=True),
+                Subscription(topics.CORPUS_CHUNKS, servicer.index_chunks, batch=True),
+            ],
+            producer,
+        ),
         ConsumerLoop(settings.kafka, topics.EMBEDDER_MODELS_GROUP.for_replica(settings.replica_id), [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),
     ]
 

@@ -39,8 +39,6 @@ class EmbedderSettings(ServiceSettings):
     qdrant: QdrantSettings = QdrantSettings()
     storage: StorageSettings = StorageSettings()
     # indexing
-    chunk_tokens: int = Field(200, description="Chunk size in model tokens (capped to the model's max length - 16).")
-    chunk_overlap: int = Field(40, description="Tokens shared by consecutive chunks.")
     upsert_batch: int = Field(256, description="Points per Qdrant upsert.")
     bm25_k1: float = Field(1.2, description="BM25 term-frequency saturation of the sparse vectors.")
     bm25_b: float = Field(0.75, description="BM25 length normalization of the sparse vectors.")

@@ -1,8 +1,10 @@
 """Consume tasks and corpus chunks, write training examples with the LLM, publish each
 RawExample (success or failure with reason) to forge.examples.raw as soon as it is done.
 
-Jobs with a corpus path, and documents on forge.documents of jobs without one, are cut into
-chunks here and published to forge.corpus.chunks.
+A job's documents (its corpus path, or else the documents on forge.documents that carry its
+id) are cut into chunks here, once (libs.corpus), and every chunk is published to
+forge.corpus.chunks: those that get queries, and the others for the trainer's mining and the
+embedder's index.
 Example ids are stable, and ids already published are kept in ``state_dir``, so a task
 reprocessed after a crash only writes the examples that were missing.
 """
@@ -21,11 +23,10 @@ from libs import ids, topics
 from libs.grpc import GrpcService
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, TransientError, per_message
 from libs.service import ServiceParts
-from libs.corpus import Chunk, chunk_document, read_documents
+from libs.corpus import chunk_messages, read_documents
 from libs.dataroots import DataRoots
 from libs.fetch import FetchUnavailable, local_copy
 from libs.jobspec import corpus_chunk_words, default_task
-from services.examplegen.corpus import chunk_id
 from services.examplegen.generation import ExampleWriter, GenerationStats, PlannedExample
 from services.examplegen.settings import ExamplegenSettings
 from services.examplegen.topic_corpus import TopicCorpus, takes_topic_documents
@@ -89,11 +90,12 @@ class Examplegen:
         return self._generate([plan for r in records for plan in self.writer.plan_task(r.message)])
 
     def handle_chunks(self, records: list[Received]) -> list[Outgoing]:
-        return self._generate([plan for r in records for plan in self.writer.plan_chunk(r.message)])
+        """Write the queries of the chunks that ask for some (the others are for mining and indexing)."""
+        return self._generate([plan for r in records if r.message.num_queries > 0 for plan in self.writer.plan_chunk(r.message)])
 
     def handle_job(self, record: Received) -> list[Outgoing]:
-        """A job with a corpus path: publish the chunks to write queries for. A job that takes its
-        documents from forge.documents: publish chunks of the documents that came before it."""
+        """A job with a corpus path: publish its chunks. A job that takes its documents from
+        forge.documents: publish the chunks of the documents that came before it."""
         job: pb.Job = record.message
         parked = self.topic_corpus.add_job(job)
         chunks = self.corpus_chunks(job) if job.spec.corpus_path else self.topic_chunks(job, parked)
@@ -113,52 +115,49 @@ class Examplegen:
         return [Outgoing(topics.CORPUS_CHUNKS, c.chunk_id, c) for c in self.topic_chunks(job, [document])]
 
     def corpus_chunks(self, job: pb.Job) -> list[pb.CorpusChunk]:
-        """The job's ``corpus_queries`` spread over a seeded sample of the chunks of ``corpus_path``:
-        a server path or an object URI under the data roots (a job naming anything else is
+        """Every chunk of ``corpus_path``, the job's ``corpus_queries`` spread over a seeded sample
+        of them: a server path or an object URI under the data roots (a job naming anything else is
         dead-lettered). A URI's documents are downloaded into the state dir for the reading
         only (libs.fetch); a store that cannot be reached leaves the job to be retried."""
         spec = job.spec
-        if spec.corpus_queries <= 0:
-            return []
         self.fetched.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.fetched) as scratch:
             try:
                 path = local_copy(self.roots, spec.corpus_path, "spec.corpus_path", Path(scratch), select="documents")
             except FetchUnavailable as exc:
                 raise TransientError(f"job {job.job_id}: {exc}") from exc
-            chunks = [c for document in read_documents(path) for c in chunk_document(document, corpus_chunk_words(spec))]
+            words = corpus_chunk_words(spec)
+            chunks = [c for doc in read_documents(path) for c in chunk_messages(job.job_id, doc, words, spec.collection)]
         if not chunks:
             raise ValueError("spec.corpus_path has no text to chunk")
         rng = random.Random(f"{job.job_id}|{spec.seed}")
-        chosen = rng.sample(chunks, min(spec.corpus_queries, len(chunks)))
-        per_chunk, extra = divmod(spec.corpus_queries, len(chosen))
-        messages = [self.chunk_message(job, chunk, per_chunk + (1 if position < extra else 0)) for position, chunk in enumerate(chosen)]
-        log.info("corpus chunked", extra={"job_id": job.job_id, "chunks": len(chunks), "published": len(messages)})
-        return messages
+        chosen = rng.sample(range(len(chunks)), min(max(spec.corpus_queries, 0), len(chunks)))
+        per_chunk, extra = divmod(spec.corpus_queries, len(chosen)) if chosen else (0, 0)
+        for position, index in enumerate(chosen):
+            self.ask_queries(job, chunks[index], per_chunk + (1 if position < extra else 0))
+        log.info("corpus chunked", extra={"job_id": job.job_id, "chunks": len(chunks), "with_queries": len(chosen)})
+        return chunks
 
     def topic_chunks(self, job: pb.Job, documents: list[pb.Document]) -> list[pb.CorpusChunk]:
-        """One query for each chunk of ``documents`` within the job's budget (see topic_corpus)."""
+        """Every chunk of ``documents``, one query for each within the job's budget (see topic_corpus)."""
         if not documents:
             return []
-        messages = [self.chunk_message(job, chunk, 1) for chunk in self.topic_corpus.plan(job, documents)]
-        log.info("documents chunked", extra={"job_id": job.job_id, "documents": len(documents), "published": len(messages)})
-        return messages
+        planned = self.topic_corpus.plan(job, documents)
+        for chunk, num_queries in planned:
+            if num_queries:
+                self.ask_queries(job, chunk, num_queries)
+        log.info("documents chunked", extra={"job_id": job.job_id, "documents": len(documents), "chunks": len(planned)})
+        return [chunk for chunk, _ in planned]
 
-    def chunk_message(self, job: pb.Job, chunk: Chunk, num_queries: int) -> pb.CorpusChunk:
+    def ask_queries(self, job: pb.Job, chunk: pb.CorpusChunk, num_queries: int) -> None:
+        """Ask for ``num_queries`` queries for ``chunk``, conditioned and generated as the job says."""
         spec = job.spec
-        return pb.CorpusChunk(
-            chunk_id=chunk_id(job.job_id, chunk.doc_id, chunk.index),
-            job_id=job.job_id,
-            doc_id=chunk.doc_id,
-            title=chunk.title,
-            text=chunk.text,
-            task_description=spec.task or default_task(spec.domain),
-            example_queries=spec.example_queries,
-            num_queries=num_queries,
-            generator_model=spec.generator_model,
-            languages=spec.languages,
-            seed=spec.seed,
-        )
+        chunk.task_description = spec.task or default_task(spec.domain)
+        chunk.example_queries.extend(spec.example_queries)
+        chunk.num_queries = num_queries
+        chunk.generator_model = spec.generator_model
+        chunk.languages.extend(spec.languages)
+        chunk.seed = spec.seed
 
 
 class ExamplegenServicer(api_grpc.ExamplegenServiceServicer):

@@ -1,9 +1,10 @@
-"""Corpus-grounded queries for documents that arrive on forge.documents.
+"""Chunks of the documents that arrive on forge.documents for a job.
 
-A job with ``corpus_queries`` and no ``corpus_path`` takes its corpus from the documents
-topic: every new chunk of a document carrying the job's id gets one query, until the job's
-``corpus_queries`` are planned (continuous generation: the job waits for more documents).
-Documents can arrive before their job; they wait in ``state_dir`` until it does.
+A job without ``corpus_path`` takes its corpus from the documents topic: every chunk of a
+document carrying the job's id is published (for the trainer's mining and the embedder's
+index), and every new chunk gets one query until the job's ``corpus_queries`` are planned
+(continuous generation: the job waits for more documents). Documents can arrive before their
+job; they wait in ``state_dir`` until it does.
 
 Layout under ``<state_dir>/topic_corpus/<sha256(job_id)>/``: ``job.pb`` (the Job),
 ``parked.jsonl`` (documents that came before the job) and ``planned.txt`` (chunk ids that got
@@ -18,13 +19,12 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from embedforge.v1 import messages_pb2 as pb
-from libs.corpus import Chunk, SourceDocument, chunk_document
+from libs.corpus import SourceDocument, chunk_messages
 from libs.jobspec import corpus_chunk_words
-from services.examplegen.corpus import chunk_id
 
 
 def takes_topic_documents(job: pb.Job) -> bool:
-    return job.spec.corpus_queries > 0 and not job.spec.corpus_path
+    return not job.spec.corpus_path
 
 
 class TopicCorpus:
@@ -59,22 +59,20 @@ class TopicCorpus:
         with open(folder / "parked.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json_format.MessageToJson(document, indent=None) + "\n")
 
-    def plan(self, job: pb.Job, documents: list[pb.Document]) -> list[Chunk]:
-        """The chunks of ``documents`` that get a query: already planned ones, then new ones
-        while the job's budget lasts."""
+    def plan(self, job: pb.Job, documents: list[pb.Document]) -> list[tuple[pb.CorpusChunk, int]]:
+        """Every chunk of ``documents`` with its number of queries: one for the chunks already
+        planned, then for new ones while the job's budget lasts, none for the rest."""
         path = self._folder(job.job_id) / "planned.txt"
         planned = set(path.read_text().split()) if path.exists() else set()
         words = corpus_chunk_words(job.spec)
         chosen, new_ids = [], []
         for document in documents:
-            for chunk in chunk_document(SourceDocument(document.doc_id, document.title, document.text), words):
-                identifier = chunk_id(job.job_id, chunk.doc_id, chunk.index)
-                if identifier in planned:
-                    chosen.append(chunk)
-                elif len(planned) < job.spec.corpus_queries:
-                    planned.add(identifier)
-                    new_ids.append(identifier)
-                    chosen.append(chunk)
+            source = SourceDocument(document.doc_id, document.title, document.text, dict(document.metadata))
+            for chunk in chunk_messages(job.job_id, source, words, document.collection or job.spec.collection):
+                if chunk.chunk_id not in planned and len(planned) < job.spec.corpus_queries:
+                    planned.add(chunk.chunk_id)
+                    new_ids.append(chunk.chunk_id)
+                chosen.append((chunk, 1 if chunk.chunk_id in planned else 0))
         if new_ids:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as handle:

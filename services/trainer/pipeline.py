@@ -62,7 +62,8 @@ class RunConfig:
     # generation cuts them, so negatives are the same kind of text as the positives); 0 =
     # libs.corpus.DEFAULT_CHUNK_WORDS (200), as in JobSpec.corpus_chunk_words.
     corpus_chunk_words: int = 0
-    # Mine whole documents (``title text``) instead of chunks: a corpus the queries were not written from.
+    # Mine whole documents (``title text``) instead of chunks: a corpus the queries were not written
+    # from, or a job's chunks as the service writes them (one per line, the text alone, as the positives).
     corpus_whole_documents: bool = False
     eval_paths: tuple[str, ...] = ()
     dev_fraction: float = 0.1
@@ -93,6 +94,7 @@ def relocate(config: RunConfig, run_dir: str) -> RunConfig:
         return run_dir + path[len(old) :] if path == old or path.startswith(old + "/") else path
 
     config.dataset_path, config.run_dir, config.export_dir = moved(config.dataset_path), run_dir, moved(config.export_dir)
+    config.corpus_path = moved(config.corpus_path)
     config.train.output_dir = moved(config.train.output_dir)
     return config
 

@@ -6,8 +6,8 @@ child writes), stderr.log, checkpoint.pt, and state.json (the Run message). Trai
 signal to the child's process group, and a restarted service relaunches unfinished runs,
 which resume from their last checkpoint.
 
-Object storage holds each run under ``trainer/runs/<run_id>/``: its input (run.json and the job's
-dataset snapshot, a manifest folder), state.json (the Run at its last state change) and the last
+Object storage holds each run under ``trainer/runs/<run_id>/``: its input (run.json, the job's
+dataset snapshot and the chunks it mines from, a manifest folder), state.json (the Run at its last state change) and the last
 checkpoint the run process stored. A service whose state dir lacks a run that storage has
 rebuilds its folder from there, so a trainer rescheduled with an empty disk resumes the run from
 its last stored checkpoint.
@@ -31,6 +31,7 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from libs.storage import Storage
 from services.trainer.pipeline import RunConfig, load_run_config, relocate, run_key, save_run_config
+from services.trainer.store import CHUNKS_FILE
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("embedforge.trainer")
@@ -97,7 +98,7 @@ class RunManager:
             folder = Path(config.run_dir)
             folder.mkdir(parents=True, exist_ok=True)
             save_run_config(config, folder / "run.json")
-            names = [n for n in ("run.json", "dataset.jsonl", "snapshot.json") if (folder / n).exists()]
+            names = [n for n in ("run.json", "dataset.jsonl", "snapshot.json", CHUNKS_FILE) if (folder / n).exists()]
             stored = self.storage.put_folder(folder, f"{run_key(run.run_id)}/input", names)
             (folder / "input.json").write_text(json.dumps({"uri": stored.uri, "digest": stored.digest}))
             run.state = api.RUN_STATE_QUEUED

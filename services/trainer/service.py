@@ -2,10 +2,11 @@
 
 forge.jobs tells the trainer each job's training spec, eval sets and planned size;
 forge.examples.curated fills the job's dataset and forge.examples.rejected counts the other
-outcomes. StartRun (or the auto-start, when a job's curated set reaches its target share of the
+outcomes; forge.corpus.chunks gives the job's corpus chunks, which its runs mine hard negatives from.
+StartRun (or the auto-start, when a job's curated set reaches its target share of the
 planned examples, or when every planned example has an outcome) snapshots the dataset and launches a run process; when it
 has exported the model and uploaded it to object storage, a ModelReady with its URI and manifest digest goes to
-forge.models. Jobs, curated examples, rejected ids, runs and published models live in object storage
+forge.models. Jobs, curated examples, rejected ids, chunks, runs and published models live in object storage
 (settings.storage.uri, default file://<state_dir>/storage), so a trainer rescheduled with an empty state dir
 resumes where the last one stopped.
 """
@@ -28,7 +29,6 @@ from libs import ids, limits, topics
 from libs.dataroots import DataRoots
 from libs.fetch import FetchUnavailable, local_copy
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound, Unavailable
-from libs.jobspec import corpus_chunk_words
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, physical_name, per_message
 from libs.modeling.data import read_examples
 from libs.modeling.embedder import LoraSettings, ModelConfig
@@ -39,18 +39,25 @@ from libs.storage import redact, service_storage
 from services.trainer.pipeline import ROUND_TRIP_FILE, MergeConfig, RunConfig
 from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
-from services.trainer.store import CuratedStore, JobStore, RejectedLog, planned_examples
+from services.trainer.store import CHUNKS_FILE, ChunkStore, CuratedStore, JobStore, RejectedLog, planned_examples
 
 log = logging.getLogger(__name__)
 
 
 def run_config(
-    settings: TrainerSettings, spec: pb.TrainingSpec, run_dir: Path, dataset: Path, eval_paths, corpus_path: str, instruction: str, corpus_chunk_words: int = 0, base_model: str = ""
+    settings: TrainerSettings,
+    spec: pb.TrainingSpec,
+    run_dir: Path,
+    dataset: Path,
+    eval_paths,
+    corpus_path: str,
+    instruction: str,
+    base_model: str = "",
 ) -> RunConfig:
     """A job's TrainingSpec as typed stage settings: a zero field takes the trainer's setting, or
     else the default of the dataclass config (TrainConfig, ModelConfig, LoraSettings, RunConfig,
-    the only place defaults live); the corpus is mined as chunks of ``corpus_chunk_words`` (as the
-    job's generation cut it; 0 = the default 200, as JobSpec) or, None, as whole documents; ``base_model`` is spec.base_model
+    the only place defaults live); each document of ``corpus_path`` is one mining candidate (the
+    job's chunks, or StartRun's corpus as whole documents); ``base_model`` is spec.base_model
     resolved under the data roots (empty: the configured default)."""
     if spec.pooling and spec.pooling not in ("mean", "cls", "last_token"):
         raise InvalidArgument(f"pooling must be mean, cls or last_token, got {spec.pooling!r}")
@@ -89,8 +96,7 @@ def run_config(
         ),
         merge=MergeConfig(weight=spec.merge_weight),  # 0 = choose the weight on the dev split, as MergeConfig says
         corpus_path=corpus_path,
-        corpus_chunk_words=corpus_chunk_words or 0,
-        corpus_whole_documents=corpus_chunk_words is None,
+        corpus_whole_documents=True,
         eval_paths=tuple(eval_paths),
         instruction=instruction,
         **given(dev_fraction=spec.dev_fraction or settings.dev_fraction),
@@ -115,6 +121,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.curated = CuratedStore(self.storage)
         self.jobs = JobStore(self.storage)
         self.rejected = RejectedLog(self.storage)
+        self.chunks = ChunkStore(self.storage)
         self.roots = DataRoots(settings.data)
         self.lock = threading.Lock()
         self.runs = RunManager(self.runs_dir, self.storage, settings.max_concurrent_runs, settings.run_threads, self.publish)
@@ -136,6 +143,10 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         rows = [(r.partition, r.offset, r.message.job_id, r.message.example_id) for r in records if r.message.job_id and r.message.example_id]
         for job_id in self.rejected.add_batch(rows):
             self.maybe_auto_start(job_id)
+        return []
+
+    def record_chunks(self, records: list[Received]) -> list[Outgoing]:
+        self.chunks.add_batch([(r.partition, r.offset, r.message) for r in records])
         return []
 
     def maybe_auto_start(self, job_id: str) -> None:
@@ -177,8 +188,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
         eval_paths, eval_field = (list(request.eval_paths), "eval_paths") if request.eval_paths else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
         eval_paths = [str(self.local_copy(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
-        corpus_path, corpus_field = (request.corpus_path, "corpus_path") if request.corpus_path else (job.spec.corpus_path if job else "", "job.spec.corpus_path")
-        resolved_corpus = str(self.local_copy(corpus_path, corpus_field, select="documents")) if corpus_path else ""
+        resolved_corpus = ""
+        if request.corpus_path:
+            resolved_corpus = str(self.local_copy(request.corpus_path, "corpus_path", select="documents"))
         base_model = str(self.roots.resolve(spec.base_model, "spec.base_model")) if spec.base_model else ""
         examples = []
         if request.dataset_path:
@@ -208,10 +220,11 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                 manifest = json.dumps({"dataset_path": str(dataset), "examples": len(examples)})
             # The job's task definition is its query instruction; else the examples' most common one.
             instruction = (job.spec.task if job else "") or Counter(e.instruction for e in examples).most_common(1)[0][0]
-            # The job's own documents were cut into chunks for its queries: mine from the same chunks;
-            # another corpus (StartRun's corpus_path) is mined as whole documents.
-            chunk_words = corpus_chunk_words(job.spec) if job and corpus_path == job.spec.corpus_path else None
-            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, chunk_words, base_model)
+            # Mine from StartRun's corpus_path, else from the job's chunks (forge.corpus.chunks), the
+            # very passages its corpus-grounded queries were written for and the embedder indexes.
+            if not resolved_corpus and request.job_id and self.chunks.write_corpus(request.job_id, run_dir / CHUNKS_FILE):
+                resolved_corpus = str(run_dir / CHUNKS_FILE)
+            config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, base_model)
             config.model_id = ids.model_id(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             config.storage_uri = self.storage.uri
@@ -307,6 +320,7 @@ def build(settings: TrainerSettings) -> ServiceParts:
         Subscription(topics.EXAMPLES_CURATED, servicer.record_curated, batch=True),
         Subscription(topics.EXAMPLES_REJECTED, servicer.record_rejected, batch=True),
         Subscription(topics.JOBS, per_message(servicer.record_job)),
+        Subscription(topics.CORPUS_CHUNKS, servicer.record_chunks, batch=True),
     ]
     return ServiceParts(
         grpc_services=[GrpcService(api_grpc.add_TrainerServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TrainerService"].full_name)],

@@ -1,7 +1,8 @@
 """The trainer's consumed state in object storage (libs.storage), written before the consumer
-commits its offsets, so a trainer rescheduled with an empty disk loses nothing: curated examples
-and rejected ids per job as one segment object per consumed batch, jobs as one object each. Plus
-snapshots that record exactly which examples a run used (topic partition/offset and content hash).
+commits its offsets, so a trainer rescheduled with an empty disk loses nothing: curated examples,
+rejected ids and corpus chunks per job as one segment object per consumed batch, jobs as one
+object each. Plus snapshots that record exactly which examples a run used (topic partition/offset
+and content hash).
 """
 
 import hashlib
@@ -146,6 +147,44 @@ class RejectedLog:
     def count(self, job_id: str) -> int:
         with self.lock:
             return len(self.ids.get(job_id, ()))
+
+
+# The job's chunks in a run folder: the corpus its hard negatives are mined from.
+CHUNKS_FILE = "corpus_chunks.jsonl"
+
+
+class ChunkStore:
+    """Each job's corpus chunks (forge.corpus.chunks), the passages its hard negatives are mined
+    from: segments ``trainer/chunks/<job>/<partition>-<offset>.jsonl`` of ``{"_id", "text"}`` rows
+    (the text alone, as the positives written from it), read back only when a run starts
+    (deduplicated by chunk id: at-least-once input)."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def add_batch(self, records: list[tuple[int, int, pb.CorpusChunk]]) -> None:
+        """Store a consumed batch of (partition, offset, chunk), one segment per job, before the caller commits."""
+        rows: dict[str, list[tuple[int, int, pb.CorpusChunk]]] = {}
+        for partition, offset, chunk in records:
+            if not is_valid(chunk.job_id) or not chunk.chunk_id or not chunk.text.strip():
+                raise ValueError(f"corpus chunk needs a valid job id, a chunk id and text (job {chunk.job_id!r})")
+            rows.setdefault(chunk.job_id, []).append((partition, offset, chunk))
+        for job_id, batch in rows.items():
+            lines = [json.dumps({"_id": c.chunk_id, "text": c.text}, ensure_ascii=False) for _, _, c in batch]
+            name = segment_name(batch[0][0], batch[0][1], ".jsonl")
+            self.storage.write_bytes(f"trainer/chunks/{job_id}/{name}", ("\n".join(lines) + "\n").encode())
+
+    def write_corpus(self, job_id: str, path: Path) -> int:
+        """Write the job's chunks, one per chunk id, in chunk-id order, as a JSONL corpus; returns how many."""
+        chunks = {}
+        for name in self.storage.list(f"trainer/chunks/{job_id}"):
+            for line in self.storage.read_bytes(f"trainer/chunks/{job_id}/{name}").decode().splitlines():
+                row = json.loads(line)
+                chunks[row["_id"]] = line
+        if chunks:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(chunks[i] + "\n" for i in sorted(chunks)), encoding="utf-8")
+        return len(chunks)
 
 
 class JobStore:

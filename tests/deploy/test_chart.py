@@ -38,7 +38,7 @@ CONSUMES = {
     "examplegen": [topics.TASKS, topics.CORPUS_CHUNKS],
     "curator": [topics.EXAMPLES_RAW],
     "trainer": [topics.EXAMPLES_CURATED],
-    "embedder": [topics.MODELS, topics.DOCUMENTS],
+    "embedder": [topics.MODELS, topics.DOCUMENTS, topics.CORPUS_CHUNKS],
 }
 values_names = pytest.mark.parametrize("values", list(VALUES_FILES))
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from libs.corpus import SourceDocument, chunk_document, read_documents
+from libs.corpus import SourceDocument, chunk_document, chunk_id, chunk_messages, read_documents
 
 
 def test_beir_folder_is_read_from_its_corpus_jsonl(shared_data):
@@ -61,3 +61,18 @@ def test_short_paragraphs_are_merged_into_one_chunk():
     chunks = chunk_document(SourceDocument("d", "T", "One two.\n\nThree four.\n\nFive."), max_words=50)
     assert [c.text for c in chunks] == ["One two. Three four. Five."]
     assert chunks[0].title == "T"
+
+
+def test_chunk_ids_are_stable_per_job_document_and_index():
+    assert chunk_id("job", "d1", 0) == chunk_id("job", "d1", 0)
+    assert len({chunk_id("job", "d1", 0), chunk_id("job", "d1", 1), chunk_id("job", "d2", 0), chunk_id("other", "d1", 0)}) == 4
+
+
+def test_chunk_messages_are_the_documents_chunks_with_their_position_and_count():
+    document = SourceDocument("d", "T", "One two.\n\nThree four five.", {"lang": "en"})
+    messages = chunk_messages("job", document, max_words=3, collection="c")
+    assert [(m.chunk_id, m.text, m.chunk_index, m.chunk_count) for m in messages] == [
+        (chunk_id("job", "d", i), c.text, i, 2) for i, c in enumerate(chunk_document(document, max_words=3))
+    ]
+    fields = {(m.job_id, m.doc_id, m.title, m.collection, m.metadata["lang"], m.num_queries) for m in messages}
+    assert fields == {("job", "d", "T", "c", "en", 0)}

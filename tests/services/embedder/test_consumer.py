@@ -1,6 +1,7 @@
-"""The embedder's consumer against a real tansu broker: documents on forge.documents are
-indexed (and deleted), malformed documents are dead-lettered with the reason while the rest
-are indexed, and a forge.models event swaps the serving model of every replica."""
+"""The embedder's consumer against a real tansu broker: documents of no job on forge.documents are
+indexed (and deleted), a job's chunks on forge.corpus.chunks are indexed as they were cut,
+malformed documents are dead-lettered with the reason while the rest are indexed, and a
+forge.models event swaps the serving model of every replica."""
 
 import threading
 import time
@@ -12,6 +13,7 @@ from kafka import KafkaConsumer
 from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from libs import topics
+from libs.corpus import SourceDocument, chunk_messages
 from libs.kafka import ProtoProducer, physical_name
 from libs.settings import StorageSettings
 from services.embedder.service import consumers
@@ -62,6 +64,28 @@ def test_documents_on_the_topic_are_indexed_and_deleted(running):
     wait_for(lambda: point_count(servicer) == 5)
     hits = servicer.Search(api.SearchRequest(query="ships", filter={"n": "3"}), None).hits
     assert [h.doc_id for h in hits] == ["d3"]
+
+
+def test_a_jobs_chunks_are_indexed_as_published_and_its_documents_are_not_cut_again(running):
+    servicer, producer = running
+    text = "\n\n".join(f"Paragraph {i} on the harbour cranes and their loads. " * 2 for i in range(4))  # 4 x 18 words
+    source = SourceDocument("manual", "Harbour manual", text, {"lang": "en"})
+    chunks = chunk_messages("job-a", source, 20, "harbour")
+    assert len(chunks) == 4
+    document = pb.Document(doc_id="manual", job_id="job-a", collection="harbour", title=source.title, text=text)
+    producer.send(topics.DOCUMENTS, "manual", document)
+    for chunk in chunks:
+        producer.send(topics.CORPUS_CHUNKS, chunk.chunk_id, chunk)
+    producer.flush()
+    wait_for(lambda: servicer.store.resolve("harbour") is not None and servicer.store.count("harbour") == 4)
+    time.sleep(2)  # the job's document, read beside its chunks, adds nothing
+    records, _ = servicer.store.client.scroll(servicer.store.resolve("harbour"), limit=100, with_payload=True)
+    assert sorted((r.payload["chunk_id"], r.payload["text"]) for r in records) == sorted((c.chunk_id, c.text) for c in chunks)
+    fields = {(r.payload["job_id"], r.payload["title"], r.payload["metadata"]["lang"]) for r in records}
+    assert fields == {("job-a", "Harbour manual", "en")}
+    deleted = pb.Document(doc_id="manual", job_id="job-a", collection="harbour", deleted=True)
+    producer.send_and_wait(topics.DOCUMENTS, "manual", deleted)
+    wait_for(lambda: servicer.store.count("harbour") == 0)
 
 
 def test_model_info_counts_the_collection_it_is_asked_about(running):

@@ -64,6 +64,41 @@ def test_the_last_version_of_a_document_in_one_batch_wins(servicer):
     assert hit.text == "second version"
 
 
+def test_a_document_is_cut_into_the_chunks_examplegen_would_publish(servicer):
+    from libs.corpus import DEFAULT_CHUNK_WORDS, SourceDocument, chunk_messages
+
+    index(servicer, [pb.Document(doc_id="long", title="Rivers", text=LONG)])
+    records, _ = servicer.store.client.scroll(servicer.store.resolve("documents"), limit=100, with_payload=True)
+    expected = chunk_messages("", SourceDocument("long", "Rivers", LONG), DEFAULT_CHUNK_WORDS)
+    points = sorted((r.payload["chunk_index"], r.payload["chunk_id"], r.payload["text"]) for r in records)
+    assert points == [(c.chunk_index, c.chunk_id, c.text) for c in expected]
+
+
+def test_republished_chunks_of_a_shorter_version_replace_the_longer_one(servicer):
+    def chunks(count: int, version: str) -> list[pb.CorpusChunk]:
+        return [
+            pb.CorpusChunk(chunk_id=f"c{i}", job_id="j", doc_id="d", text=f"{version} part {i}", chunk_index=i, chunk_count=count)
+            for i in range(count)
+        ]
+
+    servicer.indexer.apply_chunks(chunks(3, "old"), servicer.current, "documents")
+    assert count(servicer) == 3
+    stats = servicer.indexer.apply_chunks(chunks(1, "new"), servicer.current, "documents")
+    assert (stats.documents, stats.chunks, count(servicer)) == (1, 1, 1)
+    (hit,) = servicer.Search(api.SearchRequest(query="part"), None).hits
+    assert hit.text == "new part 0"
+
+
+def test_a_chunk_without_text_or_outside_its_documents_count_is_refused(servicer):
+    def apply(chunks):
+        servicer.indexer.apply_chunks(chunks, servicer.current, "documents")
+
+    with pytest.raises(ValueError, match="needs chunk_id, doc_id and text"):
+        apply([pb.CorpusChunk(chunk_id="c", doc_id="d", text=" ", chunk_count=1)])
+    with pytest.raises(ValueError, match="not within chunk_count"):
+        apply([pb.CorpusChunk(chunk_id="c", doc_id="d", text="t", chunk_index=1, chunk_count=1)])
+
+
 def test_a_document_without_text_or_id_is_refused_with_the_reason(servicer):
     with pytest.raises(ValueError, match="no text"):
         index(servicer, [pb.Document(doc_id="empty", text="  ")])

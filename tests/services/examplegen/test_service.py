@@ -146,6 +146,37 @@ def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):
     assert chunk_count(corpus_chunk_words=62) == 3  # two paragraphs each
 
 
+def test_every_chunk_of_the_corpus_is_published_and_the_queries_go_to_a_seeded_sample(tmp_path):
+    (tmp_path / "manual.txt").write_text("\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6)))  # 6 chunks of 31 words
+    settings = ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]})
+    examplegen = Examplegen(settings, producer=None, writer=None, published=None)
+
+    def chunks(corpus_queries: int) -> list[pb.CorpusChunk]:
+        spec = pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=corpus_queries, corpus_chunk_words=31)
+        spec.collection = "manuals"
+        return examplegen.corpus_chunks(pb.Job(job_id="job-all", spec=spec))
+
+    some = chunks(3)
+    positions = [(c.doc_id, c.chunk_index, c.chunk_count, c.collection) for c in some]
+    assert positions == [("manual.txt", i, 6, "manuals") for i in range(6)]
+    assert sorted(c.num_queries for c in some) == [0, 0, 0, 1, 1, 1]
+    assert [bool(c.task_description) for c in some] == [bool(c.num_queries) for c in some]
+    assert [c.chunk_id for c in chunks(0)] == [c.chunk_id for c in some] and not any(c.num_queries for c in chunks(0))
+
+
+def test_chunks_without_queries_are_not_generated_for(kafka_settings, tmp_path, raw_reader):
+    provider = register_recorded()
+    calls = len(provider.prompts)
+    indexing_only = pb.CorpusChunk(chunk_id="c-none", job_id="job-none", doc_id="d", text="A passage to index.", chunk_count=1)
+    asked = pb.CorpusChunk(chunk_id="c-one", job_id="job-none", doc_id="d2", text="A passage to ask about.", num_queries=1)
+    with Running(build(settings_for(kafka_settings, tmp_path))):
+        send(kafka_settings, topics.CORPUS_CHUNKS, indexing_only.chunk_id, indexing_only)
+        send(kafka_settings, topics.CORPUS_CHUNKS, asked.chunk_id, asked)
+        raw_reader.wait_for(lambda m: len(m) >= 1)
+        raws = raw_reader.settle(2.0)
+    assert [r.chunk_id for r in raws] == ["c-one"] and len(provider.prompts) == calls + 1
+
+
 def test_a_redelivered_task_does_not_regenerate_published_examples(kafka_settings, tmp_path, raw_reader):
     provider = register_recorded()
     sent = task(num_examples=2)

@@ -75,6 +75,18 @@ def test_zero_corpus_chunk_words_means_the_jobspec_default_everywhere(tmp_path):
     assert len(read_corpus(docs)) == len(read_corpus(docs, DEFAULT_CHUNK_WORDS)) == 2
     assert read_corpus(docs, whole_documents=True) == ["T " + " ".join(f"w{i}" for i in range(DEFAULT_CHUNK_WORDS * 2))]
     assert RunConfig.corpus_chunk_words == 0 and not RunConfig.corpus_whole_documents
-    own = run_config(TrainerSettings(state_dir=str(tmp_path)), pb.TrainingSpec(), tmp_path / "r", docs, [], str(docs), "", corpus_chunk_words=30)
-    other = run_config(TrainerSettings(state_dir=str(tmp_path)), pb.TrainingSpec(), tmp_path / "r", docs, [], str(docs), "", corpus_chunk_words=None)
-    assert (own.corpus_chunk_words, own.corpus_whole_documents, other.corpus_whole_documents) == (30, False, True)
+
+
+def test_the_service_mines_each_line_of_its_corpus_file_as_one_candidate(tmp_path):
+    """The service's corpus is the job's chunks (one per line, text alone) or StartRun's documents, never cut again."""
+    docs = tmp_path / "chunks.jsonl"
+    docs.write_text('{"_id": "c1", "text": "' + " ".join(f"w{i}" for i in range(300)) + '"}\n')
+    config = run_config(TrainerSettings(state_dir=str(tmp_path)), pb.TrainingSpec(), tmp_path / "r", docs, [], str(docs), "")
+    assert config.corpus_whole_documents
+    assert read_corpus_of(config) == [" ".join(f"w{i}" for i in range(300))]
+
+
+def read_corpus_of(config: RunConfig) -> list[str]:
+    from services.trainer.pipeline import read_corpus
+
+    return read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents)

@@ -15,7 +15,7 @@ from embedforge.v1 import messages_pb2 as pb
 from embedforge.v1 import trainer_pb2 as api
 from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
-from libs.corpus import chunk_document, read_documents
+from libs.corpus import chunk_messages, read_documents
 from libs.grpc import GrpcServer
 from libs.kafka import ProtoProducer, physical_name
 from libs.modeling.data import read_examples
@@ -73,6 +73,8 @@ def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model
 
 
 def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_bert, kafka_settings, make_examples, tmp_path):
+    """A job whose documents came on forge.documents (no corpus_path): its chunks, as examplegen
+    published them on forge.corpus.chunks, are its mining corpus."""
     stub, settings = trainer
     producer = ProtoProducer(kafka_settings, client_id="test")
     docs = tmp_path / "docs"
@@ -83,10 +85,17 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
         job_id="job1",
         spec=pb.JobSpec(
             domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)], training=spec(tiny_bert, auto_start=True, max_steps=2),
-            corpus_path=str(docs), corpus_chunk_words=30,
+            corpus_chunk_words=30,
         ),
     )
+    chunks = [c for d in read_documents(docs) for c in chunk_messages("job1", d, 30)]
+    assert len(chunks) == 6  # per document: the heading with paragraph 0, paragraph 1, paragraph 2 (23 words each)
+    for chunk in chunks + chunks[:2]:  # at-least-once: two delivered twice
+        producer.send(topics.CORPUS_CHUNKS, chunk.chunk_id, chunk)
     producer.send_and_wait(topics.JOBS, job.job_id, job)
+    deadline = time.monotonic() + 30
+    while len(service_storage(settings).list("trainer/chunks/job1")) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the chunks are stored before the examples that start the run arrive
     for example in make_examples(24):
         message = pb.CuratedExample(content_hash=example.content_hash, job_id="job1", instruction="Find the place", query=example.query, positives=[example.positive], negatives=list(example.negatives))
         producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
@@ -106,13 +115,14 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     final = list(stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300))[-1].run
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     assert stub.ListModels(api.ListModelsRequest(job_id="job1")).models[0].dataset_manifest == run.dataset_manifest
-    # Negatives are mined from the chunks the job's queries were written for, not whole documents.
+    # Negatives are mined from the job's chunks as published (once each), not from documents cut again.
     run_dir = Path(settings.state_dir) / "trainer" / "runs" / "job1-auto"
-    assert json.loads((run_dir / "run.json").read_text())["corpus_chunk_words"] == 30
-    chunks = {c.text for d in read_documents(docs) for c in chunk_document(d, 30)}
-    assert len(chunks) == 6  # per document: the heading with paragraph 0, paragraph 1, paragraph 2 (23 words each)
+    corpus = [json.loads(line) for line in (run_dir / "corpus_chunks.jsonl").read_text().splitlines()]
+    assert sorted((row["_id"], row["text"]) for row in corpus) == sorted((c.chunk_id, c.text) for c in chunks)
+    assert json.loads((run_dir / "run.json").read_text())["corpus_path"] == str(run_dir / "corpus_chunks.jsonl")
     mined = [n for e in read_examples(run_dir / "train.mined.jsonl") for n in e.negatives]
-    assert set(mined) & chunks and not any(n.startswith("The harbour # The harbour") for n in mined)
+    written = {n for e in make_examples(24) for n in e.negatives}
+    assert set(mined) & {c.text for c in chunks} and set(mined) <= {c.text for c in chunks} | written
 
 
 def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, tiny_bert, kafka_settings, make_examples):
