@@ -196,10 +196,16 @@ def test_queries_whose_passage_the_base_ranks_low_are_round_trip_rejects(trainer
     vocab = [WORDS[6 * i : 6 * i + 6] for i in range(12)]  # twelve passages with words of their own
     for i, words in enumerate(vocab):
         (docs / f"d{i:02d}.txt").write_text(" ".join(words * 5))
-    chunks = [c.text for d in read_documents(docs) for c in chunk_document(d, 30)]
-    job = pb.Job(job_id="job4", spec=pb.JobSpec(domain="things", corpus_path=str(docs), corpus_chunk_words=30, corpus_queries=24))
+    messages = [c for d in read_documents(docs) for c in chunk_messages("job4", d, 30)]
+    chunks = [c.text for c in messages]
+    job = pb.Job(job_id="job4", spec=pb.JobSpec(domain="things", corpus_chunk_words=30, corpus_queries=24))
     producer = ProtoProducer(kafka_settings, client_id="test")
+    for chunk in messages:  # the job's mining corpus, as examplegen publishes it
+        producer.send(topics.CORPUS_CHUNKS, chunk.chunk_id, chunk)
     producer.send_and_wait(topics.JOBS, job.job_id, job)
+    deadline = time.monotonic() + 30
+    while len(service_storage(settings).list("trainer/chunks/job4")) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     # From each passage: a query in its own words, and one in the next passage's words (which ranks that one first).
     matched = {f"m{i:02d}": (" ".join(vocab[i][:4]), chunk) for i, chunk in enumerate(chunks)}
     mismatched = {f"x{i:02d}": (" ".join(vocab[(i + 1) % 12][:4]), chunk) for i, chunk in enumerate(chunks)}
