@@ -64,7 +64,13 @@ def model_handoff() -> dict:
         runtimes = []
         try:
             for i in range(REPLICAS):
-                runtime = LocalRuntime(work / f"replica-{i}", services=("embedder",), topic_prefix="bench.", storage_uri=uri, extra_env={"EMBEDDER_REPLICA_ID": f"replica-{i}", "EMBEDDER_TORCH_THREADS": "1"})
+                runtime = LocalRuntime(
+                    work / f"replica-{i}",
+                    services=("embedder",),
+                    topic_prefix="bench.",
+                    storage_uri=uri,
+                    extra_env={"EMBEDDER_REPLICA_ID": f"replica-{i}", "EMBEDDER_TORCH_THREADS": "1"},
+                )
                 runtime.start_broker(broker)
                 runtime.start_service("embedder")
                 runtimes.append(runtime)
@@ -77,7 +83,18 @@ def model_handoff() -> dict:
             started = time.perf_counter()  # export finished
             stored = Storage(uri).put_folder(export, f"models/{model_id}")
             uploaded = time.perf_counter() - started
-            producer.send_and_wait(topics.MODELS, model_id, pb.ModelReady(model_id=model_id, uri=stored.uri, manifest_digest=stored.digest, dimensions=384, pooling="mean", max_length=256))
+            producer.send_and_wait(
+                topics.MODELS,
+                model_id,
+                pb.ModelReady(
+                    model_id=model_id,
+                    uri=stored.uri,
+                    manifest_digest=stored.digest,
+                    dimensions=384,
+                    pooling="mean",
+                    max_length=256,
+                ),
+            )
             serving_after = {}
             while len(serving_after) < REPLICAS:
                 for i, stub in enumerate(stubs):
@@ -119,7 +136,12 @@ def xquad_pairs(count: int) -> list[TrainExample]:
 def start_trainer(broker: TansuBroker, run_dir: Path, uri: str) -> tuple[LocalRuntime, trainer_pb2_grpc.TrainerServiceStub]:
     """The trainer with the benchmark's work folder (beside ``run_dir``) as its data root."""
     runtime = LocalRuntime(
-        run_dir, services=("trainer",), topic_prefix="bench.", storage_uri=uri, extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_MINE_NEGATIVES": "0"}, data_roots=(run_dir.parent,)
+        run_dir,
+        services=("trainer",),
+        topic_prefix="bench.",
+        storage_uri=uri,
+        extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_MINE_NEGATIVES": "0"},
+        data_roots=(run_dir.parent,),
     )
     runtime.start_broker(broker)
     runtime.start_service("trainer")
@@ -158,7 +180,12 @@ def trainer_resume() -> dict:
             final = list(stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=1800))[-1].run
         finally:
             second.stop()
-        events = [json.loads(line) for line in (work / "second" / "state" / "trainer" / "trainer" / "runs" / run.run_id / "events.jsonl").read_text().splitlines()]
+        events = [
+            json.loads(line)
+            for line in (work / "second" / "state" / "trainer" / "trainer" / "runs" / run.run_id / "events.jsonl")
+            .read_text()
+            .splitlines()
+        ]
     resumed_from = next(e["resumed_from"] for e in events if "resumed_from" in e)
     assert final.state == trainer_pb2.RUN_STATE_SUCCEEDED, final.error
     shutil.rmtree(work, ignore_errors=True)

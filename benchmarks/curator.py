@@ -70,7 +70,8 @@ VOCABULARY = {
     "à l'infirmière tandis que le médecin peut ajuster la dose lorsque la fonction rénale change",
     "es": "el paciente debe tomar la pastilla con agua después del desayuno y comunicar los efectos secundarios a la "
     "enfermera mientras el médico puede ajustar la dosis cuando cambia la función renal o interactúan otros medicamentos",
-    "zh": "病人 应该 在 早饭 后 用 水 服用 药片 并且 把 副作用 告诉 护士 医生 可以 在 肾功能 变化 或者 其他 药物 相互作用 时 调整 剂量 诊所 周一 很早 开门",
+    "zh": "病人 应该 在 早饭 后 用 水 服用 药片 并且 把 副作用 告诉 护士 "
+    "医生 可以 在 肾功能 变化 或者 其他 药物 相互作用 时 调整 剂量 诊所 周一 很早 开门",
 }
 LANGUAGES = ["en"] * 6 + ["de", "fr", "es", "zh"]
 TEMPLATES = ["retrieval"] * 5 + ["short_matching", "long_matching", "sts", "bitext", "classification", "corpus_query"]
@@ -106,17 +107,29 @@ def answer_for(rng: random.Random, template: str, language: str) -> tuple[dict, 
         return answer, attributes, ""
     if template in ("short_matching", "long_matching"):
         length = 12 if template == "short_matching" else 80
-        return {"input": prose(rng, language, size(length)), "positive_document": prose(rng, language, size(length))}, attributes, ""
+        return (
+            {"input": prose(rng, language, size(length)), "positive_document": prose(rng, language, size(length))},
+            attributes,
+            "",
+        )
     if template == "sts":
         attributes.update(high_score="4.5", low_score="2.5", unit="sentence")
-        return {"S1": prose(rng, language, size(15)), "S2": prose(rng, language, size(15)), "S3": prose(rng, language, size(15))}, attributes, ""
+        return (
+            {"S1": prose(rng, language, size(15)), "S2": prose(rng, language, size(15)), "S3": prose(rng, language, size(15))},
+            attributes,
+            "",
+        )
     if template == "bitext":
         target = rng.choice(["de", "fr", "es"])
         attributes = {"source_language": "en", "target_language": target}
         return {"S1": prose(rng, "en", 20), "S2": prose(rng, target, 20), "S3": prose(rng, target, 20)}, attributes, ""
     if template == "classification":
         attributes.update(num_words="at least 10 words")
-        return {"input_text": prose(rng, language, size(40)), "label": "side effect", "misleading_label": "dosage question"}, attributes, ""
+        return (
+            {"input_text": prose(rng, language, size(40)), "label": "side effect", "misleading_label": "dosage question"},
+            attributes,
+            "",
+        )
     chunk = "Medication leaflet\n" + prose(rng, language, size(150))
     return {"query": prose(rng, language, size(10))}, attributes, chunk
 
@@ -267,7 +280,9 @@ class Sha1MinHasher(MinHasher):
         return [self.pair(query, positive) for query, positive in items]
 
 
-def curate_in_process(examples: list[pb.RawExample], validator: Validator, index: DedupIndex, label: str) -> tuple[float, float, Counter]:
+def curate_in_process(
+    examples: list[pb.RawExample], validator: Validator, index: DedupIndex, label: str
+) -> tuple[float, float, Counter]:
     """(examples per CPU second, examples per wall second, outcomes) of one thread.
 
     Batches of BATCH records, as the service's stages get them from a poll: the validate
@@ -302,14 +317,18 @@ def curate_in_process(examples: list[pb.RawExample], validator: Validator, index
 def core(examples: list[pb.RawExample]) -> dict:
     settings, dedup = ValidationSettings(), DedupSettings()
     ours = Validator(settings)
-    rate, wall_rate, outcomes = curate_in_process(examples, ours, DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes), "curator core")
+    rate, wall_rate, outcomes = curate_in_process(
+        examples, ours, DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes), "curator core"
+    )
     public = Validator(settings, detector=PublicLangid())
     public_index = DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes)
     public_rate, public_wall_rate, public_outcomes = curate_in_process(examples, public, public_index, "core, public langid API")
     anchor_index = DedupIndex(dedup.near_duplicate_threshold, dedup.num_perm, dedup.max_bytes)
     anchor_index.hasher = Sha1MinHasher(dedup.num_perm, dedup.max_bytes)
     langid.classify("warm up")
-    anchor_rate, anchor_wall_rate, anchor_outcomes = curate_in_process(examples, Validator(settings, detector=LangidClassify()), anchor_index, "anchor core")
+    anchor_rate, anchor_wall_rate, anchor_outcomes = curate_in_process(
+        examples, Validator(settings, detector=LangidClassify()), anchor_index, "anchor core"
+    )
     return {
         "examples_per_s_core": round(rate), "examples_per_s_core_anchor": round(anchor_rate),
         "examples_per_s_core_wall": round(wall_rate), "examples_per_s_core_anchor_wall": round(anchor_wall_rate),
@@ -327,7 +346,9 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
     from libs.kafka import physical_name
 
     with tempfile.TemporaryDirectory() as run_dir, TansuBroker(log_path=Path(run_dir) / "broker.log") as broker:
-        runtime = LocalRuntime(Path(run_dir), services=("curator",), extra_env={"{PREFIX}KAFKA__MAX_POLL_RECORDS": "500"}, topic_prefix="bench.")
+        runtime = LocalRuntime(
+            Path(run_dir), services=("curator",), extra_env={"{PREFIX}KAFKA__MAX_POLL_RECORDS": "500"}, topic_prefix="bench."
+        )
         runtime.start_broker(broker)
         runtime.start_service("curator")
         runtime.wait_healthy("curator")
@@ -340,7 +361,9 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
         warmup = pb.RawExample(example_id="warmup", job_id="warmup", template_id="sts", raw_output="{}")
         producer.send_and_wait(topics.EXAMPLES_RAW, warmup.example_id, warmup)
         warmup_key = topics.rejected_key(pb.RejectedExample(job_id=warmup.job_id, example_id=warmup.example_id)).encode()
-        while not any(r.key == warmup_key for r in outputs):  # the curator is assigned and consuming (it rejects the empty warmup)
+        while not any(
+            r.key == warmup_key for r in outputs
+        ):  # the curator is assigned and consuming (it rejects the empty warmup)
             pass
         seen: set[bytes] = set()
         started = time.perf_counter()
@@ -358,7 +381,11 @@ def kafka_end_to_end(examples: list[pb.RawExample]) -> dict:
                     progress.update(task, completed=len(seen))
         elapsed = time.perf_counter() - started
         runtime.stop_service("curator")
-    return {"examples_per_s_kafka": round(len(examples) / elapsed), "kafka_examples": len(examples), "kafka_seconds": round(elapsed, 1)}
+    return {
+        "examples_per_s_kafka": round(len(examples) / elapsed),
+        "kafka_examples": len(examples),
+        "kafka_seconds": round(elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -373,7 +400,8 @@ def main() -> None:
         **core(examples),
         **kafka_end_to_end([typed(example) for example in workload(KAFKA_EXAMPLES, job_id="bench-kafka")]),
         "anchor": "same checks with langid.classify and datasketch MinHash.update_batch (SHA-1 per shingle)",
-        "core_rate_basis": "examples_per_s_core*: per CPU second of the one benchmark thread (time.thread_time); *_wall: per wall second",
+        "core_rate_basis": "examples_per_s_core*: per CPU second of the one benchmark thread (time.thread_time); "
+        "*_wall: per wall second",
         "machine": {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), "python": platform.python_version()},
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -34,7 +34,9 @@ def newest_report(after: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--job", default="examples/demo/job.yaml")
-    parser.add_argument("--make-arg", action="append", default=[], help="extra make argument, e.g. -o .venv/.installed (a venv built elsewhere)")
+    parser.add_argument(
+        "--make-arg", action="append", default=[], help="extra make argument, e.g. -o .venv/.installed (a venv built elsewhere)"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     started_wall = time.time()
@@ -65,7 +67,12 @@ def main() -> None:
         "training": {k: report["training"][k] for k in ("steps", "train_examples", "dev_examples")},
         "evaluation": report["evaluation"],
         "index": report["index"],
-        "machine": {"cpus": os.cpu_count(), "load_average_1m_before": round(load_before, 2), "load_average_1m_after": round(os.getloadavg()[0], 2), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1m_before": round(load_before, 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

@@ -96,7 +96,9 @@ def throughput(path: str, texts: list[str], rounds: int, engine: EmbeddingModel)
             wall, cpu = timed(fn)
             walls[name].append(wall)
             cpus[name].append(cpu)
-            console.log(f"round {round_index + 1}/{rounds} {name}: {wall:.1f}s wall, {cpu:.1f}s cpu, {tokens / wall:.0f} tokens/s")
+            console.log(
+                f"round {round_index + 1}/{rounds} {name}: {wall:.1f}s wall, {cpu:.1f}s cpu, {tokens / wall:.0f} tokens/s"
+            )
     batcher.close()
     best = {k: min(v) for k, v in walls.items()}
     return {
@@ -137,7 +139,12 @@ def quality(path: str, engine: EmbeddingModel) -> dict:
 def grpc_latency(settings: EmbedderSettings, requests: int, clients: int) -> dict:
     queries = [json.loads(line)["text"] for line in open(DATA / "xquad-en" / "queries.jsonl", encoding="utf-8")]
     servicer = build_servicer(settings)
-    server = GrpcServer([GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, "embedforge.v1.EmbedderService")], "127.0.0.1", 0, max_workers=clients * 2)
+    server = GrpcServer(
+        [GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, "embedforge.v1.EmbedderService")],
+        "127.0.0.1",
+        0,
+        max_workers=clients * 2,
+    )
     server.start()
     channel = traced_channel(f"127.0.0.1:{server.port}")
     stub = api_grpc.EmbedderServiceStub(channel)
@@ -178,10 +185,15 @@ def upload_points_baseline(folder: str, rows: list[dict], embed) -> float:
     started = time.perf_counter()
     vectors = embed([f"{r['title']} {r['text']}".strip() for r in rows])
     client = QdrantClient(path=folder)
-    client.create_collection("baseline", vectors_config=models.VectorParams(size=vectors.shape[1], distance=models.Distance.COSINE))
+    client.create_collection(
+        "baseline", vectors_config=models.VectorParams(size=vectors.shape[1], distance=models.Distance.COSINE)
+    )
     client.upload_points(
         "baseline",
-        points=[models.PointStruct(id=i, vector=v.tolist(), payload={"doc_id": r["_id"], "title": r["title"], "text": r["text"]}) for i, (r, v) in enumerate(zip(rows, vectors))],
+        points=[
+            models.PointStruct(id=i, vector=v.tolist(), payload={"doc_id": r["_id"], "title": r["title"], "text": r["text"]})
+            for i, (r, v) in enumerate(zip(rows, vectors))
+        ],
         batch_size=256,
         wait=True,
     )
@@ -204,7 +216,9 @@ def ingest(settings: EmbedderSettings, path: str, rows: list[dict], workdir: Pat
     ours_seconds = time.perf_counter() - started
     points = servicer.store.count("bench")
     engine = servicer.current
-    engine_seconds = upload_points_baseline(str(workdir / "engine"), rows, lambda texts: servicer.batcher.embed(engine, engine.tokenize(texts)))
+    engine_seconds = upload_points_baseline(
+        str(workdir / "engine"), rows, lambda texts: servicer.batcher.embed(engine, engine.tokenize(texts))
+    )
     servicer.close()
     return {
         "documents": len(rows),
@@ -248,11 +262,15 @@ def main() -> None:
         console.log("quality")
         result["quality"] = quality(path, engine)
         console.log("gRPC latency")
-        result["grpc"] = grpc_latency(settings.model_copy(update={"state_dir": str(Path(tmp) / "grpc")}), args.requests, args.clients)
+        result["grpc"] = grpc_latency(
+            settings.model_copy(update={"state_dir": str(Path(tmp) / "grpc")}), args.requests, args.clients
+        )
         console.log("ingest")
         workdir = Path(tmp) / "ingest"
         workdir.mkdir()
-        result["ingest"] = ingest(settings.model_copy(update={"state_dir": str(workdir / "ours")}), path, rows[: args.ingest_docs], workdir)
+        result["ingest"] = ingest(
+            settings.model_copy(update={"state_dir": str(workdir / "ours")}), path, rows[: args.ingest_docs], workdir
+        )
         result["load_average_at_end"] = round(os.getloadavg()[0], 2)
 
     figures = {
@@ -263,7 +281,16 @@ def main() -> None:
         "grpc_p99_ms": result["grpc"]["grpc_p99_ms"],
         "ingest_ratio_vs_upload_points": result["ingest"]["ingest_ratio_vs_upload_points"],
     }
-    output = {**figures, "goals": {"ratio_vs_st_bf16": ">= 1.3", "ratio_vs_st_fp32": ">= 3", "ndcg10_delta_vs_fp32": "> -0.3 (nDCG@10 points)", "ingest_ratio_vs_upload_points": ">= 1.0"}, "details": result}
+    output = {
+        **figures,
+        "goals": {
+            "ratio_vs_st_bf16": ">= 1.3",
+            "ratio_vs_st_fp32": ">= 3",
+            "ndcg10_delta_vs_fp32": "> -0.3 (nDCG@10 points)",
+            "ingest_ratio_vs_upload_points": ">= 1.0",
+        },
+        "details": result,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     table = Table(title="embedder benchmark")

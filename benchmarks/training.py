@@ -92,27 +92,46 @@ def throughput(args) -> None:
     st_model.max_seq_length = args.max_length
     clock = StepClock()
     st_args = SentenceTransformerTrainingArguments(
-        output_dir=str(WORK / "st"), per_device_train_batch_size=batch, num_train_epochs=1, learning_rate=2e-5, warmup_ratio=0.1,
-        save_strategy="no", report_to=[], logging_steps=1000, dataloader_drop_last=True, use_cpu=True, seed=0,
+        output_dir=str(WORK / "st"),
+        per_device_train_batch_size=batch,
+        num_train_epochs=1,
+        learning_rate=2e-5,
+        warmup_ratio=0.1,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1000,
+        dataloader_drop_last=True,
+        use_cpu=True,
+        seed=0,
     )
     dataset = Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
-    trainer = SentenceTransformerTrainer(model=st_model, args=st_args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(st_model), callbacks=[clock])
+    trainer = SentenceTransformerTrainer(
+        model=st_model, args=st_args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(st_model), callbacks=[clock]
+    )
     trainer.train()
     st_rate = batch * (len(clock.times) - warmup) / (clock.times[-1] - clock.times[warmup - 1])
 
     examples = [TrainExample(q, p) for q, p in pairs]
     ours_times = []
     embedder = Embedder(ModelConfig(minilm(), max_length=args.max_length))
-    ours = Trainer(embedder, examples, TrainConfig(output_dir=str(WORK / "ours"), batch_size=batch, negatives_per_query=0, checkpoint_every=0, temperature=0.05))
+    ours = Trainer(
+        embedder,
+        examples,
+        TrainConfig(output_dir=str(WORK / "ours"), batch_size=batch, negatives_per_query=0, checkpoint_every=0, temperature=0.05),
+    )
     ours.train(lambda *_: ours_times.append(time.perf_counter()))
     our_rate = batch * (len(ours_times) - warmup) / (ours_times[-1] - ours_times[warmup - 1])
-    save({
-        "throughput_examples_per_s_ours": round(our_rate, 2),
-        "throughput_examples_per_s_st": round(st_rate, 2),
-        "throughput_ratio_vs_st": round(our_rate / st_rate, 3),
-        "throughput_setup": f"all-MiniLM-L6-v2, batch {batch}, max_length {args.max_length}, {THREADS} threads, {steps} timed steps after {warmup}; "
-        f"ours: bf16 autocast={embedder.use_bf16}, length-bucketed, no hard negatives (same (anchor, positive) pairs as MNRL)",
-    })
+    save(
+        {
+            "throughput_examples_per_s_ours": round(our_rate, 2),
+            "throughput_examples_per_s_st": round(st_rate, 2),
+            "throughput_ratio_vs_st": round(our_rate / st_rate, 3),
+            "throughput_setup": f"all-MiniLM-L6-v2, batch {batch}, max_length {args.max_length}, {THREADS} threads, "
+            f"{steps} timed steps after {warmup}; "
+            f"ours: bf16 autocast={embedder.use_bf16}, length-bucketed, no hard negatives (same (anchor, positive) "
+            "pairs as MNRL)",
+        }
+    )
 
 
 # ----- GradCache memory
@@ -129,7 +148,14 @@ def peak_memory_child(args) -> None:
     embedder = Embedder(ModelConfig(minilm(), max_length=args.max_length))
     embedder.encode([e.positive for e in examples[:8]])
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    config = TrainConfig(output_dir=str(WORK / "mem"), batch_size=args.batch, negatives_per_query=0, checkpoint_every=0, max_steps=1, gradcache_chunk_size=args.chunk)
+    config = TrainConfig(
+        output_dir=str(WORK / "mem"),
+        batch_size=args.batch,
+        negatives_per_query=0,
+        checkpoint_every=0,
+        max_steps=1,
+        gradcache_chunk_size=args.chunk,
+    )
     started = time.perf_counter()
     Trainer(embedder, examples, config).train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -138,20 +164,36 @@ def peak_memory_child(args) -> None:
 
 def gradcache(args) -> None:
     def measure(batch: int, chunk: int) -> dict:
-        command = [sys.executable, __file__, "_peak", "--batch", str(batch), "--chunk", str(chunk), "--max-length", str(args.max_length)]
+        command = [
+            sys.executable,
+            __file__,
+            "_peak",
+            "--batch",
+            str(batch),
+            "--chunk",
+            str(chunk),
+            "--max-length",
+            str(args.max_length),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         return json.loads(output.strip().splitlines()[-1])
 
     plain = measure(64, 0)
     cached = measure(1024, 64)
     growth = lambda m: m["peak_mib"] - m["baseline_mib"]  # noqa: E731
-    save({
-        "gradcache_mem_ratio": round(growth(cached) / growth(plain), 3),
-        "gradcache_peak_rss_ratio": round(cached["peak_mib"] / plain["peak_mib"], 3),
-        "gradcache_peak_growth_mib": {"plain_batch_64": round(growth(plain), 1), "gradcache_batch_1024_chunk_64": round(growth(cached), 1)},
-        "gradcache_step_s": {"plain_batch_64": round(plain["step_s"], 1), "gradcache_batch_1024": round(cached["step_s"], 1)},
-        "gradcache_setup": f"all-MiniLM-L6-v2, max_length {args.max_length}, one optimizer step; ratio = peak RSS growth over the loaded model",
-    })
+    save(
+        {
+            "gradcache_mem_ratio": round(growth(cached) / growth(plain), 3),
+            "gradcache_peak_rss_ratio": round(cached["peak_mib"] / plain["peak_mib"], 3),
+            "gradcache_peak_growth_mib": {
+                "plain_batch_64": round(growth(plain), 1),
+                "gradcache_batch_1024_chunk_64": round(growth(cached), 1),
+            },
+            "gradcache_step_s": {"plain_batch_64": round(plain["step_s"], 1), "gradcache_batch_1024": round(cached["step_s"], 1)},
+            "gradcache_setup": f"all-MiniLM-L6-v2, max_length {args.max_length}, one optimizer step; ratio = peak RSS "
+            "growth over the loaded model",
+        }
+    )
 
 
 # ----- quality
@@ -166,12 +208,22 @@ def cached_examples(corpus: str):
     rows = [r for r in rows if r["corpus"] == corpus]
     accepted = [r for r in rows if r["accepted"]]
     examples = [TrainExample(r["query"], docs[r["doc_id"]], instruction=r["instruction"]) for r in accepted]
-    return examples, {"generated": len(rows), "accepted": len(accepted), "rejected": dict(Counter(r["reason"] for r in rows if not r["accepted"]))}
+    return examples, {
+        "generated": len(rows),
+        "accepted": len(accepted),
+        "rejected": dict(Counter(r["reason"] for r in rows if not r["accepted"])),
+    }
 
 
 def quality_run(
-    corpus: str, model_config, train_overrides: dict, eval_paths: list[str], run_name: str, limit: int = 0,
-    merge_weight: float = 0.0, round_trip_k: int = 0,
+    corpus: str,
+    model_config,
+    train_overrides: dict,
+    eval_paths: list[str],
+    run_name: str,
+    limit: int = 0,
+    merge_weight: float = 0.0,
+    round_trip_k: int = 0,
 ) -> tuple[list[dict], dict, float]:
     """Fine-tune on the corpus's cached queries (the first ``limit``; 0 = all) and evaluate base
     vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split. With
@@ -192,11 +244,18 @@ def quality_run(
     run_dir.mkdir(parents=True)
     write_examples(run_dir / "data.jsonl", examples)
     config = RunConfig(
-        dataset_path=str(run_dir / "data.jsonl"), run_dir=str(run_dir / "run"), model=model_config,
-        train=TrainConfig(output_dir="", **train_overrides), mining=MiningConfig(negatives=7, round_trip_k=round_trip_k),
-        merge=MergeConfig(weight=merge_weight), corpus_path=str(DATA / corpus), corpus_whole_documents=round_trip_k > 0,
-        eval_paths=tuple(eval_paths), dev_fraction=0.1,
-        instruction=examples[0].instruction, model_id=run_name,
+        dataset_path=str(run_dir / "data.jsonl"),
+        run_dir=str(run_dir / "run"),
+        model=model_config,
+        train=TrainConfig(output_dir="", **train_overrides),
+        mining=MiningConfig(negatives=7, round_trip_k=round_trip_k),
+        merge=MergeConfig(weight=merge_weight),
+        corpus_path=str(DATA / corpus),
+        corpus_whole_documents=round_trip_k > 0,
+        eval_paths=tuple(eval_paths),
+        dev_fraction=0.1,
+        instruction=examples[0].instruction,
+        model_id=run_name,
     )
     timings = {}
 
@@ -226,10 +285,19 @@ def quality(args) -> None:
 
     torch.set_num_threads(THREADS)
     # temperature 0.05: the scale (20) all-MiniLM-L6-v2 was trained with (sentence-transformers MNRL)
-    train = {"batch_size": 32, "epochs": args.epochs, "learning_rate": 2e-5, "temperature": 0.05, "negatives_per_query": 1, "checkpoint_every": 0}
+    train = {
+        "batch_size": 32,
+        "epochs": args.epochs,
+        "learning_rate": 2e-5,
+        "temperature": 0.05,
+        "negatives_per_query": 1,
+        "checkpoint_every": 0,
+    }
     figures = {}
     for corpus, key in (("cmrc2018-dev", "cmrc"), ("xquad-en", "xquad")):
-        evals, stats, weight = quality_run(corpus, ModelConfig(minilm(), max_length=256), train, [str(DATA / corpus), str(DATA / "sickr")], f"quality-{key}")
+        evals, stats, weight = quality_run(
+            corpus, ModelConfig(minilm(), max_length=256), train, [str(DATA / corpus), str(DATA / "sickr")], f"quality-{key}"
+        )
         figures[f"{key}_ndcg10_base"], figures[f"{key}_ndcg10_tuned"] = pick(evals, corpus, "ndcg@10")
         figures[f"{key}_dev_ndcg10_base"], figures[f"{key}_dev_ndcg10_tuned"] = pick(evals, "dev", "ndcg@10")
         base, tuned = pick(evals, "sickr", "spearman")
@@ -240,7 +308,8 @@ def quality(args) -> None:
         save(figures)
     figures["sickr_spearman_tuned"] = min(figures["sickr_spearman_tuned_cmrc_model"], figures["sickr_spearman_tuned_xquad_model"])
     figures["quality_setup"] = (
-        f"all-MiniLM-L6-v2 full fine-tuning, batch 32, lr 2e-5, {args.epochs} epochs, temperature 0.05, 1 hard negative per query "
+        f"all-MiniLM-L6-v2 full fine-tuning, batch 32, lr 2e-5, {args.epochs} epochs, temperature 0.05, 1 hard "
+        "negative per query "
         "(mined from the corpus, ranks 2-200, < 95% of the positive), LM-Cocktail weight chosen on the synthetic dev split; "
         "sickr_spearman_tuned is the worse of the two tuned models"
     )
@@ -253,8 +322,14 @@ def round_trip(args) -> None:
     from libs.modeling.embedder import ModelConfig
 
     torch.set_num_threads(THREADS)
-    train = {"batch_size": 32, "epochs": args.epochs, "learning_rate": 2e-5, "temperature": 0.05, "negatives_per_query": 1,
-             "checkpoint_every": 0}
+    train = {
+        "batch_size": 32,
+        "epochs": args.epochs,
+        "learning_rate": 2e-5,
+        "temperature": 0.05,
+        "negatives_per_query": 1,
+        "checkpoint_every": 0,
+    }
     rows = {}
     for corpus in args.corpora.split(","):
         for k in (0, 1, 3, 5, 10, 20):
@@ -262,8 +337,12 @@ def round_trip(args) -> None:
             evals, stats, weight = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", round_trip_k=k)
             base, tuned = pick(evals, "dev", "ndcg@10")
             kept = round(1 - stats["round_trip_rejected"] / stats["train_split"], 3)
-            rows[f"{corpus}/k={k}"] = {"kept_share": kept, "dev_ndcg10_base": base, "dev_ndcg10_tuned": tuned,
-                                      "merge_weight": weight}
+            rows[f"{corpus}/k={k}"] = {
+                "kept_share": kept,
+                "dev_ndcg10_base": base,
+                "dev_ndcg10_tuned": tuned,
+                "merge_weight": weight,
+            }
             save({"round_trip_k": rows})
 
 
@@ -272,18 +351,42 @@ def decoder(args) -> None:
     from libs.modeling.embedder import LoraSettings, ModelConfig
 
     torch.set_num_threads(THREADS)
-    model = ModelConfig(str(resolve_model("qwen2.5-0.5b-instruct")), pooling="last_token", max_length=args.max_length, lora=LoraSettings(rank=16, alpha=32), gradient_checkpointing=True)
+    model = ModelConfig(
+        str(resolve_model("qwen2.5-0.5b-instruct")),
+        pooling="last_token",
+        max_length=args.max_length,
+        lora=LoraSettings(rank=16, alpha=32),
+        gradient_checkpointing=True,
+    )
     train = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-4, "negatives_per_query": 1, "checkpoint_every": 0}
-    evals, stats, _ = quality_run("cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc", limit=args.limit, merge_weight=1.0)
+    evals, stats, _ = quality_run(
+        "cmrc2018-dev", model, train, [str(DATA / "cmrc2018-dev")], "decoder-cmrc", limit=args.limit, merge_weight=1.0
+    )
     base, tuned = pick(evals, "cmrc2018-dev", "ndcg@10")
-    setup = (f"Qwen2.5-Coder-0.5B-Instruct (local GGUF, dequantized) LoRA r16 a32, last-token + EOS, batch 16, lr 1e-4, 1 epoch, "
-             f"max_length {args.max_length}, bf16 autocast, no LM-Cocktail merge (as E5-mistral)")
+    setup = (
+        f"Qwen2.5-Coder-0.5B-Instruct (local GGUF, dequantized) LoRA r16 a32, last-token + EOS, batch 16, lr 1e-4, 1 epoch, "
+        f"max_length {args.max_length}, bf16 autocast, no LM-Cocktail merge (as E5-mistral)"
+    )
     if args.limit:  # a reduced run: its own keys, never the full run's
-        save({"decoder_small_cmrc_ndcg10_base": base, "decoder_small_cmrc_ndcg10_tuned": tuned, "decoder_small_training_s": stats.get("trained_s"),
-              "decoder_small_data": stats, "decoder_small_setup": f"{setup}; first {args.limit} cached queries only"})
+        save(
+            {
+                "decoder_small_cmrc_ndcg10_base": base,
+                "decoder_small_cmrc_ndcg10_tuned": tuned,
+                "decoder_small_training_s": stats.get("trained_s"),
+                "decoder_small_data": stats,
+                "decoder_small_setup": f"{setup}; first {args.limit} cached queries only",
+            }
+        )
         return
-    save({"cmrc_ndcg10_decoder_base": base, "cmrc_ndcg10_decoder_tuned": tuned, "decoder_training_s": stats.get("trained_s"), "decoder_data": stats,
-          "decoder_setup": setup})
+    save(
+        {
+            "cmrc_ndcg10_decoder_base": base,
+            "cmrc_ndcg10_decoder_tuned": tuned,
+            "decoder_training_s": stats.get("trained_s"),
+            "decoder_data": stats,
+            "decoder_setup": setup,
+        }
+    )
 
 
 def main() -> None:
@@ -299,7 +402,11 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     commands = {
-        "throughput": throughput, "gradcache": gradcache, "quality": quality, "decoder": decoder, "round-trip": round_trip,
+        "throughput": throughput,
+        "gradcache": gradcache,
+        "quality": quality,
+        "decoder": decoder,
+        "round-trip": round_trip,
         "_peak": peak_memory_child,
     }
     commands[args.command](args)

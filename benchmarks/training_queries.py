@@ -71,12 +71,24 @@ def generate(server: LlamaServer) -> None:
         for doc in docs[: args.limit or None]:
             if (corpus, doc["_id"]) in done:
                 continue
-            chunk = pb.CorpusChunk(chunk_id=f"{corpus}:{doc['_id']}", job_id=f"bench-{corpus}", doc_id=doc["_id"], title=doc.get("title", ""), text=doc["text"],
-                                   task_description=task, num_queries=1, generator_model=generator, languages=[pb.LanguageWeight(language=language, weight=1.0)], seed=7)
+            chunk = pb.CorpusChunk(
+                chunk_id=f"{corpus}:{doc['_id']}",
+                job_id=f"bench-{corpus}",
+                doc_id=doc["_id"],
+                title=doc.get("title", ""),
+                text=doc["text"],
+                task_description=task,
+                num_queries=1,
+                generator_model=generator,
+                languages=[pb.LanguageWeight(language=language, weight=1.0)],
+                seed=7,
+            )
             todo.extend((corpus, doc["_id"], plan) for plan in writer.plan_chunk(chunk))
     # Interleave the corpora in proportion to their size, so every prefix covers both.
-    todo = sorted((item for items in todo_by_corpus.values() for item in items),
-                  key=lambda item: todo_by_corpus[item[0]].index(item) / len(todo_by_corpus[item[0]]))
+    todo = sorted(
+        (item for items in todo_by_corpus.values() for item in items),
+        key=lambda item: todo_by_corpus[item[0]].index(item) / len(todo_by_corpus[item[0]]),
+    )
     started, failures = time.perf_counter(), 0
     with Progress() as progress, open(OUTPUT, "a", encoding="utf-8") as out:
         bar = progress.add_task("generating queries", total=len(todo))
@@ -89,7 +101,14 @@ def generate(server: LlamaServer) -> None:
                 if raw.error:  # not cached: a later run retries it
                     failures += 1
                     continue
-                row = {"corpus": corpus, "doc_id": doc_id, "query": "", "instruction": raw.task_description, "accepted": False, "reason": ""}
+                row = {
+                    "corpus": corpus,
+                    "doc_id": doc_id,
+                    "query": "",
+                    "instruction": raw.task_description,
+                    "accepted": False,
+                    "reason": "",
+                }
                 try:
                     curated = validator.curate(raw)
                     row.update(query=curated.query, accepted=True)

@@ -55,7 +55,11 @@ def channel(args: argparse.Namespace, service: str) -> grpc.Channel:
 
 def describe(job: taskgen_pb2.JobStatus) -> str:
     state = taskgen_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
-    line = f"{job.job_id} {job.spec.name or '-'} {state}: tasks {job.tasks_published}/{job.tasks_target}, examples generated {job.examples_generated}/{job.examples_target}, accepted {job.examples_accepted}, rejected {job.examples_rejected}"
+    line = (
+        f"{job.job_id} {job.spec.name or '-'} {state}: tasks {job.tasks_published}/{job.tasks_target}, "
+        f"examples generated {job.examples_generated}/{job.examples_target}, "
+        f"accepted {job.examples_accepted}, rejected {job.examples_rejected}"
+    )
     return line + (f", model {job.model_id}" if job.model_id else "") + (f", error: {job.error}" if job.error else "")
 
 
@@ -67,7 +71,10 @@ def submit(args: argparse.Namespace) -> None:
     job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec, job_id=args.job_id)).job
     print(describe(job))
     if documents:
-        print(f"uploaded {taskgen.UploadDocuments(upload_requests(documents, job.job_id, spec.collection)).documents} documents from {documents}")
+        print(
+            f"uploaded {taskgen.UploadDocuments(upload_requests(documents, job.job_id, spec.collection)).documents} "
+            f"documents from {documents}"
+        )
     if args.watch:  # a server stream: one status per change, until SUCCEEDED or FAILED
         for update in taskgen.WatchJob(taskgen_pb2.WatchJobRequest(job_id=job.job_id)):
             print(describe(update.job))
@@ -85,7 +92,9 @@ def jobs(args: argparse.Namespace) -> None:
 def search(args: argparse.Namespace) -> None:
     embedder = embedder_pb2_grpc.EmbedderServiceStub(channel(args, "embedder"))
     mode = embedder_pb2.SEARCH_MODE_HYBRID if args.mode == "hybrid" else embedder_pb2.SEARCH_MODE_DENSE
-    response = embedder.Search(embedder_pb2.SearchRequest(query=args.query, collection=args.collection, top_k=args.top_k, mode=mode))
+    response = embedder.Search(
+        embedder_pb2.SearchRequest(query=args.query, collection=args.collection, top_k=args.top_k, mode=mode)
+    )
     for rank, hit in enumerate(response.hits, start=1):
         print(f"{rank}. {hit.score:.4f} {hit.doc_id}: {' '.join(hit.text.split())[:100]}")
 
@@ -97,7 +106,9 @@ def main() -> None:
     parser.add_argument("--embedder", default="", help="embedder host:port")
     parser.add_argument("--ca-file", default=str(LOCAL_AUTH / "ca.crt"), help="CA that signed the services' certificates")
     parser.add_argument("--token-file", default=str(LOCAL_AUTH / "admin.token"), help="file holding the bearer token")
-    parser.add_argument("--server-name", default="", help="name in the server certificate, if not the address's host (port-forwarding)")
+    parser.add_argument(
+        "--server-name", default="", help="name in the server certificate, if not the address's host (port-forwarding)"
+    )
     parser.add_argument("--plaintext", action="store_true", help="no TLS and no token (a deployment with both turned off)")
     commands = parser.add_subparsers(dest="command", required=True)
     submit_parser = commands.add_parser("submit", help="submit a job spec YAML")

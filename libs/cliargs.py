@@ -101,7 +101,11 @@ def add_dataclass_args(
 def dataclass_from_args(cls, args: argparse.Namespace, prefix: str = "", **values):
     """An instance of ``cls`` from the flags ``add_dataclass_args`` added (fields without a flag keep
     their defaults, or take ``values``, which win over flags)."""
-    given = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if getattr(args, prefix + f.name, None) is not None}
+    given = {
+        f.name: getattr(args, prefix + f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, prefix + f.name, None) is not None
+    }
     for f in dataclasses.fields(cls):  # an auto|on|off switch left at auto is None, a real value
         if f.name not in given and hasattr(args, prefix + f.name) and f.default is None:
             given[f.name] = None

@@ -67,7 +67,9 @@ def _read_jsonl(path: Path) -> Iterator[SourceDocument]:
 def _read_folder(folder: Path) -> Iterator[SourceDocument]:
     """The folder's own .txt/.md files: links to files outside it are skipped."""
     inside = folder.resolve()
-    for file in sorted(p for p in folder.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)):
+    for file in sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)
+    ):
         text = file.read_text(encoding="utf-8", errors="replace")
         heading = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")), "")
         relative = str(file.relative_to(folder))

@@ -62,7 +62,9 @@ def is_uri(location: str) -> bool:
 def parse_object_uri(text: str) -> ObjectUri:
     """The ObjectUri of ``text``, or ValueError saying why it is not a plain object location."""
     if any(c in text for c in "%\\?#@") or any(ord(c) < 0x20 or ord(c) == 0x7F or c.isspace() for c in text):
-        raise ValueError("an object URI holds no credentials, query, fragment, escapes, backslashes, spaces or control characters")
+        raise ValueError(
+            "an object URI holds no credentials, query, fragment, escapes, backslashes, spaces or control characters"
+        )
     scheme, _, rest = text.partition("://")
     scheme = scheme.lower()
     if scheme not in OBJECT_SCHEMES:
@@ -102,7 +104,9 @@ class DataRoots:
     def refusal(self, field: str, folders: bool) -> ValueError:
         """The one refusal of ``field``: it never says whether the location exists."""
         allowed = "a regular file" + (" or folder" if folders else "")
-        return ValueError(f"{field} is not {allowed} under the data roots this service may read (at most {self.max_file_bytes} bytes per file)")
+        return ValueError(
+            f"{field} is not {allowed} under the data roots this service may read (at most {self.max_file_bytes} bytes per file)"
+        )
 
     def check(self, location: str, field: str, folders: bool = True) -> Path | ObjectUri:
         """Where ``location`` may be read from: the real path of a server path (see resolve), or

@@ -40,7 +40,16 @@ from libs.storage import canonical, file_sha256
 
 log = logging.getLogger(__name__)
 
-REFUSED_CODES = {"403", "404", "AccessDenied", "AllAccessDisabled", "NoSuchKey", "NoSuchBucket", "InvalidBucketName", "InvalidObjectState"}
+REFUSED_CODES = {
+    "403",
+    "404",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "NoSuchKey",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "InvalidObjectState",
+}
 
 
 class FetchUnavailable(Exception):
@@ -57,12 +66,16 @@ def local_copy(roots: DataRoots, location: str, field: str, into: Path, folders:
     return download(checked, into, roots, roots.refusal(field, folders), folders=folders, select=select)
 
 
-def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, folders: bool = True, select: str = "all") -> Path:
+def download(
+    uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, folders: bool = True, select: str = "all"
+) -> Path:
     """The local copy of ``uri`` (admitted by ``roots``) under ``into``; raises ``refused`` or FetchUnavailable."""
     settings = roots.settings
     started = time.perf_counter()
     try:
-        fs, path = fsspec.core.url_to_fs(f"{uri.scheme}://{uri.bucket}/{'/'.join(uri.key)}", skip_instance_cache=True)  # the environment as it is now
+        fs, path = fsspec.core.url_to_fs(
+            f"{uri.scheme}://{uri.bucket}/{'/'.join(uri.key)}", skip_instance_cache=True
+        )  # the environment as it is now
     except ImportError as exc:
         raise ValueError(f"this service has no client for {uri.scheme}:// ({exc.name} is not installed)") from None
     path = path.rstrip("/")
@@ -110,7 +123,10 @@ def download(uri: ObjectUri, into: Path, roots: DataRoots, refused: ValueError, 
         raise FetchUnavailable(f"object storage answered {code or 'an error'}") from exc
     except BotoCoreError as exc:
         raise FetchUnavailable(f"object storage could not be reached ({type(exc).__name__})") from exc
-    log.info("objects fetched", extra={"uri": str(uri), "objects": len(objects), "bytes": total, "seconds": round(time.perf_counter() - started, 3)})
+    log.info(
+        "objects fetched",
+        extra={"uri": str(uri), "objects": len(objects), "bytes": total, "seconds": round(time.perf_counter() - started, 3)},
+    )
     return target / base
 
 
@@ -128,7 +144,13 @@ def _list(fs, path: str, prefix_only: bool) -> dict[str, int] | None:
     for name, info in fs.find(path, detail=True).items():
         relative = name[len(path) :].lstrip("/") if name.startswith(path + "/") else ""
         parts = PurePosixPath(relative).parts
-        if info.get("type") != "file" or not relative or relative.endswith("/") or any(p in ("", ".", "..") for p in relative.split("/")) or PurePosixPath(relative).is_absolute():
+        if (
+            info.get("type") != "file"
+            or not relative
+            or relative.endswith("/")
+            or any(p in ("", ".", "..") for p in relative.split("/"))
+            or PurePosixPath(relative).is_absolute()
+        ):
             if relative and info.get("type") == "file" and not relative.endswith("/"):
                 log.warning("object skipped: its key does not map to a file under the folder", extra={"key": name[-200:]})
             continue

@@ -145,16 +145,25 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token: send metadata `authorization: Bearer <token>`")
+            return _refusal(
+                handler, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token: send metadata `authorization: Bearer <token>`"
+            )
         client = self.tokens.identify(token)
         if client is None:
             log.warning("refused an unknown token", extra={"rpc.method": method})
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
         roles = allowed_roles(method)
         if client.role not in roles:
-            log.warning("refused a call outside the client's role", extra={"rpc.method": method, "client": client.name, "role": client.role})
+            log.warning(
+                "refused a call outside the client's role",
+                extra={"rpc.method": method, "client": client.name, "role": client.role},
+            )
             allowed = ", ".join(sorted(roles))
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, f"client {client.name!r} has role {client.role}; {method} needs one of: {allowed}")
+            return _refusal(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {client.name!r} has role {client.role}; {method} needs one of: {allowed}",
+            )
         return handler
 
 
@@ -236,7 +245,9 @@ class GrpcServer:
             raise ValueError("auth.enabled needs tls.enabled: bearer tokens must not cross the network in plaintext")
         interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor()]
         if auth.enabled:
-            open_methods = (HEALTH_METHODS if auth.open_health else frozenset()) | (REFLECTION_METHODS if auth.open_reflection else frozenset())
+            open_methods = (HEALTH_METHODS if auth.open_health else frozenset()) | (
+                REFLECTION_METHODS if auth.open_reflection else frozenset()
+            )
             interceptors.append(AuthInterceptor(TokenStore(auth.tokens_file), open_methods))
         interceptors.append(LimitsInterceptor())  # after auth: an unauthenticated call learns nothing of the bounds
         self.server = grpc.server(
@@ -254,7 +265,11 @@ class GrpcServer:
             self.server,
         )
         address = f"{host}:{port}"
-        self.port = self.server.add_secure_port(address, server_credentials(tls)) if tls.enabled else self.server.add_insecure_port(address)
+        self.port = (
+            self.server.add_secure_port(address, server_credentials(tls))
+            if tls.enabled
+            else self.server.add_insecure_port(address)
+        )
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC server to {address}")
         self.health_server: grpc.Server | None = None
@@ -327,7 +342,9 @@ class _MetadataClientInterceptor(
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         metadata = [*(details.metadata or ()), *carrier.items(), *self.fixed]
-        return _ClientCallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression)
+        return _ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._with_context(details), request)
@@ -352,7 +369,9 @@ class _ClientCallDetails(grpc.ClientCallDetails):
     compression: object
 
 
-def wait_until_serving(target: str, timeout_s: float = 60.0, service: str = "", tls: TlsSettings = TlsSettings(), token: str = "") -> None:
+def wait_until_serving(
+    target: str, timeout_s: float = 60.0, service: str = "", tls: TlsSettings = TlsSettings(), token: str = ""
+) -> None:
     """Poll grpc.health.v1 until ``service`` reports SERVING, or raise TimeoutError."""
     deadline = time.monotonic() + timeout_s
     with traced_channel(target, tls, token) as channel:

@@ -18,7 +18,8 @@ def is_valid(value: str) -> bool:
 
 
 def check(value: str, field: str) -> str:
-    """``value`` if it is a valid id, else ValueError (INVALID_ARGUMENT at an API edge) naming ``field``; the value is not echoed."""
+    """``value`` if it is a valid id, else ValueError (INVALID_ARGUMENT at an API edge) naming ``field``;
+    the value is not echoed."""
     if not is_valid(value):
         raise ValueError(f"{field} is not a valid id ({len(value)} characters): an id is {FORMAT}")
     return value

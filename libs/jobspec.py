@@ -11,9 +11,7 @@ from libs.corpus import DEFAULT_CHUNK_WORDS
 from libs.dataroots import is_uri
 
 CATEGORY_NAMES = {
-    name.removeprefix("CATEGORY_").lower(): value
-    for name, value in pb.Category.items()
-    if value != pb.CATEGORY_UNSPECIFIED
+    name.removeprefix("CATEGORY_").lower(): value for name, value in pb.Category.items() if value != pb.CATEGORY_UNSPECIFIED
 }
 
 
@@ -35,7 +33,11 @@ def job_spec_from_dict(data: dict, base_dir: Path | None = None) -> pb.JobSpec:
         unknown = set(target) - {"tasks", "examples_per_task"}
         if unknown:
             raise ValueError(f"category {name}: unknown keys {sorted(unknown)}")
-        spec.categories.add(category=CATEGORY_NAMES[name], num_tasks=int(target.get("tasks", 0)), examples_per_task=int(target.get("examples_per_task", 0)))
+        spec.categories.add(
+            category=CATEGORY_NAMES[name],
+            num_tasks=int(target.get("tasks", 0)),
+            examples_per_task=int(target.get("examples_per_task", 0)),
+        )
     training = data.pop("training", None) or {}
     try:
         json_format.ParseDict(training, spec.training)

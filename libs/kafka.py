@@ -193,10 +193,15 @@ class ConsumerLoop:
     without committing, so a restart reprocesses the batch.
     """
 
-    def __init__(self, settings: KafkaSettings, group: ConsumerGroup, subscriptions: Sequence[Subscription], producer: ProtoProducer):
+    def __init__(
+        self, settings: KafkaSettings, group: ConsumerGroup, subscriptions: Sequence[Subscription], producer: ProtoProducer
+    ):
         subscribed = {s.topic.name for s in subscriptions}
         if group.per_replica or subscribed != {t.name for t in group.topics}:
-            raise ValueError(f"group {group.id} reads {sorted(t.name for t in group.topics)} (libs/topics.py), subscriptions are {sorted(subscribed)}")
+            raise ValueError(
+                f"group {group.id} reads {sorted(t.name for t in group.topics)} (libs/topics.py), subscriptions are "
+                f"{sorted(subscribed)}"
+            )
         self.settings = settings
         self.group_id = settings.topic_prefix + group.id  # isolated like the topics
         self.producer = producer
@@ -225,7 +230,10 @@ class ConsumerLoop:
         except TransientError as exc:
             if not stop.is_set():
                 raise
-            log.info("stopped mid-batch; the uncommitted batch is processed again after restart", extra={"group": self.group_id, "detail": str(exc)[:300]})
+            log.info(
+                "stopped mid-batch; the uncommitted batch is processed again after restart",
+                extra={"group": self.group_id, "detail": str(exc)[:300]},
+            )
         finally:
             consumer.close(autocommit=False)
 
@@ -253,7 +261,10 @@ class ConsumerLoop:
             except CommitFailedError as exc:
                 # The group moved on (a batch outlived max_poll_interval_ms, or a rebalance):
                 # the partitions' new owner reprocesses from the last commit; keys make it idempotent.
-                log.warning("commit refused after a rebalance; batch will be redelivered", extra={"group": self.group_id, "detail": str(exc)[:300]})
+                log.warning(
+                    "commit refused after a rebalance; batch will be redelivered",
+                    extra={"group": self.group_id, "detail": str(exc)[:300]},
+                )
             batch_seconds.record(time.perf_counter() - started, {"group": self.group_id})
 
     def _process(self, topic_name: str, records) -> list:
@@ -275,7 +286,11 @@ class ConsumerLoop:
             try:
                 message = decode_value(subscription.topic, headers, record.value)
             except DecodeError as exc:
-                futures.append(self._dead_letter(topic_name, record.partition, record.offset, key, record.value, headers, exc.reason, exc.detail))
+                futures.append(
+                    self._dead_letter(
+                        topic_name, record.partition, record.offset, key, record.value, headers, exc.reason, exc.detail
+                    )
+                )
                 continue
             decoded.append(Received(subscription.topic, key, record.partition, record.offset, message, headers, record.value))
         if subscription.batch and decoded:
@@ -306,18 +321,43 @@ class ConsumerLoop:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bad message must not stop the consumer
                 span.record_exception(exc)
-                log.exception("handler failed; dead-lettering", extra={"topic": subscription.topic.name, "offset": received.offset})
+                log.exception(
+                    "handler failed; dead-lettering", extra={"topic": subscription.topic.name, "offset": received.offset}
+                )
                 detail = f"{type(exc).__name__}: {exc}"
                 topic_name = physical_name(self.settings, received.topic)
-                return [self._dead_letter(topic_name, received.partition, received.offset, received.key, received.value, received.headers, "handler_error", detail)]
+                return [
+                    self._dead_letter(
+                        topic_name,
+                        received.partition,
+                        received.offset,
+                        received.key,
+                        received.value,
+                        received.headers,
+                        "handler_error",
+                        detail,
+                    )
+                ]
             return self._produce(outputs)
 
     def _produce(self, outputs: list[Outgoing]) -> list:
         return [self.producer.send(o.topic, o.key, o.message, o.partition) for o in outputs]
 
-    def _dead_letter(self, topic_name: str, partition: int, offset: int, key: str, value: bytes | None, headers: dict[str, str], reason: str, detail: str):
+    def _dead_letter(
+        self,
+        topic_name: str,
+        partition: int,
+        offset: int,
+        key: str,
+        value: bytes | None,
+        headers: dict[str, str],
+        reason: str,
+        detail: str,
+    ):
         self.dead_lettered += 1
-        log.warning("dead-lettering record", extra={"topic": topic_name, "offset": offset, "reason": reason, "detail": detail[:500]})
+        log.warning(
+            "dead-lettering record", extra={"topic": topic_name, "offset": offset, "reason": reason, "detail": detail[:500]}
+        )
         letter = pb.DeadLetter(
             source_topic=topic_name,
             partition=partition,
@@ -366,7 +406,12 @@ def require_topics(settings: KafkaSettings, wanted: Iterable[Topic]) -> None:
         raise MissingTopicsError(missing)
 
 
-def ensure_topics(settings: KafkaSettings, wanted: Iterable[Topic] = topics.ALL_TOPICS, partitions: int | None = None, replication_factor: int = 1) -> list[str]:
+def ensure_topics(
+    settings: KafkaSettings,
+    wanted: Iterable[Topic] = topics.ALL_TOPICS,
+    partitions: int | None = None,
+    replication_factor: int = 1,
+) -> list[str]:
     """Create the missing topics with their declared configs (local mode and tests only) and
     return their names. ``partitions`` replaces every topic's count (shared counts stay shared)."""
     admin = KafkaAdminClient(**settings.client_kwargs(), client_id="embedforge-admin")

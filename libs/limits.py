@@ -206,9 +206,17 @@ class LimitsInterceptor(grpc.ServerInterceptor):
             return lambda requests, context: behavior(bounded_stream(requests), context)
 
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary_request(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                unary_request(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(unary_request(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(
+                unary_request(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+            )
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(stream_request(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(stream_request(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(
+                stream_request(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            stream_request(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+        )

@@ -16,7 +16,9 @@ import urllib.request
 
 def serves(api_base: str, api_key: str = "", timeout_s: float = 5.0) -> bool:
     """True when the server lists its models."""
-    request = urllib.request.Request(api_base.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    request = urllib.request.Request(
+        api_base.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"} if api_key else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status == 200

@@ -67,7 +67,10 @@ def run_service(name: str, settings: ServiceSettings, build: Callable[[ServiceSe
     for thread in threads:
         thread.start()
     server.set_serving(True)
-    log.info("service started", extra={"grpc_port": server.port, "tls": settings.tls.enabled, "auth": settings.auth.enabled, "consumers": len(threads)})
+    log.info(
+        "service started",
+        extra={"grpc_port": server.port, "tls": settings.tls.enabled, "auth": settings.auth.enabled, "consumers": len(threads)},
+    )
 
     stop.wait()
     log.info("draining")

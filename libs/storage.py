@@ -87,8 +87,13 @@ class BotoS3FileSystem(AbstractFileSystem):
     def ls(self, path, detail=True, **kwargs):
         bucket, key = self._split(path)
         entries = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/" if key else "", Delimiter="/"):
-            entries += [{"name": f"{bucket}/{p['Prefix'].rstrip('/')}", "size": 0, "type": "directory"} for p in page.get("CommonPrefixes", [])]
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{key}/" if key else "", Delimiter="/"
+        ):
+            entries += [
+                {"name": f"{bucket}/{p['Prefix'].rstrip('/')}", "size": 0, "type": "directory"}
+                for p in page.get("CommonPrefixes", [])
+            ]
             entries += [{"name": f"{bucket}/{o['Key']}", "size": o["Size"], "type": "file"} for o in page.get("Contents", [])]
         if not entries and key:
             entries = [self.info(path)]
@@ -182,13 +187,24 @@ class Storage:
         names = sorted(names if names is not None else (p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()))
         started = time.perf_counter()
         with tracer.start_as_current_span("storage put_folder", attributes={"storage.key": key, "storage.files": len(names)}):
-            manifest = {"files": {name: {"sha256": file_sha256(local / name), "size": (local / name).stat().st_size} for name in names}}
+            manifest = {
+                "files": {name: {"sha256": file_sha256(local / name), "size": (local / name).stat().st_size} for name in names}
+            }
             for name in names:
                 self.fs.put_file(str(local / name), self._path(f"{key}/{name}"))
             self.fs.pipe_file(self._path(f"{key}/{MANIFEST}"), canonical(manifest))
         stored = StoredFolder(self.uri_of(key), digest_of(manifest))
         size = sum(f["size"] for f in manifest["files"].values())
-        log.info("folder uploaded", extra={"uri": redact(stored.uri), "files": len(names), "bytes": size, "digest": stored.digest, "seconds": round(time.perf_counter() - started, 3)})
+        log.info(
+            "folder uploaded",
+            extra={
+                "uri": redact(stored.uri),
+                "files": len(names),
+                "bytes": size,
+                "digest": stored.digest,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
         return stored
 
     def get_folder(self, uri: str, digest: str, target: Path) -> Path:
@@ -215,7 +231,9 @@ class Storage:
                     self.fs.get_file(self._path(f"{key}/{name}"), str(local))
                     actual = file_sha256(local)
                     if actual != entry["sha256"]:
-                        raise IntegrityError(f"{redact(uri)}/{name}: sha256 {actual} does not match the manifest's {entry['sha256']}")
+                        raise IntegrityError(
+                            f"{redact(uri)}/{name}: sha256 {actual} does not match the manifest's {entry['sha256']}"
+                        )
             try:
                 os.replace(partial, target)
             except OSError:  # another process placed the same verified folder first
@@ -223,7 +241,15 @@ class Storage:
                     raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)
-        log.info("folder downloaded and verified", extra={"uri": redact(uri), "files": len(manifest["files"]), "digest": digest, "seconds": round(time.perf_counter() - started, 3)})
+        log.info(
+            "folder downloaded and verified",
+            extra={
+                "uri": redact(uri),
+                "files": len(manifest["files"]),
+                "digest": digest,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
         return target
 
     # ----- small objects

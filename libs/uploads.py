@@ -16,8 +16,12 @@ def upload_requests(path: str | Path, job_id: str, collection: str = "") -> Iter
     """The documents under ``path`` for ``job_id``, in messages well under the gRPC size limit."""
     request = api.UploadDocumentsRequest(job_id=job_id)
     for doc in read_documents(path):
-        document = pb.Document(doc_id=doc.doc_id, collection=collection, title=doc.title, text=doc.text, metadata=doc.metadata, job_id=job_id)
-        if request.documents and (len(request.documents) >= DOCUMENTS_PER_MESSAGE or request.ByteSize() + document.ByteSize() > MAX_MESSAGE_BYTES // 2):
+        document = pb.Document(
+            doc_id=doc.doc_id, collection=collection, title=doc.title, text=doc.text, metadata=doc.metadata, job_id=job_id
+        )
+        if request.documents and (
+            len(request.documents) >= DOCUMENTS_PER_MESSAGE or request.ByteSize() + document.ByteSize() > MAX_MESSAGE_BYTES // 2
+        ):
             yield request
             request = api.UploadDocumentsRequest()
         request.documents.append(document)

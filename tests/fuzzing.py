@@ -49,11 +49,40 @@ INT_BOUNDS = {
 def hostile_strings(canary: str) -> st.SearchStrategy[str]:
     """Strings a hostile or careless client sends; path-like ones name the canary folder."""
     paths = [
-        f"/tmp/{canary}/x", f"../../{canary}", f"../../../../tmp/{canary}/y", f"{canary}/../../../etc/passwd",
-        "/etc/passwd", "/etc/shadow", "/dev/zero", "/proc/self/environ", f"file:///tmp/{canary}", f"s3://{canary}/x",
-        f"./{canary}", f"{canary}\x00.txt", "~/.ssh/id_rsa", "C:\\Windows\\win.ini", f"/tmp/{canary}/" + "a/" * 300,
+        f"/tmp/{canary}/x",
+        f"../../{canary}",
+        f"../../../../tmp/{canary}/y",
+        f"{canary}/../../../etc/passwd",
+        "/etc/passwd",
+        "/etc/shadow",
+        "/dev/zero",
+        "/proc/self/environ",
+        f"file:///tmp/{canary}",
+        f"s3://{canary}/x",
+        f"./{canary}",
+        f"{canary}\x00.txt",
+        "~/.ssh/id_rsa",
+        "C:\\Windows\\win.ini",
+        f"/tmp/{canary}/" + "a/" * 300,
     ]
-    boundary = ["", " ", "\x00", "a\x00b", "\n", "\t\r", "%s%n", "{}", "null", "🦆" * 10, "\u202e", "é" * 70, "a" * 63, "a" * 64, "a" * 65, "a" * 256]
+    boundary = [
+        "",
+        " ",
+        "\x00",
+        "a\x00b",
+        "\n",
+        "\t\r",
+        "%s%n",
+        "{}",
+        "null",
+        "🦆" * 10,
+        "\u202e",
+        "é" * 70,
+        "a" * 63,
+        "a" * 64,
+        "a" * 65,
+        "a" * 256,
+    ]
     return st.one_of(
         st.text(max_size=40),
         st.sampled_from(paths + boundary),
@@ -71,7 +100,11 @@ class FuzzRequests:
 
     def message(self, descriptor, depth: int = 0) -> st.SearchStrategy:
         cls = message_factory.GetMessageClass(descriptor)
-        fields = {f.name: self.field(f, depth) for f in descriptor.fields if depth < self.max_depth or f.type != FieldDescriptor.TYPE_MESSAGE}
+        fields = {
+            f.name: self.field(f, depth)
+            for f in descriptor.fields
+            if depth < self.max_depth or f.type != FieldDescriptor.TYPE_MESSAGE
+        }
         optional = {name: st.one_of(st.none(), strategy) for name, strategy in fields.items()}
         return st.fixed_dictionaries({}, optional=optional).map(lambda values: self._build(cls, values))
 
@@ -118,13 +151,18 @@ class FuzzRequests:
         if kind == FieldDescriptor.TYPE_BOOL:
             return st.booleans()
         if kind in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
-            return st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32 if kind == FieldDescriptor.TYPE_FLOAT else 64), st.sampled_from([0.0, -1.0, 1e-9, 1e30]))
+            return st.one_of(
+                st.floats(allow_nan=True, allow_infinity=True, width=32 if kind == FieldDescriptor.TYPE_FLOAT else 64),
+                st.sampled_from([0.0, -1.0, 1e-9, 1e30]),
+            )
         if kind == FieldDescriptor.TYPE_ENUM:
             return st.integers(-3, 40)  # valid numbers and unknown ones (open enums keep them)
         if kind == FieldDescriptor.TYPE_MESSAGE:
             return self.message(descriptor.message_type, depth + 1)
         low, high = INT_BOUNDS[kind]
-        return st.one_of(st.integers(low, high), st.sampled_from([v for v in (0, 1, -1, low, high, 2**31 - 1, 10**9) if low <= v <= high]))
+        return st.one_of(
+            st.integers(low, high), st.sampled_from([v for v in (0, 1, -1, low, high, 2**31 - 1, 10**9) if low <= v <= high])
+        )
 
 
 @dataclass
@@ -146,7 +184,9 @@ class FuzzReport:
             self.hangs.append(shown)
 
 
-def call(channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, request, deadline_s: float) -> tuple[grpc.StatusCode, str]:
+def call(
+    channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, request, deadline_s: float
+) -> tuple[grpc.StatusCode, str]:
     """One call of any shape; a server stream is read to its end or for at most ``deadline_s``."""
     path = f"/{service.full_name}/{method.name}"
     output = message_factory.GetMessageClass(method.output_type)
@@ -175,7 +215,16 @@ def call(channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescri
     return grpc.StatusCode.OK, ""
 
 
-def fuzz_method(channel: grpc.Channel, service: ServiceDescriptor, method: MethodDescriptor, report: FuzzReport, requests: FuzzRequests, examples: int, deadline_s: float = 15.0, random_seed: int = 0) -> None:
+def fuzz_method(
+    channel: grpc.Channel,
+    service: ServiceDescriptor,
+    method: MethodDescriptor,
+    report: FuzzReport,
+    requests: FuzzRequests,
+    examples: int,
+    deadline_s: float = 15.0,
+    random_seed: int = 0,
+) -> None:
     """``examples`` hypothesis-generated requests to one RPC; outcomes go to ``report``."""
     strategy = requests.message(method.input_type)
     if method.client_streaming:
@@ -183,7 +232,9 @@ def fuzz_method(channel: grpc.Channel, service: ServiceDescriptor, method: Metho
     name = f"{service.name}/{method.name}"
 
     @seed(random_seed)
-    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+    )
     @given(strategy)
     def one_case(request) -> None:
         code, detail = call(channel, service, method, request, deadline_s)

@@ -45,7 +45,9 @@ def test_the_readme_documents_grpcurl_calls_for_every_rpc_of_every_service():
             assert method.full_name in documented, f"README has no grpcurl call for {method.full_name}"
 
 
-@pytest.mark.parametrize("method,payload", grpcurl_commands(), ids=lambda value: value if "." in value and "{" not in value else "")
+@pytest.mark.parametrize(
+    "method,payload", grpcurl_commands(), ids=lambda value: value if "." in value and "{" not in value else ""
+)
 def test_each_documented_payload_parses_as_its_request_type(method, payload):
     if method.startswith("grpc.health"):
         return

@@ -57,8 +57,12 @@ def small_beir_folder(source: Path, target: Path, queries: int = 20) -> Path:
     kept = [doc for doc in corpus if doc["_id"] in docs] + [doc for doc in corpus if doc["_id"] not in docs][:30]
     (target / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in kept))
     questions = [json.loads(line) for line in (source / "queries.jsonl").read_text().splitlines()]
-    (target / "queries.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions if q["_id"] in wanted))
-    (target / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, pairs in wanted.items() for d, s in pairs))
+    (target / "queries.jsonl").write_text(
+        "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions if q["_id"] in wanted)
+    )
+    (target / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, pairs in wanted.items() for d, s in pairs)
+    )
     return target
 
 
@@ -81,7 +85,16 @@ def tiny_job(tmp_path, shared_data) -> pb.JobSpec:
 
 
 def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_qdrant(broker, llm_server, tmp_path, tiny_job):
-    runtime = LocalRuntime(tmp_path / "run", topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.", extra_env={"{PREFIX}TELEMETRY__LOG_LEVEL": "INFO", "TASKGEN_BRAINSTORM_TEMPERATURE": "0", "TASKGEN_BRAINSTORM_MAX_TOKENS": "96"}, data_roots=job_data_roots(tiny_job))
+    runtime = LocalRuntime(
+        tmp_path / "run",
+        topic_prefix=f"e2e{uuid.uuid4().hex[:6]}.",
+        extra_env={
+            "{PREFIX}TELEMETRY__LOG_LEVEL": "INFO",
+            "TASKGEN_BRAINSTORM_TEMPERATURE": "0",
+            "TASKGEN_BRAINSTORM_MAX_TOKENS": "96",
+        },
+        data_roots=job_data_roots(tiny_job),
+    )
     runtime.start_broker(broker)
     runtime.start_llm_server(llm_server)
     try:
@@ -118,9 +131,15 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     assert dict(Counter(e.language for e in curated.values())) == curation["accepted_by_language"]
     # Token usage: the examples stage's totals are the sums over the raw examples it published.
     examples_usage = [u for u in report["usage"] if u["stage"] == "examples"]
-    assert sum(u["completion_tokens"] for u in examples_usage) == sum(r.usage.completion_tokens for _, r in {r.example_id: (k, r) for k, r in raw}.values()) > 0
+    assert (
+        sum(u["completion_tokens"] for u in examples_usage)
+        == sum(r.usage.completion_tokens for _, r in {r.example_id: (k, r) for k, r in raw}.values())
+        > 0
+    )
     job_total = [u for u in report["usage"] if u["stage"] == "job total"]
-    assert sum(u["completion_tokens"] for u in job_total) > sum(u["completion_tokens"] for u in examples_usage)  # brainstorm tokens on top
+    assert sum(u["completion_tokens"] for u in job_total) > sum(
+        u["completion_tokens"] for u in examples_usage
+    )  # brainstorm tokens on top
 
     # Training and evaluation: the run used the curated set, base and tuned were both measured.
     training = report["training"]
@@ -137,7 +156,9 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     assert xquad["base"] > 0.5  # all-MiniLM-L6-v2 ranks these English passages well; a broken eval would not
     assert [m.model_id for m in models] == [report["model"]["model_id"]]
     # Trainer and embedder share local mode's storage (file://<run dir>/storage): fetch it as the embedder does.
-    folder = Storage((tmp_path / "run" / "storage").as_uri()).get_folder(report["model"]["uri"], report["model"]["manifest_digest"], tmp_path / "model")
+    folder = Storage((tmp_path / "run" / "storage").as_uri()).get_folder(
+        report["model"]["uri"], report["model"]["manifest_digest"], tmp_path / "model"
+    )
     model = SentenceTransformer(str(folder), device="cpu")
     assert model.encode(["status lights"]).shape == (1, models[0].dimensions)
 

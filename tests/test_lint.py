@@ -1,4 +1,5 @@
-"""ruff (pinned in requirements.txt) finds nothing under pyproject.toml's rules, line length included."""
+"""ruff (pinned in requirements.txt) finds nothing under pyproject.toml's rules, line length included, and
+every file is as `ruff format` writes it."""
 
 import subprocess
 import sys
@@ -13,3 +14,9 @@ def test_ruff_check_finds_nothing():
     command = [str(ruff), "check", "--no-cache", "--output-format", "concise", "."]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr
+
+
+def test_ruff_format_leaves_every_file_as_it_is():
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "format", "--check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, f"run `.venv/bin/ruff format .`:\n{result.stdout[-20000:]}{result.stderr}"

@@ -39,7 +39,9 @@ def topics_file() -> str:
         ],
         "services": {
             name: {
-                "groups": [{"id": g.id, "perReplica": g.per_replica, "topics": [t.name for t in g.topics]} for g in service.groups],
+                "groups": [
+                    {"id": g.id, "perReplica": g.per_replica, "topics": [t.name for t in g.topics]} for g in service.groups
+                ],
                 "produces": [t.name for t in service.produces],
                 "uses": [t.name for t in service.uses],
             }
@@ -76,7 +78,8 @@ def table() -> str:
     for t in topics.ALL_TOPICS:
         partitions = f"= {t.partitions_of}" if t.partitions_of else str(t.partitions)
         lines.append(
-            f"| `{t.name}` | {t.message_type.DESCRIPTOR.name} | {t.key} | {partitions} | {_retention(t.retention_ms)} | {t.cleanup_policy} "
+            f"| `{t.name}` | {t.message_type.DESCRIPTOR.name} | {t.key} | {partitions} | {_retention(t.retention_ms)} "
+            f"| {t.cleanup_policy} "
             f"| {', '.join(readers[t.name]) or '-'} | {', '.join(writers[t.name]) or 'clients'} |"
         )
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import jsonschema
 import litellm
@@ -136,7 +136,12 @@ def call_options(settings: LlmSettings, model: str) -> dict:
     """The keyword arguments of :func:`complete` that a service's LLM settings give a call to
     ``model``. The api_base goes only to models of the configured model's provider, so a job
     that names another provider's model never sends its request to the configured server."""
-    options = {"timeout_s": settings.timeout_s, "attempts": settings.attempts, "backoff_initial_s": settings.backoff_initial_s, "backoff_max_s": settings.backoff_max_s}
+    options = {
+        "timeout_s": settings.timeout_s,
+        "attempts": settings.attempts,
+        "backoff_initial_s": settings.backoff_initial_s,
+        "backoff_max_s": settings.backoff_max_s,
+    }
     if settings.api_base and provider_of(model) == provider_of(settings.model):
         options["api_base"] = settings.api_base
     return options
@@ -269,7 +274,14 @@ def complete(
     raised with a reason code. The answer's usage (and an LlmError's) sums every attempt
     that returned tokens; each such attempt is also added to ``accumulator``.
     """
-    kwargs = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout_s, "num_retries": 0, "max_retries": 0, **litellm_kwargs}
+    kwargs = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "timeout": timeout_s,
+        "num_retries": 0,
+        "max_retries": 0,
+        **litellm_kwargs,
+    }
     if json_schema is not None:
         response_format = response_format_for(model, json_schema)
         if response_format is not None:
@@ -294,7 +306,9 @@ def complete(
             reason = failure_reason(exc)
             calls_counter.add(1, {"model": model, "outcome": reason})
             span.set_attribute("llm.error", reason)
-            log.warning("llm call failed", extra={"model": model, "reason": reason, "attempts": attempt, "detail": str(exc)[:300]})
+            log.warning(
+                "llm call failed", extra={"model": model, "reason": reason, "attempts": attempt, "detail": str(exc)[:300]}
+            )
             raise LlmError(reason, str(exc)[:1000], attempt, spent.totals().get(model)) from exc
         completion.usage = spent.totals()[model]
         span.set_attribute("llm.attempts", completion.attempts)
@@ -304,7 +318,9 @@ def complete(
         return completion
 
 
-def _call_once(model: str, messages: list[dict], json_schema: dict | None, kwargs: dict, accumulators: list[UsageAccumulator]) -> Completion:
+def _call_once(
+    model: str, messages: list[dict], json_schema: dict | None, kwargs: dict, accumulators: list[UsageAccumulator]
+) -> Completion:
     with _semaphore(model):
         started = time.perf_counter()
         response = litellm.completion(model=model, messages=messages, **kwargs)

@@ -111,7 +111,9 @@ def cache_dir() -> Path:
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"package {package} is not installed (see requirements-nodeps.txt; the 1.5B generator: make generator-1.5b)")
+        raise ModelSourceError(
+            f"package {package} is not installed (see requirements-nodeps.txt; the 1.5B generator: make generator-1.5b)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -64,7 +64,9 @@ class ExampleFields:
     def from_yaml(cls, data: dict, where: str) -> "ExampleFields":
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown or "category" not in data or "query" not in data or data["category"] not in pb.Category.keys():
-            raise TemplateError(f"{where}: example needs a category (e.g. CATEGORY_RETRIEVAL) and a query; unknown keys {sorted(unknown)}")
+            raise TemplateError(
+                f"{where}: example needs a category (e.g. CATEGORY_RETRIEVAL) and a query; unknown keys {sorted(unknown)}"
+            )
         return cls(**{**data, "category": pb.Category.Value(data["category"])})
 
     def keys(self) -> list[str]:
@@ -113,13 +115,18 @@ class PromptTemplate:
         properties = (self.json_schema or {}).get("properties", {})
         for name, attribute in self.length_caps.items():
             if name not in properties or attribute not in self.attributes:
-                raise TemplateError(f"{self.path or self.id}: length cap {name}: {attribute} needs a schema property {name!r} and an attribute {attribute!r}")
+                raise TemplateError(
+                    f"{self.path or self.id}: length cap {name}: {attribute} needs a schema property {name!r} and an "
+                    f"attribute {attribute!r}"
+                )
         if self.example is not None:
             required = set((self.json_schema or {}).get("required", ()))
             missing = [key for key in self.example.keys() if key not in required]
             missing += [name for name in self.example.attributes() if name not in self.attributes]
             if missing:
-                raise TemplateError(f"{self.path or self.id}: example names {missing}: not required in json_schema, or not attributes")
+                raise TemplateError(
+                    f"{self.path or self.id}: example names {missing}: not required in json_schema, or not attributes"
+                )
 
     def schema_for(self, attributes: dict[str, str]) -> dict | None:
         """The JSON schema of one call. Each text in ``length_caps`` gets a maxLength of
@@ -132,7 +139,9 @@ class PromptTemplate:
         for name, attribute in self.length_caps.items():
             words = planned_words(attributes.get(attribute, ""))
             if words:
-                schema["properties"][name]["maxLength"] = chars_for_words(words * LENGTH_CAP_FACTOR, attributes.get("language", ""))
+                schema["properties"][name]["maxLength"] = chars_for_words(
+                    words * LENGTH_CAP_FACTOR, attributes.get("language", "")
+                )
         return schema
 
     def answer_budget(self, attributes: dict[str, str]) -> int:
@@ -146,7 +155,9 @@ class PromptTemplate:
         if one is missing)."""
         variables = {"examples": self.examples, **variables}
         try:
-            messages = [{"role": "system", "content": _env.from_string(self.system).render(**variables).strip()}] if self.system else []
+            messages = (
+                [{"role": "system", "content": _env.from_string(self.system).render(**variables).strip()}] if self.system else []
+            )
             messages.append({"role": "user", "content": _env.from_string(self.user).render(**variables).strip()})
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template {self.id} v{self.version}: {exc}") from exc

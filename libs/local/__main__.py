@@ -47,14 +47,25 @@ def start(runtime: LocalRuntime, generator: str = DEFAULT_MODEL, generator_threa
             runtime.wait_healthy(name)
             progress.advance(step)
     runtime.supervise()
-    endpoints = {name: proc.target for name, proc in runtime.processes.items()} | {"kafka": runtime.broker.bootstrap, "llm": runtime.llm_server.api_base}
+    endpoints = {name: proc.target for name, proc in runtime.processes.items()} | {
+        "kafka": runtime.broker.bootstrap,
+        "llm": runtime.llm_server.api_base,
+    }
     (runtime.run_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")  # for examples/client.py
     table = Table(title=f"EmbedForge local runtime (up in {time.monotonic() - started:.1f}s)")
     for column in ("service", "pid", "endpoint", "health", "log"):
         table.add_column(column)
-    table.add_row("broker (tansu)", str(runtime.broker.process.pid), runtime.broker.bootstrap, "listening", str(runtime.run_dir / "logs" / "broker.log"))
+    table.add_row(
+        "broker (tansu)",
+        str(runtime.broker.process.pid),
+        runtime.broker.bootstrap,
+        "listening",
+        str(runtime.run_dir / "logs" / "broker.log"),
+    )
     server = runtime.llm_server
-    table.add_row(f"generator (llama.cpp, {server.model})", str(server.process.pid), server.api_base, "serving", str(server.log_path))
+    table.add_row(
+        f"generator (llama.cpp, {server.model})", str(server.process.pid), server.api_base, "serving", str(server.log_path)
+    )
     for name, proc in runtime.processes.items():
         table.add_row(name, str(proc.process.pid), proc.target, "SERVING", str(proc.log_path))
     console.print(table)
@@ -76,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(Markdown(paths["markdown"].read_text()))
         console.print(f"Report: {paths['markdown']}, {paths['json']}, {paths['loss_curve']}")
         if args.continuous:
-            console.print(f"Services keep running; submit more jobs to taskgen at {runtime.processes['taskgen'].target}. Ctrl-C stops.")
+            console.print(
+                f"Services keep running; submit more jobs to taskgen at {runtime.processes['taskgen'].target}. Ctrl-C stops."
+            )
             stop.wait()
     except KeyboardInterrupt:
         console.print("Interrupted; stopping.")
@@ -101,15 +114,25 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run a job through the local pipeline")
     run_parser.add_argument("--job", default=str(DEMO_JOB), help="job spec YAML (default: the demo job)")
-    run_parser.add_argument("--generator", default=DEFAULT_MODEL, help="local generator model served by llama.cpp (default: %(default)s)")
-    run_parser.add_argument("--generator-threads", type=int, default=0, help="threads of the generator server (default 0: every core; on a machine shared with other busy processes 1 can be faster, see benchmarks/README.md)")
+    run_parser.add_argument(
+        "--generator", default=DEFAULT_MODEL, help="local generator model served by llama.cpp (default: %(default)s)"
+    )
+    run_parser.add_argument(
+        "--generator-threads",
+        type=int,
+        default=0,
+        help="threads of the generator server (default 0: every core; on a machine shared with other busy processes 1 "
+        "can be faster, see benchmarks/README.md)",
+    )
     run_parser.add_argument("--continuous", action="store_true", help="keep services running after the job until Ctrl-C")
     run_parser.add_argument("--run-dir", default=".run", help="logs, service state and reports")
     run_parser.set_defaults(command_fn=run)
     topics_parser = sub.add_parser("topics", help="create the missing topics of libs/topics.py on a broker")
     topics_parser.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port...]")
     topics_parser.add_argument("--topic-prefix", default="", help="prepended to every topic name")
-    topics_parser.add_argument("--partitions", type=int, default=None, help="one partition count for every topic (default: each topic's own)")
+    topics_parser.add_argument(
+        "--partitions", type=int, default=None, help="one partition count for every topic (default: each topic's own)"
+    )
     topics_parser.add_argument("--replication-factor", type=int, default=1)
     topics_parser.set_defaults(command_fn=create_topics)
     args = parser.parse_args()

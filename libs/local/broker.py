@@ -50,7 +50,9 @@ def stop_process(process: subprocess.Popen, signum: int = signal.SIGTERM, timeou
 class TansuBroker:
     """Start with :meth:`start`, stop by PID with :meth:`stop`; also a context manager."""
 
-    def __init__(self, port: int | None = None, storage: str = "memory://tansu/", log_path: Path | None = None, env: dict | None = None):
+    def __init__(
+        self, port: int | None = None, storage: str = "memory://tansu/", log_path: Path | None = None, env: dict | None = None
+    ):
         self.port = port or free_port()
         self.storage = storage
         self.log_path = log_path
@@ -65,7 +67,16 @@ class TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", self.storage],
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                self.storage,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(self.env or {})},

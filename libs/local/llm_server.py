@@ -69,7 +69,9 @@ def served_gguf(name: str, weights: str = "auto") -> Path:
             staging = target.with_suffix(".partial")
             quantize = llama_server_binary().with_name("llama-quantize")
             log.info("widening gguf to bf16 (once)", extra={"gguf": str(source), "target": str(target)})
-            result = subprocess.run([str(quantize), "--allow-requantize", str(source), str(staging), "BF16"], capture_output=True, text=True)
+            result = subprocess.run(
+                [str(quantize), "--allow-requantize", str(source), str(staging), "BF16"], capture_output=True, text=True
+            )
             if result.returncode != 0:
                 staging.unlink(missing_ok=True)
                 raise RuntimeError(f"llama-quantize failed on {source}: {result.stderr[-2000:]}")
@@ -120,18 +122,27 @@ class LlamaServer:
     def command(self) -> list[str]:
         return [
             str(llama_server_binary()),
-            "--model", str(served_gguf(self.name, self.weights)),
-            "--alias", self.name,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--threads", str(self.threads),
-            "--threads-batch", str(self.threads),
-            "--parallel", str(self.parallel),
-            "--ctx-size", str(self.parallel * self.slot_context),
+            "--model",
+            str(served_gguf(self.name, self.weights)),
+            "--alias",
+            self.name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--threads",
+            str(self.threads),
+            "--threads-batch",
+            str(self.threads),
+            "--parallel",
+            str(self.parallel),
+            "--ctx-size",
+            str(self.parallel * self.slot_context),
             "--kv-unified",  # the slots share one KV buffer: a long prompt is not capped at ctx/parallel
             "--cont-batching",
             "--cache-prompt",
-            "--cache-ram", "1024",  # MiB of host memory for prompts evicted from the slots
+            "--cache-ram",
+            "1024",  # MiB of host memory for prompts evicted from the slots
             "--no-webui",
             *self.extra_args,
         ]
@@ -139,10 +150,15 @@ class LlamaServer:
     def start(self) -> "LlamaServer":
         command = self.command()
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        log.info("starting llama-server", extra={"model": self.name, "port": self.port, "threads": self.threads, "parallel": self.parallel})
+        log.info(
+            "starting llama-server",
+            extra={"model": self.name, "port": self.port, "threads": self.threads, "parallel": self.parallel},
+        )
         self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         try:
-            wait_until_serving(self.api_base, timeout_s=self.start_timeout_s, interval_s=0.25, alive=lambda: self.process.poll() is None)
+            wait_until_serving(
+                self.api_base, timeout_s=self.start_timeout_s, interval_s=0.25, alive=lambda: self.process.poll() is None
+            )
         except Exception:
             self.stop()
             raise

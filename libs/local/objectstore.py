@@ -20,7 +20,12 @@ class MotoS3:
     @property
     def env(self) -> dict[str, str]:
         """What a process needs to reach this endpoint (test credentials; real ones come from a Secret)."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def start(self) -> "MotoS3":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise

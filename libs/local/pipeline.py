@@ -113,14 +113,26 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         time.sleep(POLL_S)
     generation_s = time.monotonic() - started
 
-    run = start_run(clients.trainer, trainer_pb2.StartRunRequest(
-        job_id=job.job_id, spec=spec.training, eval_paths=spec.eval_paths, run_id=f"{job.job_id}-run",
-        min_examples=dataset.accepted,
-    ), stall_timeout_s)
+    run = start_run(
+        clients.trainer,
+        trainer_pb2.StartRunRequest(
+            job_id=job.job_id,
+            spec=spec.training,
+            eval_paths=spec.eval_paths,
+            run_id=f"{job.job_id}-run",
+            min_examples=dataset.accepted,
+        ),
+        stall_timeout_s,
+    )
     training_bar = progress.add_task("trainer: steps", total=None)
     for update in clients.trainer.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):
         run = update.run
-        progress.update(training_bar, completed=run.step, total=run.total_steps or None, description=f"trainer: {trainer_pb2.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}")
+        progress.update(
+            training_bar,
+            completed=run.step,
+            total=run.total_steps or None,
+            description=f"trainer: {trainer_pb2.RunState.Name(run.state).removeprefix('RUN_STATE_').lower()}",
+        )
     if run.state != trainer_pb2.RUN_STATE_SUCCEEDED:
         raise PipelineError(f"training run {run.run_id} ended {trainer_pb2.RunState.Name(run.state)}: {run.error}")
     training_s = time.monotonic() - started - generation_s
@@ -133,11 +145,16 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         if info.model_id == run.model_id and info.documents >= documents:
             break
         if time.monotonic() > deadline:
-            raise PipelineError(f"embedder did not serve model {run.model_id} with {documents} documents indexed (serving {info.model_id!r}, {info.documents} documents)")
+            raise PipelineError(
+                f"embedder did not serve model {run.model_id} with {documents} documents indexed (serving "
+                f"{info.model_id!r}, {info.documents} documents)"
+            )
         time.sleep(POLL_S)
 
     sample_query = spec.sample_query or spec.domain
-    search = clients.embedder.Search(embedder_pb2.SearchRequest(query=sample_query, collection=spec.collection, top_k=3, mode=embedder_pb2.SEARCH_MODE_HYBRID))
+    search = clients.embedder.Search(
+        embedder_pb2.SearchRequest(query=sample_query, collection=spec.collection, top_k=3, mode=embedder_pb2.SEARCH_MODE_HYBRID)
+    )
     final = clients.taskgen.GetJob(taskgen_pb2.GetJobRequest(job_id=job.job_id)).job
     return {
         "job": {
@@ -153,7 +170,8 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         "generation": _as_dict(generation),
         "curation": _as_dict(dataset),
         # taskgen's job totals cover every stage (brainstorm + examples); examplegen's cover examples only.
-        "usage": [{"stage": "examples", **_as_dict(u)} for u in generation.usage] + [{"stage": "job total", **_as_dict(u)} for u in final.usage],
+        "usage": [{"stage": "examples", **_as_dict(u)} for u in generation.usage]
+        + [{"stage": "job total", **_as_dict(u)} for u in final.usage],
         "training": {
             "run_id": run.run_id,
             "steps": run.step,
@@ -165,7 +183,10 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
         "evaluation": [{"dataset": e.dataset, "metric": e.metric, "base": e.base, "tuned": e.tuned} for e in run.evals],
         "model": {"model_id": run.model_id, "uri": run.model_uri, "manifest_digest": run.manifest_digest},
         "index": {"collection": info.collection, "points": info.points, "documents": info.documents},
-        "sample_search": {"query": sample_query, "hits": [{"score": h.score, "doc_id": h.doc_id, "text": h.text} for h in search.hits]},
+        "sample_search": {
+            "query": sample_query,
+            "hits": [{"score": h.score, "doc_id": h.doc_id, "text": h.text} for h in search.hits],
+        },
     }
 
 
@@ -175,4 +196,11 @@ def _default_generator(runtime: LocalRuntime) -> str:
 
 
 def progress_bars(console) -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )

@@ -47,19 +47,35 @@ def render_markdown(report: dict) -> str:
         "",
         *_table(
             ["stage", "model", "calls", "prompt tokens", "completion tokens", "cost (USD)"],
-            [[u["stage"], u["model"], u.get("calls", 0), u.get("prompt_tokens", 0), u.get("completion_tokens", 0), f"{u.get('cost_usd', 0):.4f}"] for u in report["usage"]],
+            [
+                [
+                    u["stage"],
+                    u["model"],
+                    u.get("calls", 0),
+                    u.get("prompt_tokens", 0),
+                    u.get("completion_tokens", 0),
+                    f"{u.get('cost_usd', 0):.4f}",
+                ]
+                for u in report["usage"]
+            ],
         ),
         "",
         "## Training",
         "",
-        f"Run `{train['run_id']}`: {train['steps']} steps on {train['train_examples']} examples ({train['dev_examples']} held out for dev).",
-        f"Loss {train['loss_curve'][0][1]:.4f} -> {train['loss_curve'][-1][1]:.4f}. Curve: `{report['files']['loss_curve']}`." if train["loss_curve"] else "No loss recorded.",
+        f"Run `{train['run_id']}`: {train['steps']} steps on {train['train_examples']} examples "
+        f"({train['dev_examples']} held out for dev).",
+        f"Loss {train['loss_curve'][0][1]:.4f} -> {train['loss_curve'][-1][1]:.4f}. Curve: `{report['files']['loss_curve']}`."
+        if train["loss_curve"]
+        else "No loss recorded.",
         "",
         "## Evaluation (base vs tuned, same data, same run)",
         "",
         *_table(
             ["dataset", "metric", "base", "tuned", "delta"],
-            [[e["dataset"], e["metric"], f"{e['base']:.4f}", f"{e['tuned']:.4f}", f"{e['tuned'] - e['base']:+.4f}"] for e in report["evaluation"]],
+            [
+                [e["dataset"], e["metric"], f"{e['base']:.4f}", f"{e['tuned']:.4f}", f"{e['tuned'] - e['base']:+.4f}"]
+                for e in report["evaluation"]
+            ],
         ),
         "",
         "## Model and index",
@@ -70,8 +86,14 @@ def render_markdown(report: dict) -> str:
     ]
     search = report.get("sample_search")
     if search:
-        lines += [f"## Sample hybrid search: \"{search['query']}\"", ""]
-        lines += _table(["rank", "score", "document", "text"], [[i + 1, f"{h['score']:.4f}", h["doc_id"], h["text"][:120].replace("\n", " ").replace("|", "/")] for i, h in enumerate(search["hits"])])
+        lines += [f'## Sample hybrid search: "{search["query"]}"', ""]
+        lines += _table(
+            ["rank", "score", "document", "text"],
+            [
+                [i + 1, f"{h['score']:.4f}", h["doc_id"], h["text"][:120].replace("\n", " ").replace("|", "/")]
+                for i, h in enumerate(search["hits"])
+            ],
+        )
         lines.append("")
     return "\n".join(lines)
 

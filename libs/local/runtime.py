@@ -89,7 +89,13 @@ class LocalRuntime:
     """
 
     def __init__(
-        self, run_dir: Path, services: tuple[str, ...] = SERVICES, extra_env: dict[str, str] | None = None, topic_prefix: str = "", storage_uri: str = "", data_roots: tuple[Path | str, ...] = ()
+        self,
+        run_dir: Path,
+        services: tuple[str, ...] = SERVICES,
+        extra_env: dict[str, str] | None = None,
+        topic_prefix: str = "",
+        storage_uri: str = "",
+        data_roots: tuple[Path | str, ...] = (),
     ):
         self.run_dir = run_dir
         self.data_roots = [root if isinstance(root, str) and is_uri(root) else str(Path(root).resolve()) for root in data_roots]
@@ -110,7 +116,12 @@ class LocalRuntime:
     @property
     def kafka_settings(self) -> KafkaSettings:
         assert self.broker is not None
-        return KafkaSettings(bootstrap_servers=self.broker.bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000, topic_prefix=self.topic_prefix)
+        return KafkaSettings(
+            bootstrap_servers=self.broker.bootstrap,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            topic_prefix=self.topic_prefix,
+        )
 
     def start_broker(self, broker: TansuBroker | None = None) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -124,7 +135,9 @@ class LocalRuntime:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self._owns_llm_server = server is None
         if server is None:
-            server = LlamaServer(**({"model": model} if model else {}), threads=threads, log_path=self.run_dir / "logs" / "llm.log").start()
+            server = LlamaServer(
+                **({"model": model} if model else {}), threads=threads, log_path=self.run_dir / "logs" / "llm.log"
+            ).start()
         self.llm_server = server
         return server
 

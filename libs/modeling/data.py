@@ -89,7 +89,9 @@ def write_examples(path: str | Path, examples: Iterable[TrainExample]) -> None:
             handle.write(json.dumps(example.to_json(), ensure_ascii=False) + "\n")
 
 
-def split_train_dev(examples: Sequence[TrainExample], dev_fraction: float, seed: int = 0) -> tuple[list[TrainExample], list[TrainExample]]:
+def split_train_dev(
+    examples: Sequence[TrainExample], dev_fraction: float, seed: int = 0
+) -> tuple[list[TrainExample], list[TrainExample]]:
     """Deterministic split by content hash, so an example stays on its side as data grows.
 
     Examples sharing a positive stay on one side (no passage leaks from train into dev). A

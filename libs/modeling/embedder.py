@@ -110,7 +110,11 @@ def pooling_mode_of(cfg: dict) -> str | None:
     mode = cfg.get("pooling_mode")
     if mode in ("mean", "cls", "lasttoken"):
         return "last_token" if mode == "lasttoken" else mode
-    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"), ("pooling_mode_lasttoken", "last_token")):
+    for key, name in (
+        ("pooling_mode_cls_token", "cls"),
+        ("pooling_mode_mean_tokens", "mean"),
+        ("pooling_mode_lasttoken", "last_token"),
+    ):
         if cfg.get(key):
             return name
     return None
@@ -124,7 +128,9 @@ class Embedder(torch.nn.Module):
         self.config = config
         hf_config = model.config if model is not None else AutoConfig.from_pretrained(config.base_model)
         self.is_decoder = is_decoder_config(hf_config)
-        self.pooling = config.pooling or sentence_transformers_pooling(config.base_model) or ("last_token" if self.is_decoder else "mean")
+        self.pooling = (
+            config.pooling or sentence_transformers_pooling(config.base_model) or ("last_token" if self.is_decoder else "mean")
+        )
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLING_MODES}")
         self.append_eos = self.is_decoder if config.append_eos is None else config.append_eos
@@ -146,7 +152,9 @@ class Embedder(torch.nn.Module):
         from peft import LoraConfig, get_peft_model
 
         targets = lora.target_modules or DEFAULT_LORA_TARGETS["decoder" if self.is_decoder else "bert"]
-        peft_config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets), bias="none")
+        peft_config = LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets), bias="none"
+        )
         return get_peft_model(model, peft_config)
 
     @property
@@ -162,7 +170,11 @@ class Embedder(torch.nn.Module):
         return hasattr(self.model, "peft_config")
 
     def autocast(self):
-        return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+        return (
+            torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16)
+            if self.use_bf16
+            else nullcontext()
+        )
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Model inputs; with mean pooling that leaves prompts out, also ``pool_mask``."""
@@ -173,7 +185,11 @@ class Embedder(torch.nn.Module):
             encoded = self.tokenizer(texts, truncation=True, max_length=max_length - 1, padding=False)
             eos = self.tokenizer.eos_token_id
             ids = [x if x and x[-1] == eos else x + [eos] for x in encoded["input_ids"]]
-            features = dict(self.tokenizer.pad([{"input_ids": x, "attention_mask": [1] * len(x)} for x in ids], padding=True, return_tensors="pt"))
+            features = dict(
+                self.tokenizer.pad(
+                    [{"input_ids": x, "attention_mask": [1] * len(x)} for x in ids], padding=True, return_tensors="pt"
+                )
+            )
         if self.pooling == "mean" and not self.config.include_prompt:
             prompt_tokens = prompt_token_counts(self.tokenizer, texts)
             if any(prompt_tokens):

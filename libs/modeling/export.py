@@ -40,7 +40,11 @@ def save_trained(embedder: Embedder, path: str | Path) -> None:
     """The fine-tuning stage's output: LoRA adapters (or full weights) plus the embedder settings."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    config = asdict(embedder.config) | {"pooling": embedder.pooling, "append_eos": embedder.append_eos, "gradient_checkpointing": False}
+    config = asdict(embedder.config) | {
+        "pooling": embedder.pooling,
+        "append_eos": embedder.append_eos,
+        "gradient_checkpointing": False,
+    }
     if embedder.has_lora:
         embedder.model.save_pretrained(path / "adapter")
     else:
@@ -113,11 +117,19 @@ class ModelCard:
             'queries = model.encode(["..."], prompt_name="query")  # documents: model.encode(docs)',
             "```",
             "",
-            f"Query instruction: `Instruct: {self.query_instruction}\\nQuery: {{query}}`; documents carry none." if self.query_instruction else "Queries and documents carry no instruction.",
+            f"Query instruction: `Instruct: {self.query_instruction}\\nQuery: {{query}}`; documents carry none."
+            if self.query_instruction
+            else "Queries and documents carry no instruction.",
         ]
         if embedder.append_eos:
             lines.append(f"Decoder model: append the EOS token (`{embedder.tokenizer.eos_token}`) to every text before encoding.")
-        lines += ["", "## Evaluation (base vs fine-tuned, same run)", "", "| dataset | metric | base | tuned | delta |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Evaluation (base vs fine-tuned, same run)",
+            "",
+            "| dataset | metric | base | tuned | delta |",
+            "|---|---|---|---|---|",
+        ]
         lines += [f"| {d} | {m} | {b:.4f} | {t:.4f} | {t - b:+.4f} |" for d, m, b, t in self.evals]
         lines += ["", "## Training data provenance", "", "| field | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in self.provenance.items()]
@@ -141,9 +153,22 @@ def export_model(embedder: Embedder, path: str | Path, card: ModelCard) -> Path:
     embedder.tokenizer.save_pretrained(staging)
     transformer = Transformer(str(staging), max_seq_length=embedder.config.max_length)
     prompts = {"query": query_prompt(card.query_instruction)} if card.query_instruction else {}
-    model = SentenceTransformer(modules=[transformer, Pooling(embedder.dimensions, ST_POOLING[embedder.pooling], include_prompt=embedder.config.include_prompt), Normalize()], prompts=prompts)
+    model = SentenceTransformer(
+        modules=[
+            transformer,
+            Pooling(embedder.dimensions, ST_POOLING[embedder.pooling], include_prompt=embedder.config.include_prompt),
+            Normalize(),
+        ],
+        prompts=prompts,
+    )
     model.save(str(path))
     shutil.rmtree(staging)
     (path / "README.md").write_text(card.render(embedder))
-    (path / EMBEDDER_FILE).write_text(json.dumps(asdict(embedder.config) | {"base_model": str(path), "pooling": embedder.pooling, "append_eos": embedder.append_eos, "lora": None}, indent=2))
+    (path / EMBEDDER_FILE).write_text(
+        json.dumps(
+            asdict(embedder.config)
+            | {"base_model": str(path), "pooling": embedder.pooling, "append_eos": embedder.append_eos, "lora": None},
+            indent=2,
+        )
+    )
     return path

@@ -28,7 +28,11 @@ import torch.nn.functional as F
 
 
 def info_nce(
-    queries: torch.Tensor, documents: torch.Tensor, positive_index: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    positive_index: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean InfoNCE; ``positive_index[i]`` is the row of ``documents`` that is query i's positive.
 

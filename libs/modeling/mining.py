@@ -41,14 +41,18 @@ class MiningConfig:
     round_trip_k: int = 10
 
 
-def mine_hard_negatives(embedder: Embedder, examples: Sequence[TrainExample], corpus: Sequence[str], config: MiningConfig) -> list[TrainExample]:
+def mine_hard_negatives(
+    embedder: Embedder, examples: Sequence[TrainExample], corpus: Sequence[str], config: MiningConfig
+) -> list[TrainExample]:
     """Examples with mined negatives; ``corpus`` defaults (when empty) to the positives pool.
     Examples failing the round-trip filter (``config.round_trip_k``) are left out."""
     documents = list(dict.fromkeys(corpus or [e.positive for e in examples]))
     if len(documents) < 2:
         raise ValueError("mining needs a corpus of at least two documents")
     doc_vectors = embedder.encode(documents, batch_size=config.batch_size)
-    query_vectors = embedder.encode([format_query(e.instruction or config.default_instruction, e.query) for e in examples], batch_size=config.batch_size)
+    query_vectors = embedder.encode(
+        [format_query(e.instruction or config.default_instruction, e.query) for e in examples], batch_size=config.batch_size
+    )
     positive_vectors = embedder.encode([e.positive for e in examples], batch_size=config.batch_size)
     window_end = min(config.range_end, len(documents))
     in_corpus = set(documents)

@@ -23,7 +23,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from libs.modeling.data import TrainExample, plan_batches, text_key
 from libs.modeling.embedder import Embedder
-from libs.modeling.losses import all_reduce_gradients, gather_offsets, gather_with_local_grad, matryoshka_info_nce, positive_copy_mask
+from libs.modeling.losses import (
+    all_reduce_gradients,
+    gather_offsets,
+    gather_with_local_grad,
+    matryoshka_info_nce,
+    positive_copy_mask,
+)
 from libs.modeling.pooling import format_query
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,11 @@ def temperature_choice(config: TrainConfig, is_decoder: bool) -> tuple[float, st
         return config.temperature, "set for this run"
     if is_decoder:
         return config.decoder_temperature, "default for decoder models (E5-mistral recipe, arXiv 2401.00368)"
-    return config.encoder_temperature, "default for encoder models (sentence-transformers MultipleNegativesRankingLoss scale 20 = 1/0.05, as the base encoder was trained)"
+    return (
+        config.encoder_temperature,
+        "default for encoder models (sentence-transformers MultipleNegativesRankingLoss scale 20 = 1/0.05, as the "
+        "base encoder was trained)",
+    )
 
 
 def learning_rate_choice(config: TrainConfig, lora: bool) -> float:
@@ -82,7 +92,11 @@ def learning_rate_choice(config: TrainConfig, lora: bool) -> float:
 
 def for_model(config: TrainConfig, embedder: Embedder) -> TrainConfig:
     """``config`` with its model-dependent zero values (temperature, learning rate) filled for ``embedder``."""
-    return replace(config, temperature=temperature_choice(config, embedder.is_decoder)[0], learning_rate=learning_rate_choice(config, embedder.has_lora))
+    return replace(
+        config,
+        temperature=temperature_choice(config, embedder.is_decoder)[0],
+        learning_rate=learning_rate_choice(config, embedder.has_lora),
+    )
 
 
 @dataclass
@@ -140,7 +154,11 @@ def collate(examples: Sequence[TrainExample], indices: Sequence[int], config: Tr
 
 
 def contrastive_loss(
-    queries: torch.Tensor, documents: torch.Tensor, positive_index: torch.Tensor, config: TrainConfig, document_keys: torch.Tensor | None = None
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    positive_index: torch.Tensor,
+    config: TrainConfig,
+    document_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The global loss over all ranks' rows (identical on every rank).
 
@@ -218,14 +236,20 @@ class Trainer:
 
     def _plan(self, epoch: int) -> list[list[int]]:
         return plan_batches(
-            self.examples, self.config.batch_size, seed=self.config.seed + epoch, bucket_by_length=self.config.bucket_by_length, drop_last=self.world_size > 1
+            self.examples,
+            self.config.batch_size,
+            seed=self.config.seed + epoch,
+            bucket_by_length=self.config.bucket_by_length,
+            drop_last=self.world_size > 1,
         )
 
     def _count_steps(self) -> int:
         steps = sum(len([b for b in self._plan(e) if len(b) >= 2]) for e in range(self.config.epochs))
         return min(steps, self.config.max_steps) if self.config.max_steps else steps
 
-    def train(self, on_step: Callable[[int, int, float], None] | None = None, on_checkpoint: Callable[[int, Path], None] | None = None) -> TrainResult:
+    def train(
+        self, on_step: Callable[[int, int, float], None] | None = None, on_checkpoint: Callable[[int, Path], None] | None = None
+    ) -> TrainResult:
         """Train to the end, resuming from the checkpoint file if there is one; ``on_checkpoint(step,
         path)`` runs on rank 0 after each checkpoint is saved (e.g. to copy it to object storage)."""
         config = self.config

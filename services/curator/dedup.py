@@ -128,7 +128,10 @@ class MinHasher:
         query, positive = norm_query.encode()[: self.max_bytes], norm_positive.encode()[: self.max_bytes]
         query_words = query.count(b" ") + 1
         if not query or not positive or query_words < 2 or b" " not in positive:
-            halves = (self._values(norm_query, a[:, :split], b[:, :split]), self._values(norm_positive, a[:, split:], b[:, split:]))
+            halves = (
+                self._values(norm_query, a[:, :split], b[:, :split]),
+                self._values(norm_positive, a[:, split:], b[:, split:]),
+            )
             return Signature(np.concatenate(halves))
         mixed = self._mixed(self._bigrams(self._word_hashes(np.frombuffer(query + b" " + positive, dtype=np.uint8))))
         values = np.empty(self.num_perm, dtype=np.uint32)

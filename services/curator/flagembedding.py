@@ -8,7 +8,12 @@ from libs.llm.parsing import AnswerError, parse_object, text_field, texts_field
 
 
 def to_line(example: pb.CuratedExample) -> str:
-    record = {"query": example.query, "pos": list(example.positives), "neg": list(example.negatives), "prompt": example.instruction}
+    record = {
+        "query": example.query,
+        "pos": list(example.positives),
+        "neg": list(example.negatives),
+        "prompt": example.instruction,
+    }
     return json.dumps(record, ensure_ascii=False)
 
 

@@ -97,7 +97,10 @@ def check_dedup_partitions(settings: CuratorSettings) -> None:
     consumer = KafkaConsumer(**settings.kafka.client_kwargs())
     try:
         wanted = (topics.CURATOR_CANDIDATES, topics.CURATOR_DEDUP_LOG)
-        counts = {physical_name(settings.kafka, t): len(consumer.partitions_for_topic(physical_name(settings.kafka, t)) or ()) for t in wanted}
+        counts = {
+            physical_name(settings.kafka, t): len(consumer.partitions_for_topic(physical_name(settings.kafka, t)) or ())
+            for t in wanted
+        }
     finally:
         consumer.close()
     if len(set(counts.values())) != 1:
@@ -107,7 +110,11 @@ def check_dedup_partitions(settings: CuratorSettings) -> None:
 def build(settings: CuratorSettings) -> ServiceParts:
     check_dedup_partitions(settings)
     producer = ProtoProducer(settings.kafka, client_id="curator")
-    scorer = ConsistencyScorer(settings.consistency_model, settings.consistency_batch_size, settings.torch_threads) if settings.consistency_model else None
+    scorer = (
+        ConsistencyScorer(settings.consistency_model, settings.consistency_batch_size, settings.torch_threads)
+        if settings.consistency_model
+        else None
+    )
     validate = ValidateStage(Validator(settings.validation), scorer)
     index = DedupIndex(settings.dedup.near_duplicate_threshold, settings.dedup.num_perm, settings.dedup.max_bytes)
     reader = DedupLogReader(settings.kafka, index)
@@ -115,10 +122,26 @@ def build(settings: CuratorSettings) -> ServiceParts:
     view = OutcomeView(settings.kafka).start()
     servicer = CuratorServicer(settings, view, producer)
     return ServiceParts(
-        grpc_services=[GrpcService(api_grpc.add_CuratorServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["CuratorService"].full_name)],
+        grpc_services=[
+            GrpcService(
+                api_grpc.add_CuratorServiceServicer_to_server,
+                servicer,
+                api.DESCRIPTOR.services_by_name["CuratorService"].full_name,
+            )
+        ],
         consumers=[
-            ConsumerLoop(settings.kafka, topics.CURATOR_VALIDATE_GROUP, [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)], producer),
-            ConsumerLoop(settings.kafka, topics.CURATOR_DEDUP_GROUP, [Subscription(topics.CURATOR_CANDIDATES, dedup.handle, batch=True)], producer),
+            ConsumerLoop(
+                settings.kafka,
+                topics.CURATOR_VALIDATE_GROUP,
+                [Subscription(topics.EXAMPLES_RAW, validate.handle, batch=True)],
+                producer,
+            ),
+            ConsumerLoop(
+                settings.kafka,
+                topics.CURATOR_DEDUP_GROUP,
+                [Subscription(topics.CURATOR_CANDIDATES, dedup.handle, batch=True)],
+                producer,
+            ),
         ],
         producer=producer,
         on_shutdown=[view.stop, reader.close],

@@ -37,10 +37,13 @@ meter = metrics.get_meter("embedforge.curator")
 outcomes = meter.create_counter("curator.examples", description="Examples by stage and outcome (accepted or reject reason)")
 
 
-
-def rejected(example_id: str, job_id: str, reason: str, detail: str, payload: bytes, provenance: pb.Provenance | None = None) -> Outgoing:
+def rejected(
+    example_id: str, job_id: str, reason: str, detail: str, payload: bytes, provenance: pb.Provenance | None = None
+) -> Outgoing:
     outcomes.add(1, {"outcome": reason})
-    message = pb.RejectedExample(example_id=example_id, job_id=job_id, reason=reason, detail=detail, original_payload=payload, provenance=provenance)
+    message = pb.RejectedExample(
+        example_id=example_id, job_id=job_id, reason=reason, detail=detail, original_payload=payload, provenance=provenance
+    )
     return Outgoing(topics.EXAMPLES_REJECTED, topics.rejected_key(message), message)
 
 
@@ -57,7 +60,9 @@ class ValidateStage:
             raw: pb.RawExample = record.message
             example_id = raw.example_id or record.key
             if isinstance(result, Rejection):
-                provenance = pb.Provenance(example_id=example_id, task_id=raw.task_id, template_id=raw.template_id, chunk_id=raw.chunk_id)
+                provenance = pb.Provenance(
+                    example_id=example_id, task_id=raw.task_id, template_id=raw.template_id, chunk_id=raw.chunk_id
+                )
                 outputs.append(rejected(example_id, raw.job_id, result.reason, result.detail, record.value, provenance))
             else:
                 kept.append((record, result))
@@ -66,11 +71,29 @@ class ValidateStage:
         for record, example in kept:
             if self.scorer is not None and self.scorer.inconsistent(example):
                 detail = f"negative scores {example.negative_score:.3f} > positive {example.positive_score:.3f}"
-                outputs.append(rejected(example.provenance.example_id, example.job_id, "negative_above_positive", detail, record.value, example.provenance))
+                outputs.append(
+                    rejected(
+                        example.provenance.example_id,
+                        example.job_id,
+                        "negative_above_positive",
+                        detail,
+                        record.value,
+                        example.provenance,
+                    )
+                )
                 continue
-            outputs.append(Outgoing(topics.CURATOR_CANDIDATES, example.job_id, pb.CurationCandidate(example=example, original_payload=record.value)))
+            outputs.append(
+                Outgoing(
+                    topics.CURATOR_CANDIDATES,
+                    example.job_id,
+                    pb.CurationCandidate(example=example, original_payload=record.value),
+                )
+            )
         passed = sum(1 for o in outputs if o.topic == topics.CURATOR_CANDIDATES)
-        log.info("validated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "passed": passed})
+        log.info(
+            "validated batch",
+            extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "passed": passed},
+        )
         return outputs
 
 
@@ -98,7 +121,9 @@ class DedupLogReader:
         self.index.add_many(entries)
         self.positions[partition] = self.consumer.position(tp)
         if read:
-            log.info("dedup state caught up", extra={"partition": partition, "entries": read, "offset": self.positions[partition]})
+            log.info(
+                "dedup state caught up", extra={"partition": partition, "entries": read, "offset": self.positions[partition]}
+            )
         return read
 
     def close(self) -> None:
@@ -118,7 +143,10 @@ class DedupStage:
         for record, signature in zip(records, signatures):
             outputs.extend(self.decide(record.message, record.partition, signature))
         accepted = sum(1 for o in outputs if o.topic == topics.EXAMPLES_CURATED)
-        log.info("deduplicated batch", extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "accepted": accepted})
+        log.info(
+            "deduplicated batch",
+            extra={"partitions": sorted({r.partition for r in records}), "records": len(records), "accepted": accepted},
+        )
         return outputs
 
     def decide(self, candidate: pb.CurationCandidate, partition: int, signature: Signature | None = None) -> list[Outgoing]:

@@ -13,7 +13,7 @@ LABEL_PREFIX = re.compile(
     r"answer|text|s[123]|label)\s*[*_`]*\s*[:：]\s*[*_`]*\s*",
     re.IGNORECASE,
 )
-WRAPPING_QUOTES = ("\"\"", "''", "\u201c\u201d", "``")
+WRAPPING_QUOTES = ('""', "''", "\u201c\u201d", "``")
 
 
 # UTF-8 bytes: ASCII characters that are not \w become spaces, every other byte (all bytes of

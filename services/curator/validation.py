@@ -19,12 +19,27 @@ from services.curator.text import content_hash, normalize, normalize_instruction
 
 LEAKAGE = re.compile(
     r"\bas an ai\b|\bas an? (?:ai )?language model\b|here(?: is|'s) (?:the|your|an?) (?:json|example|generated|requested)"
-    r"|\bi (?:cannot|can't|am unable to) (?:fulfill|comply|help|provide)|\bi'm sorry, but\b|<\|(?:im_start|im_end|assistant|user|system)\|>"
+    r"|\bi (?:cannot|can't|am unable to) (?:fulfill|comply|help|provide)|\bi'm sorry, "
+    r"but\b|<\|(?:im_start|im_end|assistant|user|system)\|>"
     r"|\{(?:num_words|query_type|query_length|clarity|difficulty|language|task|unit)\}|\byour (?:task|mission) is to\b"
     r"|\byou have been assigned\b",
 )
 # Literal fragments of every LEAKAGE match: cheap substring tests gate the slower regex.
-LEAKAGE_HINTS = ("as an", "language model", "here is", "here's", "i cannot", "i can't", "i am unable", "i'm sorry", "<|", "{", "your task", "your mission", "you have been")
+LEAKAGE_HINTS = (
+    "as an",
+    "language model",
+    "here is",
+    "here's",
+    "i cannot",
+    "i can't",
+    "i am unable",
+    "i'm sorry",
+    "<|",
+    "{",
+    "your task",
+    "your mission",
+    "you have been",
+)
 SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+|\n+")
 
 
@@ -69,7 +84,9 @@ class Pending:
 class Validator:
     def __init__(self, settings: ValidationSettings, detector: LanguageDetector | None = None):
         self.settings = settings
-        self.detector = detector if detector is not None or not settings.check_language else LanguageDetector(settings.language_probe_chars)
+        self.detector = (
+            detector if detector is not None or not settings.check_language else LanguageDetector(settings.language_probe_chars)
+        )
 
     def curate(self, raw: pb.RawExample) -> pb.CuratedExample:
         """The normalized example, or raise :class:`Rejection`."""

@@ -104,7 +104,9 @@ class OutcomeView:
         consumer = plain_consumer(self.settings)
         curated = physical_name(self.settings, topics.EXAMPLES_CURATED)
         try:
-            tps = partitions_of(consumer, curated) + partitions_of(consumer, physical_name(self.settings, topics.EXAMPLES_REJECTED))
+            tps = partitions_of(consumer, curated) + partitions_of(
+                consumer, physical_name(self.settings, topics.EXAMPLES_REJECTED)
+            )
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             while not self.stop_event.is_set():

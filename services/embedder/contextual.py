@@ -26,7 +26,8 @@ Here is the chunk we want to situate within the whole document
 <chunk>
 {chunk}
 </chunk>
-Please give a short succinct context to situate this chunk within the overall document for the purposes of improving search retrieval of the chunk. Answer only with the succinct context and nothing else."""
+Please give a short succinct context to situate this chunk within the overall document for the purposes of \
+improving search retrieval of the chunk. Answer only with the succinct context and nothing else."""
 
 
 class Contextualizer:

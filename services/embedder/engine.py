@@ -27,7 +27,13 @@ from opentelemetry import metrics
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.activations import GELUActivation
 
-from libs.modeling.embedder import bf16_supported, is_decoder_config, pooling_mode_of, sentence_transformers_modules, sentence_transformers_pooling_config
+from libs.modeling.embedder import (
+    bf16_supported,
+    is_decoder_config,
+    pooling_mode_of,
+    sentence_transformers_modules,
+    sentence_transformers_pooling_config,
+)
 from libs.modeling.loading import load_pretrained
 from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, without_prompts
 
@@ -37,8 +43,14 @@ tokens_counter = meter.create_counter("embedder.tokens", description="Tokens emb
 padding_counter = meter.create_counter("embedder.padding_tokens", description="Padding tokens computed")
 
 # Output blocks computing LayerNorm(dropout(dense(x)) + residual) in their forward.
-RESIDUAL_OUTPUT_BLOCKS = {"BertSelfOutput", "BertOutput", "RobertaSelfOutput", "RobertaOutput", "XLMRobertaSelfOutput", "XLMRobertaOutput"}
-
+RESIDUAL_OUTPUT_BLOCKS = {
+    "BertSelfOutput",
+    "BertOutput",
+    "RobertaSelfOutput",
+    "RobertaOutput",
+    "XLMRobertaSelfOutput",
+    "XLMRobertaOutput",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +139,19 @@ class PackedLinear(torch.nn.Module):
         self.activation = activation  # "none", or "gelu" fused into the matmul (exact, erf-based)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else "")
+        return torch.ops.mkldnn._linear_pointwise(
+            x, self.packed_weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else ""
+        )
 
 
 def has_exact_gelu(module: torch.nn.Module) -> bool:
     """BERT-style intermediate block: ``dense`` then the exact GELU of transformers."""
     act = getattr(module, "intermediate_act_fn", None)
-    return isinstance(getattr(module, "dense", None), torch.nn.Linear) and isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
+    return (
+        isinstance(getattr(module, "dense", None), torch.nn.Linear)
+        and isinstance(act, GELUActivation)
+        and act.act is torch.nn.functional.gelu
+    )
 
 
 class PackedResidualOutput(torch.nn.Module):
@@ -147,7 +165,9 @@ class PackedResidualOutput(torch.nn.Module):
         self.LayerNorm = block.LayerNorm
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        fused = torch.ops.mkldnn._linear_pointwise.binary(hidden_states, input_tensor.contiguous(), self.packed_weight, self.bias, "add")
+        fused = torch.ops.mkldnn._linear_pointwise.binary(
+            hidden_states, input_tensor.contiguous(), self.packed_weight, self.bias, "add"
+        )
         return self.LayerNorm(fused)
 
 
@@ -203,14 +223,22 @@ class EmbeddingModel:
         self.append_eos = is_decoder_config(hf_config)
         if self.append_eos and self.tokenizer.eos_token_id is None:
             raise ValueError(f"{spec.path}: decoder model without an EOS token to pool")
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.tokenizer.eos_token_id or 0)
+        )
         self.model = load_pretrained(AutoModel, spec.path, self.dtype, attn_implementation="sdpa").to(self.device).eval()
         if packing_supported(self.device, self.dtype):
             pack_linears(self.model, batch_tokens)
         self.dimensions = int(hf_config.hidden_size)
         log.info(
             "model loaded",
-            extra={"model_id": spec.model_id, "path": spec.path, "dtype": self.dtype_name, "pooling": spec.pooling, "max_length": spec.max_length},
+            extra={
+                "model_id": spec.model_id,
+                "path": spec.path,
+                "dtype": self.dtype_name,
+                "pooling": spec.pooling,
+                "max_length": spec.max_length,
+            },
         )
 
     @property

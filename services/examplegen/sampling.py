@@ -71,7 +71,9 @@ def rng_for(*parts) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def sample_attributes(template: PromptTemplate, rng: random.Random, languages: LanguageSampler, bitext: bool = False, max_tokens: int = 0) -> dict[str, str]:
+def sample_attributes(
+    template: PromptTemplate, rng: random.Random, languages: LanguageSampler, bitext: bool = False, max_tokens: int = 0
+) -> dict[str, str]:
     """One value per template attribute, plus the language(s).
 
     With ``max_tokens``, ``num_words`` is drawn only from the values whose answer budget fits

@@ -97,7 +97,9 @@ class Brainstormer:
     def template(self, category: int) -> PromptTemplate:
         return self.templates[BRAINSTORM_TEMPLATE[category]]
 
-    def brainstorm(self, domain: str, category: int, count: int, model: str = "", accumulator: UsageAccumulator | None = None) -> list[str]:
+    def brainstorm(
+        self, domain: str, category: int, count: int, model: str = "", accumulator: UsageAccumulator | None = None
+    ) -> list[str]:
         """One brainstorm call: cleaned task sentences that do not echo the prompt's examples or
         the domain (may be fewer or more than ``count``). Raises LlmError when the call failed for good."""
         template = self.template(category)

@@ -208,7 +208,9 @@ class JobStore:
                 return
             record.tasks[task.task_id] = (task.category, task.description)
             with open(self._folder(task.job_id) / "tasks.jsonl", "a", encoding="utf-8") as out:
-                out.write(json.dumps({"task_id": task.task_id, "category": task.category, "description": task.description}) + "\n")
+                out.write(
+                    json.dumps({"task_id": task.task_id, "category": task.category, "description": task.description}) + "\n"
+                )
             self._notify()
 
     def update(self, job_id: str, **changes) -> None:

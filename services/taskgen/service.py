@@ -28,7 +28,7 @@ from embedforge.v1 import taskgen_pb2_grpc as api_grpc
 
 from libs import ids, limits, topics
 from libs.dataroots import DataRoots
-from libs.grpc import GrpcService, InvalidArgument, NotFound, Unavailable
+from libs.grpc import GrpcService, InvalidArgument, Unavailable
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription, per_message
 from libs.llm import LlmError, UsageAccumulator
 from libs.service import ServiceParts
@@ -58,7 +58,8 @@ def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
     for i, target in enumerate(spec.categories):
         if target.category not in BRAINSTORM_TEMPLATE and target.category not in FIXED_TASKS:
             raise InvalidArgument(
-                f"spec.categories[{i}].category {pb.Category.Name(target.category) if target.category in pb.Category.values() else target.category} "
+                f"spec.categories[{i}].category "
+                f"{pb.Category.Name(target.category) if target.category in pb.Category.values() else target.category} "
                 "cannot be brainstormed (corpus-grounded queries come from corpus_queries)"
             )
         if target.num_tasks < 1 or target.examples_per_task < 1:
@@ -74,7 +75,10 @@ def validate_spec(spec: pb.JobSpec, roots: DataRoots) -> None:
         if not query.strip():
             raise InvalidArgument(f"spec.example_queries[{i}] is empty")
     if not spec.categories and spec.corpus_queries <= 0:
-        raise InvalidArgument("nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or spec.corpus_path)")
+        raise InvalidArgument(
+            "nothing to generate: give spec.categories or spec.corpus_queries (documents from UploadDocuments or "
+            "spec.corpus_path)"
+        )
 
 
 class TaskgenRunner:
@@ -120,7 +124,9 @@ class TaskgenRunner:
                 log.exception("job failed", extra={"job_id": job_id})
                 self.store.update(job_id, state=api.JOB_STATE_FAILED, error=f"{type(exc).__name__}: {exc}")
 
-    def publish(self, job: pb.Job, category: int, description: str, tid: str, template_id: str = "", template_version: str = "") -> None:
+    def publish(
+        self, job: pb.Job, category: int, description: str, tid: str, template_id: str = "", template_version: str = ""
+    ) -> None:
         target = next(c for c in job.spec.categories if c.category == category)
         task = pb.Task(
             task_id=tid,
@@ -154,7 +160,11 @@ class TaskgenRunner:
                         return  # stopping: the job resumes after the restart
                     published, last_failure = outcome
                     if published < target.num_tasks:
-                        cause = f" (last failed brainstorm call: {last_failure.reason}: {last_failure.detail[:200]})" if last_failure else ""
+                        cause = (
+                            f" (last failed brainstorm call: {last_failure.reason}: {last_failure.detail[:200]})"
+                            if last_failure
+                            else ""
+                        )
                         shortfalls.append(f"{pb.Category.Name(target.category)}: {published} of {target.num_tasks} tasks{cause}")
         for usage in accumulator.totals().values():
             self.store.add_usage(job_id, usage.message())
@@ -172,7 +182,9 @@ class TaskgenRunner:
             if tid not in existing:
                 self.publish(job, target.category, description, tid)
 
-    def _brainstorm_category(self, job: pb.Job, target: pb.CategoryTarget, accumulator: UsageAccumulator) -> tuple[int, LlmError | None] | None:
+    def _brainstorm_category(
+        self, job: pb.Job, target: pb.CategoryTarget, accumulator: UsageAccumulator
+    ) -> tuple[int, LlmError | None] | None:
         """Brainstorm until ``num_tasks`` distinct tasks are published or the rounds run out:
         (tasks published, the last failed call if any); None when stopping."""
         record = self.store.record(job.job_id)
@@ -187,7 +199,9 @@ class TaskgenRunner:
             rounds += 1
             count = min(self.settings.brainstorm_batch, max(target.num_tasks - len(have), 5))
             try:
-                ideas = self.brainstormer.brainstorm(job.spec.domain, target.category, count, job.spec.brainstorm_model, accumulator)
+                ideas = self.brainstormer.brainstorm(
+                    job.spec.domain, target.category, count, job.spec.brainstorm_model, accumulator
+                )
             except LlmError as failure:
                 ideas, last_failure = [], failure
             if self.stop.is_set():
@@ -197,11 +211,22 @@ class TaskgenRunner:
                 if key in seen:
                     continue
                 seen.add(key)
-                self.publish(job, target.category, idea, task_id(job.job_id, target.category, idea), template.id, template.version)
+                self.publish(
+                    job, target.category, idea, task_id(job.job_id, target.category, idea), template.id, template.version
+                )
                 have.append(idea)
                 if len(have) >= target.num_tasks:
                     break
-            log.info("brainstorm round", extra={"job_id": job.job_id, "category": pb.Category.Name(target.category), "round": rounds, "ideas": len(ideas), "tasks": len(have)})
+            log.info(
+                "brainstorm round",
+                extra={
+                    "job_id": job.job_id,
+                    "category": pb.Category.Name(target.category),
+                    "round": rounds,
+                    "ideas": len(ideas),
+                    "tasks": len(have),
+                },
+            )
         return len(have), last_failure
 
 
@@ -233,7 +258,9 @@ class TaskgenServicer(api_grpc.TaskgenServiceServicer):
                 self.producer.send_and_wait(topics.JOBS, job.job_id, job)
             except KafkaError as exc:
                 self.store.discard(job.job_id)
-                raise Unavailable("the job could not be published (the broker did not acknowledge it); nothing was kept, retry") from exc
+                raise Unavailable(
+                    "the job could not be published (the broker did not acknowledge it); nothing was kept, retry"
+                ) from exc
         return api.SubmitJobResponse(job=status)
 
     def GetJob(self, request: api.GetJobRequest, context) -> api.GetJobResponse:
@@ -273,7 +300,9 @@ class TaskgenServicer(api_grpc.TaskgenServiceServicer):
             for future in futures:
                 future.get(timeout=30)
         except KafkaError as exc:
-            raise Unavailable("not every document was acknowledged by the broker; upload again (documents are keyed by doc_id)") from exc
+            raise Unavailable(
+                "not every document was acknowledged by the broker; upload again (documents are keyed by doc_id)"
+            ) from exc
         return api.UploadDocumentsResponse(documents=len(documents))
 
     def WatchJob(self, request: api.WatchJobRequest, context):
@@ -309,12 +338,20 @@ class ProgressCounter:
         return []
 
     def curated(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, "examples_accepted", topics.curated_key(r.message))}
+        jobs = {
+            r.message.job_id
+            for r in records
+            if self.store.count(r.message.job_id, "examples_accepted", topics.curated_key(r.message))
+        }
         self.store.flush(jobs)
         return []
 
     def rejected(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, "examples_rejected", topics.rejected_key(r.message))}
+        jobs = {
+            r.message.job_id
+            for r in records
+            if self.store.count(r.message.job_id, "examples_rejected", topics.rejected_key(r.message))
+        }
         self.store.flush(jobs)
         return []
 
@@ -352,7 +389,13 @@ def build(settings: TaskgenSettings) -> ServiceParts:
     runner.start()
     servicer = TaskgenServicer(store, producer, roots, brainstormer)
     return ServiceParts(
-        grpc_services=[GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TaskgenService"].full_name)],
+        grpc_services=[
+            GrpcService(
+                api_grpc.add_TaskgenServiceServicer_to_server,
+                servicer,
+                api.DESCRIPTOR.services_by_name["TaskgenService"].full_name,
+            )
+        ],
         consumers=[consumer],
         producer=producer,
         on_shutdown=[runner.close],

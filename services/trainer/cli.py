@@ -4,7 +4,8 @@
     python -m services.trainer.cli train    --data mined.jsonl --model BASE --out runs/r1 [--lora --lora-rank 16]
     torchrun --nproc_per_node 2 -m services.trainer.cli train ...      # same script, gloo on CPU
     python -m services.trainer.cli evaluate --model BASE --trained runs/r1/trained --eval ../shared/data/xquad-en
-    python -m services.trainer.cli export   --model BASE --trained runs/r1/trained --out models/m1 [--merge-weight 0 --dev dev.jsonl]
+    python -m services.trainer.cli export   --model BASE --trained runs/r1/trained --out models/m1 \
+        [--merge-weight 0 --dev dev.jsonl]
     python -m services.trainer.cli run      --data x.jsonl --model BASE --out runs/r1 --eval ... [--config run.json]
 
 Data files are FlagEmbedding JSONL: {"query", "pos": [...], "neg": [...], "prompt"?}.
@@ -34,14 +35,20 @@ RUN_NAMES = {"dataset_path": ["--data"], "run_dir": ["--out"], "corpus_path": ["
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = True, only=None) -> None:
-    add_dataclass_args(parser, ModelConfig, only=only, names={"base_model": ["--model"]}, optional=() if required else ("base_model",))
+    add_dataclass_args(
+        parser, ModelConfig, only=only, names={"base_model": ["--model"]}, optional=() if required else ("base_model",)
+    )
     if only is None:
-        parser.add_argument("--lora", dest="use_lora", action="store_true", help="train LoRA adapters (--lora-*) instead of every weight")
+        parser.add_argument(
+            "--lora", dest="use_lora", action="store_true", help="train LoRA adapters (--lora-*) instead of every weight"
+        )
         add_dataclass_args(parser, LoraSettings, "lora_")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_args(parser, TrainConfig, skip=("output_dir", "default_instruction"), names={"learning_rate": ["--learning-rate", "--lr"]})
+    add_dataclass_args(
+        parser, TrainConfig, skip=("output_dir", "default_instruction"), names={"learning_rate": ["--learning-rate", "--lr"]}
+    )
 
 
 def add_mining_args(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +56,9 @@ def add_mining_args(parser: argparse.ArgumentParser) -> None:
 
 
 def model_config(args, lora: bool = True) -> ModelConfig:
-    return dataclass_from_args(ModelConfig, args, lora=dataclass_from_args(LoraSettings, args, "lora_") if lora and args.use_lora else None)
+    return dataclass_from_args(
+        ModelConfig, args, lora=dataclass_from_args(LoraSettings, args, "lora_") if lora and args.use_lora else None
+    )
 
 
 def train_config(args) -> TrainConfig:
@@ -66,7 +75,12 @@ def run_config(args) -> RunConfig:
     if not (args.dataset_path and args.run_dir):
         raise SystemExit("run needs --config, or --data and --out")
     return dataclass_from_args(
-        RunConfig, args, model=model_config(args), train=train_config(args), mining=mining_config(args), merge=dataclass_from_args(MergeConfig, args, "merge_")
+        RunConfig,
+        args,
+        model=model_config(args),
+        train=train_config(args),
+        mining=mining_config(args),
+        merge=dataclass_from_args(MergeConfig, args, "merge_"),
     )
 
 
@@ -87,12 +101,20 @@ def printer(events_path: str):
 def cmd_mine(args) -> None:
     examples = read_examples(args.dataset_path)
     base = Embedder(model_config(args, lora=False))
-    corpus = pipeline.read_corpus(args.corpus_path, args.corpus_chunk_words, args.corpus_whole_documents) if args.corpus_path else []
+    corpus = (
+        pipeline.read_corpus(args.corpus_path, args.corpus_chunk_words, args.corpus_whole_documents) if args.corpus_path else []
+    )
     write_examples(args.out, mine_hard_negatives(base, examples, corpus, mining_config(args)))
 
 
 def cmd_train(args) -> None:
-    config = RunConfig(dataset_path=args.dataset_path, run_dir=args.run_dir, model=model_config(args), train=train_config(args), instruction=args.instruction)
+    config = RunConfig(
+        dataset_path=args.dataset_path,
+        run_dir=args.run_dir,
+        model=model_config(args),
+        train=train_config(args),
+        instruction=args.instruction,
+    )
     pipeline.fine_tune(config, read_examples(args.dataset_path), printer(args.events))
 
 
@@ -100,7 +122,11 @@ def cmd_evaluate(args) -> None:
     base = Embedder(model_config(args, lora=False))
     tuned = load_trained(args.trained)
     base_encoder = pipeline.encoder_of(base, pipeline.base_query_format(args.base_model))
-    rows = compare(base_encoder, pipeline.encoder_of(tuned, pipeline.tuned_query_format(args.instruction)), [load_eval_set(p) for p in args.eval])
+    rows = compare(
+        base_encoder,
+        pipeline.encoder_of(tuned, pipeline.tuned_query_format(args.instruction)),
+        [load_eval_set(p) for p in args.eval],
+    )
     output = json.dumps([asdict(r) for r in rows], indent=2)
     print(output)
     if args.out:
@@ -109,8 +135,14 @@ def cmd_evaluate(args) -> None:
 
 def cmd_export(args) -> None:
     config = RunConfig(
-        dataset_path="", run_dir=str(Path(args.trained).parent), model=model_config(args, lora=False), train=TrainConfig(output_dir=""),
-        merge=dataclass_from_args(MergeConfig, args, "merge_"), instruction=args.instruction, export_dir=args.out, model_id=args.model_id,
+        dataset_path="",
+        run_dir=str(Path(args.trained).parent),
+        model=model_config(args, lora=False),
+        train=TrainConfig(output_dir=""),
+        merge=dataclass_from_args(MergeConfig, args, "merge_"),
+        instruction=args.instruction,
+        export_dir=args.out,
+        model_id=args.model_id,
     )
     dev = read_examples(args.dev) if args.dev else []
     manifest_path = Path(args.trained).parent / "manifest.json"
@@ -123,11 +155,18 @@ def cmd_run(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m services.trainer.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = argparse.ArgumentParser(
+        prog="python -m services.trainer.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = root.add_subparsers(dest="command", required=True)
     mine = sub.add_parser("mine", help="add mined hard negatives to a JSONL file")
     mine.add_argument("--out", required=True)
-    add_dataclass_args(mine, RunConfig, only=("dataset_path", "corpus_path", "corpus_chunk_words", "corpus_whole_documents", "instruction"), names=RUN_NAMES)
+    add_dataclass_args(
+        mine,
+        RunConfig,
+        only=("dataset_path", "corpus_path", "corpus_chunk_words", "corpus_whole_documents", "instruction"),
+        names=RUN_NAMES,
+    )
     add_model_args(mine)
     add_mining_args(mine)
     train = sub.add_parser("train", help="fine-tune (resumes from OUT/checkpoint.pt); works under torchrun")

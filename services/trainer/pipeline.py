@@ -178,8 +178,12 @@ def snapshot(config: RunConfig) -> tuple[list[TrainExample], list[TrainExample],
 def mine(config: RunConfig, train: list[TrainExample]) -> list[TrainExample]:
     if config.mining.negatives <= 0:
         return train
-    corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents) if config.corpus_path else []
-    mining = MiningConfig(**{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction})
+    corpus = (
+        read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents) if config.corpus_path else []
+    )
+    mining = MiningConfig(
+        **{**asdict(config.mining), "default_instruction": config.mining.default_instruction or config.instruction}
+    )
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     mined = mine_hard_negatives(base, train, corpus, mining)
     if not mined:
@@ -199,7 +203,14 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
     batch_size = max(world_size, min(config.train.batch_size, len(train) // world_size * world_size))
     if batch_size != config.train.batch_size:
         log.warning("batch size lowered to the dataset size", extra={"requested": config.train.batch_size, "used": batch_size})
-    train_config = TrainConfig(**{**asdict(config.train), "batch_size": batch_size, "output_dir": config.run_dir, "default_instruction": config.train.default_instruction or config.instruction})
+    train_config = TrainConfig(
+        **{
+            **asdict(config.train),
+            "batch_size": batch_size,
+            "output_dir": config.run_dir,
+            "default_instruction": config.train.default_instruction or config.instruction,
+        }
+    )
     trainer = Trainer(embedder, train, train_config)
     started = time.perf_counter()
 
@@ -210,7 +221,14 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
     result = trainer.train(on_step, (lambda step, _path: store_checkpoint(config, step)) if config.storage_uri else None)
     if rank == 0:
         save_trained(embedder, Path(config.run_dir) / "trained")
-        report({"state": "training", "trained_s": round(time.perf_counter() - started, 2), "steps": result.steps, "resumed_from": result.resumed_from})
+        report(
+            {
+                "state": "training",
+                "trained_s": round(time.perf_counter() - started, 2),
+                "steps": result.steps,
+                "resumed_from": result.resumed_from,
+            }
+        )
     return embedder
 
 
@@ -221,7 +239,9 @@ def dev_dataset(dev: list[TrainExample], config: RunConfig):
     train_file = Path(config.run_dir) / "train.jsonl"
     train = read_examples(train_file) if train_file.exists() else []
     pool = [n for e in dev for n in e.negatives] + [t for e in train for t in (e.positive, *e.negatives)]
-    return dataset_from_pairs("dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool)
+    return dataset_from_pairs(
+        "dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool
+    )
 
 
 def encoder_of(embedder: Embedder, query_format: Callable[[str], str]) -> Callable[[list[str], bool], torch.Tensor]:
@@ -243,7 +263,9 @@ def base_query_format(base_model: str) -> Callable[[str], str]:
     return lambda query: own_prompt + query[len(prompt_of(query)) :]
 
 
-def choose_merge_weight(tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, report: Report) -> float:
+def choose_merge_weight(
+    tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, report: Report
+) -> float:
     """Fixed weight, or the most base-like candidate within ``tolerance`` of the best nDCG@10 on the dev ``dataset``."""
     if config.merge.weight > 0 or dataset is None:
         return config.merge.weight or 1.0
@@ -270,7 +292,11 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         cocktail_merge(merged, base, weight)
     report({"state": "evaluating"})
     datasets = ([dev_set] if dev_set else []) + [load_eval_set(p) for p in config.eval_paths]
-    rows = compare(encoder_of(base, base_query_format(config.model.base_model)), encoder_of(merged, tuned_query_format(config.instruction)), datasets)
+    rows = compare(
+        encoder_of(base, base_query_format(config.model.base_model)),
+        encoder_of(merged, tuned_query_format(config.instruction)),
+        datasets,
+    )
     evals = [asdict(r) for r in rows]
     report({"state": "evaluating", "evals": evals})
     model_id = config.model_id or Path(config.run_dir).name
@@ -287,15 +313,26 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "mining": asdict(config.mining),
         "matryoshka_dims": list(config.train.matryoshka_dims),
     }
-    provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {"manifest": str(Path(config.run_dir) / "manifest.json")}
+    provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {
+        "manifest": str(Path(config.run_dir) / "manifest.json")
+    }
     evals_table = [(r.dataset, r.metric, r.base, r.tuned) for r in rows]
     base_id = public_model_id(str(config.model.base_model))
     card = ModelCard(model_id, base_id, config.instruction, weight, recipe, provenance, evals_table)
     export_model(merged, export_dir, card)
     stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
-    done = {"state": "succeeded", "model_id": model_id, "model_path": str(export_dir), "dimensions": merged.dimensions, "pooling": merged.pooling,
-            "max_length": config.model.max_length, "merge_weight": weight, "evals": evals,
-            "model_uri": stored.uri if stored else "", "manifest_digest": stored.digest if stored else ""}
+    done = {
+        "state": "succeeded",
+        "model_id": model_id,
+        "model_path": str(export_dir),
+        "dimensions": merged.dimensions,
+        "pooling": merged.pooling,
+        "max_length": config.model.max_length,
+        "merge_weight": weight,
+        "evals": evals,
+        "model_uri": stored.uri if stored else "",
+        "manifest_digest": stored.digest if stored else "",
+    }
     report(done)
     return done
 
@@ -316,4 +353,6 @@ def execute(config: RunConfig, report: Report) -> dict:
     tuned = fine_tune(config, read_examples(mined_path), report)
     if rank != 0:
         return {}
-    return evaluate_and_export(config, tuned, read_examples(run_dir / "dev.jsonl"), json.loads((run_dir / "manifest.json").read_text()), report)
+    return evaluate_and_export(
+        config, tuned, read_examples(run_dir / "dev.jsonl"), json.loads((run_dir / "manifest.json").read_text()), report
+    )

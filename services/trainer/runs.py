@@ -60,13 +60,17 @@ class RunHandle:
         self.events_read = 0
         self.transitions: list[api.Run] = []  # the run as it entered each state, in order
         input_file = folder / "input.json"
-        self.input: dict = json.loads(input_file.read_text()) if input_file.exists() else {}  # the stored input folder: uri, digest
+        self.input: dict = (
+            json.loads(input_file.read_text()) if input_file.exists() else {}
+        )  # the stored input folder: uri, digest
 
 
 class RunManager:
     """Owns the runs; ``on_success(run, event)`` is called once when a run's model is exported."""
 
-    def __init__(self, root: Path, storage: Storage, max_concurrent: int, run_threads: int, on_success: Callable[[api.Run, dict], None]):
+    def __init__(
+        self, root: Path, storage: Storage, max_concurrent: int, run_threads: int, on_success: Callable[[api.Run, dict], None]
+    ):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.storage = storage
@@ -145,7 +149,11 @@ class RunManager:
                 if last is not None and run.updated_at == last.updated_at and run.state == last.state:
                     self.changed.wait(1.0)
                     continue
-                missed = [self._copy(r) for r in handle.transitions[delivered:] if r.state not in (run.state, last.state if last is not None else None)]
+                missed = [
+                    self._copy(r)
+                    for r in handle.transitions[delivered:]
+                    if r.state not in (run.state, last.state if last is not None else None)
+                ]
                 delivered = len(handle.transitions)
                 last = self._copy(run)
             yield from missed
@@ -177,13 +185,27 @@ class RunManager:
         waiting = [h for h in self.runs.values() if h.process is None and h.run.state not in TERMINAL and not h.cancelled]
         waiting.sort(key=lambda h: h.run.created_at.ToNanoseconds())
         for handle in waiting[: max(0, self.max_concurrent - len(active))]:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), str(STUBS_ROOT), os.environ.get("PYTHONPATH", "")]))}
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), str(STUBS_ROOT), os.environ.get("PYTHONPATH", "")])),
+            }
             if self.run_threads:
                 env["OMP_NUM_THREADS"] = str(self.run_threads)
-            command = [sys.executable, "-m", "services.trainer.cli", "run", "--config", str(handle.folder / "run.json"), "--events", str(handle.folder / "events.jsonl")]
+            command = [
+                sys.executable,
+                "-m",
+                "services.trainer.cli",
+                "run",
+                "--config",
+                str(handle.folder / "run.json"),
+                "--events",
+                str(handle.folder / "events.jsonl"),
+            ]
             try:
                 with open(handle.folder / "stderr.log", "ab") as stderr:
-                    handle.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
+                    handle.process = subprocess.Popen(
+                        command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True
+                    )
             except OSError as exc:  # the run fails; the monitor and every other run go on
                 log.exception("run process could not start", extra={"run_id": handle.run.run_id})
                 self._finish(handle, api.RUN_STATE_FAILED, f"run process could not start: {exc}")
@@ -248,7 +270,9 @@ class RunManager:
         handle.run.updated_at.GetCurrentTime()
         if not handle.transitions or handle.transitions[-1].state != handle.run.state:
             handle.transitions.append(self._copy(handle.run))
-            self.storage.write_json(f"{run_key(handle.run.run_id)}/state.json", {"run": json_format.MessageToDict(handle.run), "input": handle.input})
+            self.storage.write_json(
+                f"{run_key(handle.run.run_id)}/state.json", {"run": json_format.MessageToDict(handle.run), "input": handle.input}
+            )
         (handle.folder / "state.json").write_text(json_format.MessageToJson(handle.run))
         self.changed.notify_all()
 
@@ -275,7 +299,14 @@ class RunManager:
         (staging / "input.json").write_text(json.dumps(state["input"]))
         (staging / "state.json").write_text(json_format.MessageToJson(run))
         os.replace(staging, self.root / run_id)
-        log.info("run restored from storage", extra={"run_id": run_id, "state": api.RunState.Name(run.state), "checkpoint_step": checkpoint["step"] if checkpoint else 0})
+        log.info(
+            "run restored from storage",
+            extra={
+                "run_id": run_id,
+                "state": api.RunState.Name(run.state),
+                "checkpoint_step": checkpoint["step"] if checkpoint else 0,
+            },
+        )
 
     @staticmethod
     def _copy(run: api.Run) -> api.Run:

@@ -125,7 +125,10 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         self.roots = DataRoots(settings.data)
         self.lock = threading.Lock()
         self.runs = RunManager(self.runs_dir, self.storage, settings.max_concurrent_runs, settings.run_threads, self.publish)
-        log.info("trainer state in object storage", extra={"storage": redact(self.storage.uri), "jobs": len(self.jobs.jobs), "runs": len(self.runs.runs)})
+        log.info(
+            "trainer state in object storage",
+            extra={"storage": redact(self.storage.uri), "jobs": len(self.jobs.jobs), "runs": len(self.runs.runs)},
+        )
 
     # ----- Kafka
 
@@ -140,7 +143,11 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         return []
 
     def record_rejected(self, records: list[Received]) -> list[Outgoing]:
-        rows = [(r.partition, r.offset, r.message.job_id, r.message.example_id) for r in records if r.message.job_id and r.message.example_id]
+        rows = [
+            (r.partition, r.offset, r.message.job_id, r.message.example_id)
+            for r in records
+            if r.message.job_id and r.message.example_id
+        ]
         for job_id in self.rejected.add_batch(rows):
             self.maybe_auto_start(job_id)
         return []
@@ -178,7 +185,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         object URIs under URI roots, and read a dataset file before taking the run lock; then
         register the run (idempotent by run id)."""
         if bool(request.job_id) == bool(request.dataset_path):
-            raise InvalidArgument("give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)")
+            raise InvalidArgument(
+                "give either job_id (train on the job's curated examples) or dataset_path (a FlagEmbedding JSONL file)"
+            )
         if request.min_examples < 0 or (request.min_examples and not request.job_id):
             raise InvalidArgument("min_examples must be >= 0 and needs job_id")
         if request.job_id:
@@ -186,7 +195,11 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         run_id = ids.check(request.run_id, "run_id") if request.run_id else f"run-{uuid.uuid4().hex[:12]}"
         job = self.jobs.get(request.job_id) if request.job_id else None
         spec = request.spec if request.HasField("spec") else (job.spec.training if job else pb.TrainingSpec())
-        eval_paths, eval_field = (list(request.eval_paths), "eval_paths") if request.eval_paths else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
+        eval_paths, eval_field = (
+            (list(request.eval_paths), "eval_paths")
+            if request.eval_paths
+            else (list(job.spec.eval_paths) if job else [], "job.spec.eval_paths")
+        )
         eval_paths = [str(self.local_copy(path, f"{eval_field}[{i}]")) for i, path in enumerate(eval_paths)]
         resolved_corpus = ""
         if request.corpus_path:
@@ -212,8 +225,13 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
                 if have == 0 and not request.min_examples:
                     raise InvalidArgument(f"job {request.job_id!r} has no curated examples yet")
                 if have < request.min_examples:
-                    raise FailedPrecondition(f"job {request.job_id!r}: the trainer has read {have} of {request.min_examples} curated examples so far; retry")
-                dataset, manifest = self.curated.snapshot(request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED))
+                    raise FailedPrecondition(
+                        f"job {request.job_id!r}: the trainer has read {have} of {request.min_examples} curated "
+                        "examples so far; retry"
+                    )
+                dataset, manifest = self.curated.snapshot(
+                    request.job_id, run_dir, physical_name(self.settings.kafka, topics.EXAMPLES_CURATED)
+                )
                 examples = read_examples(dataset)
             else:
                 dataset = dataset_file
@@ -253,7 +271,15 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         ready.created_at.GetCurrentTime()
         self.storage.write_bytes(f"trainer/models/{ready.model_id}.json", json_format.MessageToJson(ready).encode())
         self.producer.send_and_wait(topics.MODELS, ready.model_id, ready)
-        log.info("model published", extra={"model_id": ready.model_id, "run_id": run.run_id, "uri": redact(ready.uri), "manifest_digest": ready.manifest_digest})
+        log.info(
+            "model published",
+            extra={
+                "model_id": ready.model_id,
+                "run_id": run.run_id,
+                "uri": redact(ready.uri),
+                "manifest_digest": ready.manifest_digest,
+            },
+        )
 
     def publish_round_trip_rejects(self, run: api.Run, k: int) -> None:
         """One RejectedExample (reason round_trip, example_id = the example's content hash) per left-out example."""
@@ -294,7 +320,10 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         if request.job_id:
             ids.check(request.job_id, "job_id")
         size = limits.page_size(request.page_size)
-        models = [json_format.Parse(self.storage.read_bytes(f"trainer/models/{name}").decode(), pb.ModelReady()) for name in self.storage.list("trainer/models")]
+        models = [
+            json_format.Parse(self.storage.read_bytes(f"trainer/models/{name}").decode(), pb.ModelReady())
+            for name in self.storage.list("trainer/models")
+        ]
         models = sorted((m for m in models if not request.job_id or m.job_id == request.job_id), key=_oldest_first)
         page, token = limits.paginate(models, _oldest_first, size, request.page_token)
         return api.ListModelsResponse(models=page, next_page_token=token)
@@ -323,7 +352,13 @@ def build(settings: TrainerSettings) -> ServiceParts:
         Subscription(topics.CORPUS_CHUNKS, servicer.record_chunks, batch=True),
     ]
     return ServiceParts(
-        grpc_services=[GrpcService(api_grpc.add_TrainerServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["TrainerService"].full_name)],
+        grpc_services=[
+            GrpcService(
+                api_grpc.add_TrainerServiceServicer_to_server,
+                servicer,
+                api.DESCRIPTOR.services_by_name["TrainerService"].full_name,
+            )
+        ],
         consumers=[ConsumerLoop(settings.kafka, topics.TRAINER_GROUP, subscriptions, producer)],
         producer=producer,
         on_shutdown=[servicer.runs.stop],

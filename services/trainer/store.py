@@ -75,8 +75,14 @@ class CuratedStore:
                 new = [s for s in batch if s.example.content_hash not in job]
                 if not new:
                     continue
-                lines = [json.dumps({"partition": s.partition, "offset": s.offset, "example": s.example.to_json()}, ensure_ascii=False) for s in new]
-                self.storage.write_bytes(f"trainer/curated/{job_id}/{segment_name(new[0].partition, new[0].offset, '.jsonl')}", ("\n".join(lines) + "\n").encode())
+                lines = [
+                    json.dumps({"partition": s.partition, "offset": s.offset, "example": s.example.to_json()}, ensure_ascii=False)
+                    for s in new
+                ]
+                self.storage.write_bytes(
+                    f"trainer/curated/{job_id}/{segment_name(new[0].partition, new[0].offset, '.jsonl')}",
+                    ("\n".join(lines) + "\n").encode(),
+                )
                 for stored in new:
                     job.setdefault(stored.example.content_hash, stored)
                 changed.add(job_id)
@@ -103,7 +109,9 @@ class CuratedStore:
             "job_id": job_id,
             "topic": topic,
             "examples": len(stored),
-            "partitions": {str(p): {"first_offset": min(o), "last_offset": max(o), "count": len(o)} for p, o in sorted(offsets.items())},
+            "partitions": {
+                str(p): {"first_offset": min(o), "last_offset": max(o), "count": len(o)} for p, o in sorted(offsets.items())
+            },
             "content_hashes_sha256": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
             "instructions": dict(Counter(s.example.instruction for s in stored).most_common(5)),
         }
@@ -139,7 +147,10 @@ class RejectedLog:
                 new = [r for r in batch if r[2] not in ids]
                 if not new:
                     continue
-                self.storage.write_bytes(f"trainer/rejected/{job_id}/{segment_name(new[0][0], new[0][1], '.txt')}", "".join(r[2] + "\n" for r in new).encode())
+                self.storage.write_bytes(
+                    f"trainer/rejected/{job_id}/{segment_name(new[0][0], new[0][1], '.txt')}",
+                    "".join(r[2] + "\n" for r in new).encode(),
+                )
                 ids.update(r[2] for r in new)
                 changed.add(job_id)
         return changed

@@ -86,7 +86,18 @@ class Host:
 
     def start(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
         """Run ``argv`` in this host's namespace as its user, with exactly ``env``."""
-        command = ["ip", "netns", "exec", self.namespace, "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--", *argv]
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            self.namespace,
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={self.uid}",
+            "--clear-groups",
+            "--",
+            *argv,
+        ]
         with open(log, "ab") as out:
             process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)

@@ -45,7 +45,11 @@ class RecordedQuestions:
     def __init__(self, data: Path):
         corpus = [json.loads(line) for line in (data / "corpus.jsonl").read_text().splitlines()]
         self.shingles = {doc["_id"]: shingles(doc["text"]) for doc in corpus}
-        self.turns = {passage: itertools.cycle(questions[:-1]) for passage, questions in questions_by_passage(data).items() if len(questions) > 1}
+        self.turns = {
+            passage: itertools.cycle(questions[:-1])
+            for passage, questions in questions_by_passage(data).items()
+            if len(questions) > 1
+        }
         self.lock = threading.Lock()
 
     def __call__(self, body: dict) -> Reply:

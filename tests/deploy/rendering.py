@@ -56,7 +56,9 @@ def venv_tool(name: str) -> Path:
     return tool
 
 
-def helm_template(helm: Path, values: list[Path], sets: dict[str, str] | None = None, release: str = RELEASE) -> subprocess.CompletedProcess:
+def helm_template(
+    helm: Path, values: list[Path], sets: dict[str, str] | None = None, release: str = RELEASE
+) -> subprocess.CompletedProcess:
     args = [str(helm), "template", release, str(CHART), "--namespace", "forge", "--kube-version", KUBE_VERSION]
     for path in values:
         args += ["-f", str(path)]
@@ -118,4 +120,7 @@ def job_topics(docs: list[dict]) -> dict[str, tuple[int, int, str]]:
     (container,) = job["spec"]["template"]["spec"]["containers"]
     (entry,) = [e for e in container["env"] if e["name"] == "TOPICS"]
     lines = entry["value"].strip().splitlines()
-    return {name: (int(partitions), int(retention), cleanup) for name, partitions, retention, cleanup in (line.split() for line in lines)}
+    return {
+        name: (int(partitions), int(retention), cleanup)
+        for name, partitions, retention, cleanup in (line.split() for line in lines)
+    }

@@ -234,7 +234,9 @@ def test_every_pod_requests_the_ephemeral_storage_its_disk_emptydirs_may_fill(re
             continue
         disk = [v["emptyDir"] for v in spec.get("volumes", []) if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"]
         assert all("sizeLimit" in d for d in disk), doc["metadata"]["name"]
-        requested = sum(quantity_mebibytes(c["resources"].get("requests", {}).get("ephemeral-storage", "0Mi")) for c in spec["containers"])
+        requested = sum(
+            quantity_mebibytes(c["resources"].get("requests", {}).get("ephemeral-storage", "0Mi")) for c in spec["containers"]
+        )
         assert requested >= sum(quantity_mebibytes(d["sizeLimit"]) for d in disk), doc["metadata"]["name"]
 
 
@@ -301,7 +303,10 @@ def test_data_roots_reach_the_services_that_read_jobs_data_as_json(renders):
     assert not any(k.endswith("_DATA__ROOTS") for k in service_config(renders["default"], "examplegen"))  # none by default
 
 
-@pytest.mark.parametrize("root", ["s3://key:secret@bucket/prefix", "s3://bucket/prefix/../other", "relative/folder", "http://bucket/x", "s3://bucket/p?x=1"])
+@pytest.mark.parametrize(
+    "root",
+    ["s3://key:secret@bucket/prefix", "s3://bucket/prefix/../other", "relative/folder", "http://bucket/x", "s3://bucket/p?x=1"],
+)
 def test_a_data_root_with_credentials_dots_or_another_scheme_is_refused_by_the_schema(helm, root):
     result = helm_template(helm, [], {"services.examplegen.dataRoots[0]": root})
     assert result.returncode != 0
@@ -309,7 +314,9 @@ def test_a_data_root_with_credentials_dots_or_another_scheme_is_refused_by_the_s
 
 
 def test_data_roots_in_both_places_are_refused(helm):
-    result = helm_template(helm, [], {"services.trainer.dataRoots[0]": "/data", "services.trainer.config.DATA__ROOTS": '["/other"]'})
+    result = helm_template(
+        helm, [], {"services.trainer.dataRoots[0]": "/data", "services.trainer.config.DATA__ROOTS": '["/other"]'}
+    )
     assert result.returncode != 0
     assert "not both" in result.stderr
 
@@ -344,7 +351,10 @@ def test_every_service_has_a_disruption_budget(renders):
     pdbs = objects(renders["default"], "PodDisruptionBudget").values()
     assert {component(p) for p in pdbs} == set(SERVICES)
     for pdb in pdbs:
-        assert pdb["spec"]["selector"]["matchLabels"] == service_deployment(renders["default"], component(pdb))["spec"]["selector"]["matchLabels"]
+        assert (
+            pdb["spec"]["selector"]["matchLabels"]
+            == service_deployment(renders["default"], component(pdb))["spec"]["selector"]["matchLabels"]
+        )
 
 
 @values_names
@@ -428,12 +438,20 @@ def test_pods_sharing_a_read_write_once_claim_run_on_one_node(renders, values):
         users = sorted(
             component(d)
             for d in objects(docs, "Deployment").values()
-            if any(v.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"] for v in pod_spec(d)["volumes"])
+            if any(
+                v.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"] for v in pod_spec(d)["volumes"]
+            )
         )
         for user in users[:-1]:  # all but one follow another user of the claim onto its node
-            terms = pod_spec(service_deployment(docs, user)).get("affinity", {}).get("podAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+            terms = (
+                pod_spec(service_deployment(docs, user))
+                .get("affinity", {})
+                .get("podAffinity", {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution", [])
+            )
             assert any(
-                t["topologyKey"] == "kubernetes.io/hostname" and t["labelSelector"]["matchLabels"].get("app.kubernetes.io/component") in users
+                t["topologyKey"] == "kubernetes.io/hostname"
+                and t["labelSelector"]["matchLabels"].get("app.kubernetes.io/component") in users
                 for t in terms
             ), f"{user} shares ReadWriteOnce claim {claim['metadata']['name']} with {users} on any node"
 
@@ -446,7 +464,9 @@ def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(re
     (container,) = pod["spec"]["containers"]
     script, *targets = container["args"]
     services = objects(docs, "Service")
-    health_ports = {name: {p["name"]: p["port"] for p in service["spec"]["ports"]}["health"] for name, service in services.items()}
+    health_ports = {
+        name: {p["name"]: p["port"] for p in service["spec"]["ports"]}["health"] for name, service in services.items()
+    }
     assert sorted(targets) == sorted(f"{RELEASE}-embedforge-{s}:{health_ports[f'{RELEASE}-embedforge-{s}']}" for s in SERVICES)
 
     serving, draining = GrpcServer([], "127.0.0.1", 0), GrpcServer([], "127.0.0.1", 0)
@@ -456,7 +476,9 @@ def test_helm_test_pod_reports_each_service_health_and_fails_unless_all_serve(re
     draining.set_serving(False)
 
     def run(*ports: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", script, *(f"127.0.0.1:{p}" for p in ports)], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-c", script, *(f"127.0.0.1:{p}" for p in ports)], capture_output=True, text=True, timeout=60
+        )
 
     try:
         healthy = run(serving.port)

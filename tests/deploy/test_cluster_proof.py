@@ -92,7 +92,9 @@ def mount_secret_volumes(deployment: dict, secrets: dict[str, dict[str, bytes]],
     return mounted
 
 
-def service_environment(docs: list[dict], service: str, venv_bin: Path, state_dir: Path, host_tmp: Path, mounts: dict[str, str]) -> dict[str, str]:
+def service_environment(
+    docs: list[dict], service: str, venv_bin: Path, state_dir: Path, host_tmp: Path, mounts: dict[str, str]
+) -> dict[str, str]:
     deployment = objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
     environment = {**image_environment(service, venv_bin, host_tmp), **pod_environment(docs, deployment, SECRETS)}
     for name, value in environment.items():
@@ -117,7 +119,10 @@ class EmbedProbe(threading.Thread):
         while not self.stopped.wait(0.2):
             self.calls += 1
             try:
-                self.stub.Embed(embedder_pb2.EmbedRequest(texts=["is the embedder still answering?"], kind=embedder_pb2.INPUT_KIND_QUERY), timeout=10)
+                self.stub.Embed(
+                    embedder_pb2.EmbedRequest(texts=["is the embedder still answering?"], kind=embedder_pb2.INPUT_KIND_QUERY),
+                    timeout=10,
+                )
             except grpc.RpcError as error:
                 self.failures.append(error.code().name)
 
@@ -129,10 +134,19 @@ def create_topics_as_the_topic_job_would(docs: list[dict], kafka: KafkaSettings)
     environment = pod_environment(docs, job)
     admin = KafkaAdminClient(**kafka.client_kwargs())
     try:
-        admin.create_topics([
-            NewTopic(environment["TOPIC_PREFIX"] + name, num_partitions=int(partitions), replication_factor=int(environment["REPLICATION_FACTOR"]), topic_configs={"retention.ms": retention, "cleanup.policy": cleanup})
-            for name, partitions, retention, cleanup in (line.split() for line in environment["TOPICS"].splitlines() if line.strip())
-        ])
+        admin.create_topics(
+            [
+                NewTopic(
+                    environment["TOPIC_PREFIX"] + name,
+                    num_partitions=int(partitions),
+                    replication_factor=int(environment["REPLICATION_FACTOR"]),
+                    topic_configs={"retention.ms": retention, "cleanup.policy": cleanup},
+                )
+                for name, partitions, retention, cleanup in (
+                    line.split() for line in environment["TOPICS"].splitlines() if line.strip()
+                )
+            ]
+        )
     finally:
         admin.close()
 
@@ -185,22 +199,57 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
         kafka, s3, llm = hosts["kafka"], hosts["s3"], hosts["llm"]
         plain = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
         kafka_url = f"tcp://{kafka.address}:9092"
-        kafka.start([str(tansu_binary()), "broker", "--listener-url", "tcp://0.0.0.0:9092", "--advertised-listener-url", kafka_url, "--storage-engine", "memory://tansu/"], plain, logs / "kafka.log", base)
-        s3.start([str(venv_bin / "python"), "-m", "moto.server", "-H", "0.0.0.0", "-p", "5000"], {**plain, "HOME": str(s3.private_dir(base, "home"))}, logs / "s3.log", base)
-        llm.start([str(venv_bin / "python"), "-m", "tests.deploy.recorded_llm", "--data", str(data), "--port", "8000"], {**plain, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}, logs / "llm.log", REPO)
+        kafka.start(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                "tcp://0.0.0.0:9092",
+                "--advertised-listener-url",
+                kafka_url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            plain,
+            logs / "kafka.log",
+            base,
+        )
+        s3.start(
+            [str(venv_bin / "python"), "-m", "moto.server", "-H", "0.0.0.0", "-p", "5000"],
+            {**plain, "HOME": str(s3.private_dir(base, "home"))},
+            logs / "s3.log",
+            base,
+        )
+        llm.start(
+            [str(venv_bin / "python"), "-m", "tests.deploy.recorded_llm", "--data", str(data), "--port", "8000"],
+            {**plain, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
+            logs / "llm.log",
+            REPO,
+        )
         for host, port in ((kafka, 9092), (s3, 5000), (llm, 8000)):
             wait_for_tcp(host.address, port, timeout_s=60)
 
         # What the chart's topic Job and the platform's bucket provisioning do before the services start.
         kafka_settings = KafkaSettings(bootstrap_servers=f"{kafka.address}:9092", topic_prefix="proof.")
         create_topics_as_the_topic_job_would(docs, kafka_settings)
-        s3_client = boto3.client("s3", endpoint_url=f"http://{s3.address}:5000", aws_access_key_id="proof-access-key", aws_secret_access_key="proof-secret-key", region_name="us-east-1")
+        s3_client = boto3.client(
+            "s3",
+            endpoint_url=f"http://{s3.address}:5000",
+            aws_access_key_id="proof-access-key",
+            aws_secret_access_key="proof-secret-key",
+            region_name="us-east-1",
+        )
         s3_client.create_bucket(Bucket=BUCKET)
 
         secrets = cluster_secrets(docs)
         client_ca = base / "client-ca.crt"
         client_ca.write_bytes(next(secret["ca.crt"] for secret in secrets.values() if "ca.crt" in secret))
-        tls_of = {service: TlsSettings(enabled=True, ca_file=str(client_ca), cert_file="", key_file="", server_name=f"{RELEASE}-embedforge-{service}") for service in SERVICES}
+        tls_of = {
+            service: TlsSettings(
+                enabled=True, ca_file=str(client_ca), cert_file="", key_file="", server_name=f"{RELEASE}-embedforge-{service}"
+            )
+            for service in SERVICES
+        }
         token = admin_token(secrets)
 
         def start_service(service: str) -> Path:
@@ -208,12 +257,15 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
             state_dir = host.private_dir(base, f"state-{time.monotonic_ns()}")
             deployment = objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]
             mounts = mount_secret_volumes(deployment, secrets, host.private_dir(base, f"secrets-{time.monotonic_ns()}"), host.uid)
-            environment = service_environment(docs, service, venv_bin, state_dir, host.private_dir(base, f"tmp-{time.monotonic_ns()}"), mounts)
+            environment = service_environment(
+                docs, service, venv_bin, state_dir, host.private_dir(base, f"tmp-{time.monotonic_ns()}"), mounts
+            )
             host.start(image.entrypoint(service), environment, logs / f"{service}.log", REPO)
             return state_dir
 
         for service in SERVICES:
             start_service(service)
+
         # Clients reach each API over TLS (verified against the Service name) with a bearer token.
         def channel(service: str) -> grpc.Channel:
             return traced_channel(f"{hosts[service].address}:{GRPC_PORT}", tls_of[service], token)
@@ -223,7 +275,9 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
 
         for service in SERVICES:
             wait_until_ready(service)
-        unauthenticated = embedder_pb2_grpc.EmbedderServiceStub(traced_channel(f"{hosts['embedder'].address}:{GRPC_PORT}", tls_of["embedder"]))
+        unauthenticated = embedder_pb2_grpc.EmbedderServiceStub(
+            traced_channel(f"{hosts['embedder'].address}:{GRPC_PORT}", tls_of["embedder"])
+        )
         with pytest.raises(grpc.RpcError) as refused:
             unauthenticated.GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -245,7 +299,11 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
         job = taskgen.SubmitJob(taskgen_pb2.SubmitJobRequest(spec=spec)).job
         producer = ProtoProducer(kafka_settings, client_id="cluster-proof")
         for doc in documents:
-            producer.send(topics.DOCUMENTS, doc["_id"], pb.Document(doc_id=doc["_id"], collection="xquad", title=doc["title"], text=doc["text"], job_id=job.job_id))
+            producer.send(
+                topics.DOCUMENTS,
+                doc["_id"],
+                pb.Document(doc_id=doc["_id"], collection="xquad", title=doc["title"], text=doc["text"], job_id=job.job_id),
+            )
         producer.flush()
         producer.close()
 
@@ -255,7 +313,11 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
             generation = examplegen.GetGenerationStats(examplegen_pb2.GetGenerationStatsRequest(job_id=job.job_id))
             dataset = curator.GetDatasetStats(curator_pb2.GetDatasetStatsRequest(job_id=job.job_id))
             generated = generation.succeeded + generation.failed
-            if status.examples_target and generated >= status.examples_target and dataset.accepted + dataset.rejected >= generated:
+            if (
+                status.examples_target
+                and generated >= status.examples_target
+                and dataset.accepted + dataset.rejected >= generated
+            ):
                 break
             assert time.monotonic() < deadline, f"generation stalled: {status}, {generation}, {dataset}"
             time.sleep(1)
@@ -263,7 +325,13 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
 
         probe = EmbedProbe(channel("embedder"))
         probe.start()
-        run = start_run(trainer, trainer_pb2.StartRunRequest(job_id=job.job_id, spec=spec.training, run_id=f"{job.job_id}-proof", min_examples=dataset.accepted), timeout_s=120)
+        run = start_run(
+            trainer,
+            trainer_pb2.StartRunRequest(
+                job_id=job.job_id, spec=spec.training, run_id=f"{job.job_id}-proof", min_examples=dataset.accepted
+            ),
+            timeout_s=120,
+        )
         deadline = time.monotonic() + 600
         while run.step < CHECKPOINT_EVERY + 2:
             assert run.state in (trainer_pb2.RUN_STATE_QUEUED, trainer_pb2.RUN_STATE_MINING, trainer_pb2.RUN_STATE_TRAINING), run
@@ -280,9 +348,15 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
             final = update.run
         assert final.state == trainer_pb2.RUN_STATE_SUCCEEDED, final
         assert final.step == 30
-        events = [json.loads(line) for line in (new_state_dir / "trainer" / "runs" / run.run_id / "events.jsonl").read_text().splitlines()]
+        events = [
+            json.loads(line)
+            for line in (new_state_dir / "trainer" / "runs" / run.run_id / "events.jsonl").read_text().splitlines()
+        ]
         resumed_from = next(event["resumed_from"] for event in events if "resumed_from" in event)
-        assert 0 < resumed_from <= steps_before_kill and steps_before_kill - resumed_from <= CHECKPOINT_EVERY, (resumed_from, steps_before_kill)
+        assert 0 < resumed_from <= steps_before_kill and steps_before_kill - resumed_from <= CHECKPOINT_EVERY, (
+            resumed_from,
+            steps_before_kill,
+        )
 
         deadline = time.monotonic() + 300
         while True:
@@ -305,5 +379,8 @@ def test_the_rendered_chart_runs_a_job_on_separate_hosts_and_survives_losing_the
         # Nothing a host wrote is readable by another host's user; the model travelled through S3.
         assert {p.stat().st_uid for p in base.glob("trainer-state-*")} == {hosts["trainer"].uid}
         assert all(p.stat().st_mode & 0o077 == 0 for p in base.iterdir() if p.name not in ("logs", "venv", "client-ca.crt"))
-        assert any(o["Key"].endswith("manifest.json") for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix="embedforge/models/").get("Contents", []))
+        assert any(
+            o["Key"].endswith("manifest.json")
+            for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix="embedforge/models/").get("Contents", [])
+        )
     shutil.rmtree(base)  # kept for its logs when the test fails

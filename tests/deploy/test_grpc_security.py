@@ -60,14 +60,26 @@ def test_every_service_mounts_the_certificate_and_the_tokens_and_reads_them_from
         prefix = f"{service.upper()}_"
         assert volumes(docs, service)["grpc-tls"]["secret"]["secretName"] == name("grpc-tls")
         assert volumes(docs, service)["grpc-auth"]["secret"]["items"] == [{"key": "tokens", "path": "tokens"}]
-        assert mounts(docs, service)["grpc-tls"] == "/etc/embedforge/tls" and mounts(docs, service)["grpc-auth"] == "/etc/embedforge/auth"
+        assert (
+            mounts(docs, service)["grpc-tls"] == "/etc/embedforge/tls"
+            and mounts(docs, service)["grpc-auth"] == "/etc/embedforge/auth"
+        )
         assert config[prefix + "TLS__CERT_FILE"] == "/etc/embedforge/tls/tls.crt"
         assert config[prefix + "AUTH__TOKENS_FILE"] == "/etc/embedforge/auth/tokens"
         assert (config[prefix + "TLS__ENABLED"], config[prefix + "AUTH__ENABLED"]) == ("true", "true")
 
 
 def test_generated_tokens_are_a_valid_tokens_file_with_one_token_per_client(helm):
-    docs = render(helm, [], {"grpcSecurity.auth.clients[0].name": "ops", "grpcSecurity.auth.clients[0].role": "admin", "grpcSecurity.auth.clients[1].name": "frontend", "grpcSecurity.auth.clients[1].role": "search"})
+    docs = render(
+        helm,
+        [],
+        {
+            "grpcSecurity.auth.clients[0].name": "ops",
+            "grpcSecurity.auth.clients[0].role": "admin",
+            "grpcSecurity.auth.clients[1].name": "frontend",
+            "grpcSecurity.auth.clients[1].role": "search",
+        },
+    )
     secret = objects(docs, "Secret")[name("grpc-tokens")]
     clients = {client.name: (client.role, token.decode()) for token, client in parse_tokens(generated_tokens(docs))}
     assert {n: role for n, (role, _) in clients.items()} == {"ops": Role.ADMIN, "frontend": Role.SEARCH}
@@ -141,17 +153,29 @@ def test_a_service_started_from_the_rendered_deployment_serves_tls_with_token_au
     (tmp_path / "auth" / "tokens").write_text(generated_tokens(docs))
     admin_token = base64.b64decode(objects(docs, "Secret")[name("grpc-tokens")]["data"]["admin.token"]).decode()
 
-    environment = {k: v.replace("/etc/embedforge", str(tmp_path)) for k, v in pod_environment(docs, deployment(docs, "taskgen")).items()}
+    environment = {
+        k: v.replace("/etc/embedforge", str(tmp_path)) for k, v in pod_environment(docs, deployment(docs, "taskgen")).items()
+    }
     environment["TASKGEN_GRPC_HEALTH_PORT"] = str(free_port())  # the chart's fixed 8086 may be taken on this machine
     settings = settings_from(environment, "taskgen", monkeypatch)
     server = GrpcServer(
         [GrpcService(taskgen_pb2_grpc.add_TaskgenServiceServicer_to_server, OneJob(), "embedforge.v1.TaskgenService")],
-        "127.0.0.1", 0, tls=settings.tls, auth=settings.auth, health_port=settings.grpc_health_port,
+        "127.0.0.1",
+        0,
+        tls=settings.tls,
+        auth=settings.auth,
+        health_port=settings.grpc_health_port,
     )
     server.start()
     server.set_serving(True)
     try:
-        client_tls = TlsSettings(enabled=True, ca_file=str(tmp_path / "tls" / "ca.crt"), cert_file="", key_file="", server_name=f"{name('taskgen')}.{NAMESPACE}.svc")
+        client_tls = TlsSettings(
+            enabled=True,
+            ca_file=str(tmp_path / "tls" / "ca.crt"),
+            cert_file="",
+            key_file="",
+            server_name=f"{name('taskgen')}.{NAMESPACE}.svc",
+        )
         stub = lambda token: taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}", client_tls, token))  # noqa: E731
         assert [job.job_id for job in stub(admin_token).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=10).jobs] == ["job-1"]
         with pytest.raises(grpc.RpcError) as refused:

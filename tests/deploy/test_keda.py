@@ -50,20 +50,28 @@ def test_keda_scales_examplegen_and_curator_on_the_lag_of_their_groups_and_topic
     assert set(scaled) == {f"{RELEASE}-embedforge-examplegen", f"{RELEASE}-embedforge-curator"}
     examplegen, curator = scaled[f"{RELEASE}-embedforge-examplegen"], scaled[f"{RELEASE}-embedforge-curator"]
     assert triggers(examplegen) == shared_triggers("examplegen")
-    assert triggers(curator) == shared_triggers("curator") == {("curator", "forge.examples.raw"), ("curator-dedup", "forge.curator.candidates")}
+    assert (
+        triggers(curator)
+        == shared_triggers("curator")
+        == {("curator", "forge.examples.raw"), ("curator-dedup", "forge.curator.candidates")}
+    )
     assert (examplegen["spec"]["minReplicaCount"], examplegen["spec"]["maxReplicaCount"]) == (2, 5)
     for name, obj in scaled.items():
         assert obj["spec"]["scaleTargetRef"]["name"] == name
         for trigger in obj["spec"]["triggers"]:
             assert trigger["type"] == "kafka" and "authenticationRef" not in trigger
-            assert trigger["metadata"]["bootstrapServers"] == "kafka:9092" and trigger["metadata"]["offsetResetPolicy"] == "earliest"
+            assert (
+                trigger["metadata"]["bootstrapServers"] == "kafka:9092" and trigger["metadata"]["offsetResetPolicy"] == "earliest"
+            )
     assert {t["metadata"]["lagThreshold"] for t in examplegen["spec"]["triggers"]} == {"7"}
     assert {t["metadata"]["lagThreshold"] for t in curator["spec"]["triggers"]} == {"200"}
 
 
 def test_keda_scaled_services_get_no_cpu_hpa_and_no_fixed_replicas(helm, keda_values):
     docs = render(helm, [keda_values])
-    assert {h["metadata"]["labels"]["app.kubernetes.io/component"] for h in objects(docs, "HorizontalPodAutoscaler").values()} == {"taskgen"}
+    assert {
+        h["metadata"]["labels"]["app.kubernetes.io/component"] for h in objects(docs, "HorizontalPodAutoscaler").values()
+    } == {"taskgen"}
     for service in ("examplegen", "curator"):
         assert "replicas" not in objects(docs, "Deployment")[f"{RELEASE}-embedforge-{service}"]["spec"]
     assert not objects(docs, "TriggerAuthentication")
@@ -106,7 +114,9 @@ def test_keda_values_lint_strictly_and_the_rest_of_the_render_validates(helm, ke
     sasl = tmp_path / "sasl.yaml"
     sasl.write_text(SASL)
     lint = subprocess.run(
-        [str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(keda_values), "-f", str(sasl)], capture_output=True, text=True
+        [str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(keda_values), "-f", str(sasl)],
+        capture_output=True,
+        text=True,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     for doc in render(helm, [keda_values, sasl]):

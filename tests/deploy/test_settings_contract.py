@@ -83,9 +83,15 @@ def test_external_values_reach_qdrant_with_the_key_from_its_secret(renders, monk
 
 def test_a_mistyped_config_key_makes_the_service_refuse_to_start(helm, tmp_path):
     docs = render(helm, [], {"services.taskgen.config.LLM__MODLE": "openai/gpt-4o-mini"})
-    environment = {**pod_environment(docs, deployment(docs, "taskgen")), "PATH": os.environ["PATH"], "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'gen'}"}
+    environment = {
+        **pod_environment(docs, deployment(docs, "taskgen")),
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'gen'}",
+    }
     environment["TASKGEN_STATE_DIR"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "services.taskgen"], env=environment, cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.taskgen"], env=environment, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert "TASKGEN_LLM__MODLE: no such setting (closest: TASKGEN_LLM__MODEL)" in result.stderr
 
@@ -102,7 +108,9 @@ def test_embedded_qdrant_refuses_more_than_one_embedder_replica(helm, tmp_path):
 
 
 def test_changing_one_services_config_restarts_only_that_service(helm, renders):
-    before = {s: deployment(renders["default"], s)["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for s in SERVICES}
+    before = {
+        s: deployment(renders["default"], s)["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for s in SERVICES
+    }
     docs = render(helm, [], {"services.taskgen.config.BRAINSTORM_BATCH": "10"})
     after = {s: deployment(docs, s)["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for s in SERVICES}
     assert {s for s in SERVICES if before[s] != after[s]} == {"taskgen"}

@@ -20,7 +20,11 @@ def write_values(tmp_path, text: str):
 
 def strimzi_topics(docs: list[dict]) -> dict[str, tuple[int, int, str]]:
     return {
-        t["spec"]["topicName"]: (t["spec"]["partitions"], int(t["spec"]["config"]["retention.ms"]), t["spec"]["config"]["cleanup.policy"])
+        t["spec"]["topicName"]: (
+            t["spec"]["partitions"],
+            int(t["spec"]["config"]["retention.ms"]),
+            t["spec"]["config"]["cleanup.policy"],
+        )
         for t in objects(docs, "KafkaTopic").values()
     }
 
@@ -130,6 +134,9 @@ def test_topic_job_script_creates_each_topic_with_the_sasl_and_tls_client_config
         assert call.endswith(f"--config cleanup.policy={topic.cleanup_policy}")
     properties = (tmp_path / "calls.properties").read_text().splitlines()
     assert "security.protocol=SASL_SSL" in properties and "sasl.mechanism=SCRAM-SHA-512" in properties
-    assert 'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="forge" password="s3cr3t";' in properties
+    assert (
+        'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="forge" password="s3cr3t";'
+        in properties
+    )
     assert "ssl.truststore.location=/etc/embedforge/kafka-ca/ca.crt" in properties
     assert "s3cr3t" not in result.stdout + result.stderr

@@ -18,10 +18,14 @@ DELAY_S = float(os.environ.get("FORWARDER_DELAY_S", "0"))
 
 def forward(record: Received):
     time.sleep(DELAY_S)
-    yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id, task_id=record.message.task_id))
+    yield Outgoing(
+        topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id, task_id=record.message.task_id)
+    )
 
 
 if __name__ == "__main__":
     settings = KafkaSettings.model_validate_json(sys.argv[1])
     producer = ProtoProducer(settings, client_id="forwarder")
-    ConsumerLoop(settings, ConsumerGroup("forwarder", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(forward))], producer).run(threading.Event())
+    ConsumerLoop(
+        settings, ConsumerGroup("forwarder", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(forward))], producer
+    ).run(threading.Event())

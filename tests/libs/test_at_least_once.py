@@ -26,7 +26,9 @@ class CommittedOffsets:
     """Reads the forwarder group's committed offsets without joining the group."""
 
     def __init__(self, settings):
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic_prefix + "forwarder", enable_auto_commit=False)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic_prefix + "forwarder", enable_auto_commit=False
+        )
         name = physical_name(settings, topics.TASKS)
         self.partitions = [TopicPartition(name, p) for p in self.consumer.partitions_for_topic(name)]
 
@@ -37,7 +39,10 @@ class CommittedOffsets:
 class OutputReader:
     def __init__(self, settings):
         self.consumer = KafkaConsumer(
-            physical_name(settings, topics.EXAMPLES_RAW), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=100
+            physical_name(settings, topics.EXAMPLES_RAW),
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=100,
         )
         self.keys: list[str] = []
 

@@ -56,7 +56,13 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
 
 def server_tls(pki, mtls: bool = False) -> TlsSettings:
-    return TlsSettings(enabled=True, cert_file=str(pki["server.crt"]), key_file=str(pki["server.key"]), ca_file=str(pki["ca.crt"]), require_client_cert=mtls)
+    return TlsSettings(
+        enabled=True,
+        cert_file=str(pki["server.crt"]),
+        key_file=str(pki["server.key"]),
+        ca_file=str(pki["ca.crt"]),
+        require_client_cert=mtls,
+    )
 
 
 def client_tls(pki, ca: str = "ca.crt", client_cert: bool = False) -> TlsSettings:
@@ -149,7 +155,9 @@ def test_a_search_token_may_not_submit_a_job(server, pki):
 
 
 def test_a_search_token_may_embed(server, pki):
-    embedder = embedder_pb2_grpc.EmbedderServiceStub(traced_channel(f"127.0.0.1:{server.port}", client_tls(pki), TOKENS[Role.SEARCH]))
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(
+        traced_channel(f"127.0.0.1:{server.port}", client_tls(pki), TOKENS[Role.SEARCH])
+    )
     assert code_of(lambda: embedder.Embed(embedder_pb2.EmbedRequest(texts=["x"]))) == ALLOWED
 
 
@@ -161,21 +169,32 @@ def test_a_read_token_may_read_but_not_submit(server, pki):
 
 
 def test_a_server_stream_refuses_a_missing_token_like_a_unary_call(server, pki):
-    assert code_of(lambda: list(taskgen(server, pki).WatchJob(taskgen_pb2.WatchJobRequest(job_id="j")))) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        code_of(lambda: list(taskgen(server, pki).WatchJob(taskgen_pb2.WatchJobRequest(job_id="j"))))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
 
 
 def test_health_is_open_and_reflection_needs_a_token_by_default(server, pki):
     channel = traced_channel(f"127.0.0.1:{server.port}", client_tls(pki))
     response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert response.status == health_pb2.HealthCheckResponse.SERVING
-    reflection = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", request_serializer=lambda m: m, response_deserializer=lambda b: b)
+    reflection = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=lambda m: m,
+        response_deserializer=lambda b: b,
+    )
     assert code_of(lambda: list(reflection(iter([b""])))) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_health_needs_a_token_when_not_configured_open(pki, tokens_file):
     server = start(server_tls(pki), AuthSettings(enabled=True, tokens_file=str(tokens_file), open_health=False))
     try:
-        check = lambda token: health_pb2_grpc.HealthStub(traced_channel(f"127.0.0.1:{server.port}", client_tls(pki), token)).Check(health_pb2.HealthCheckRequest())  # noqa: E731
+
+        def check(token):
+            channel = traced_channel(f"127.0.0.1:{server.port}", client_tls(pki), token)
+            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+
         assert code_of(lambda: check("")) == grpc.StatusCode.UNAUTHENTICATED
         assert check(TOKENS[Role.SEARCH]).status == health_pb2.HealthCheckResponse.SERVING
     finally:
@@ -183,23 +202,43 @@ def test_health_needs_a_token_when_not_configured_open(pki, tokens_file):
 
 
 def test_the_plaintext_health_port_serves_health_only(pki, tokens_file):
-    server = start(server_tls(pki), AuthSettings(enabled=True, tokens_file=str(tokens_file), open_health=False), health_port=free_port())
+    server = start(
+        server_tls(pki), AuthSettings(enabled=True, tokens_file=str(tokens_file), open_health=False), health_port=free_port()
+    )
     try:
         plain = grpc.insecure_channel(f"127.0.0.1:{server.health_port}")
-        assert health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
-        assert code_of(lambda: taskgen_pb2_grpc.TaskgenServiceStub(plain).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)) == grpc.StatusCode.UNIMPLEMENTED
+        assert (
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        assert (
+            code_of(lambda: taskgen_pb2_grpc.TaskgenServiceStub(plain).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5))
+            == grpc.StatusCode.UNIMPLEMENTED
+        )
         server.set_serving(False)
-        assert health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
     finally:
         server.stop(0)
 
 
 def test_a_plaintext_client_cannot_talk_to_a_tls_server(server):
-    assert code_of(lambda: taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}")).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)) == grpc.StatusCode.UNAVAILABLE
+    assert (
+        code_of(
+            lambda: taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}")).ListJobs(
+                taskgen_pb2.ListJobsRequest(), timeout=5
+            )
+        )
+        == grpc.StatusCode.UNAVAILABLE
+    )
 
 
 def test_a_client_refuses_a_server_certificate_from_another_ca(server, pki):
-    stub = taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}", client_tls(pki, ca="other-ca.crt"), TOKENS[Role.ADMIN]))
+    stub = taskgen_pb2_grpc.TaskgenServiceStub(
+        traced_channel(f"127.0.0.1:{server.port}", client_tls(pki, ca="other-ca.crt"), TOKENS[Role.ADMIN])
+    )
     assert code_of(lambda: stub.ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -237,7 +276,11 @@ def test_a_renewed_certificate_is_served_on_the_next_connection(pki, tokens_file
     tls = TlsSettings(enabled=True, cert_file=str(cert), key_file=str(key), ca_file=str(pki["ca.crt"]))
     server = start(tls, AuthSettings(enabled=True, tokens_file=str(tokens_file)))
     try:
-        call = lambda ca: taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}", client_tls(pki, ca=ca), TOKENS[Role.READ])).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)  # noqa: E731
+
+        def call(ca):
+            channel = traced_channel(f"127.0.0.1:{server.port}", client_tls(pki, ca=ca), TOKENS[Role.READ])
+            return taskgen_pb2_grpc.TaskgenServiceStub(channel).ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)
+
         assert code_of(lambda: call("ca.crt")) == ALLOWED
         for source, target in ((pki["other-server.crt"], cert), (pki["other-server.key"], key)):
             tmp = target.with_name(target.name + ".new")
@@ -255,7 +298,9 @@ def test_mtls_refuses_a_client_without_a_certificate(pki, tokens_file):
         target = f"127.0.0.1:{server.port}"
         without = taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(target, client_tls(pki), TOKENS[Role.ADMIN]))
         assert code_of(lambda: without.ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)) == grpc.StatusCode.UNAVAILABLE
-        with_cert = taskgen_pb2_grpc.TaskgenServiceStub(traced_channel(target, client_tls(pki, client_cert=True), TOKENS[Role.ADMIN]))
+        with_cert = taskgen_pb2_grpc.TaskgenServiceStub(
+            traced_channel(target, client_tls(pki, client_cert=True), TOKENS[Role.ADMIN])
+        )
         assert code_of(lambda: with_cert.ListJobs(taskgen_pb2.ListJobsRequest(), timeout=5)) == ALLOWED
     finally:
         server.stop(0)

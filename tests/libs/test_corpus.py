@@ -12,7 +12,9 @@ def test_beir_folder_is_read_from_its_corpus_jsonl(shared_data):
 
 
 def test_jsonl_ids_titles_and_metadata_are_kept(tmp_path):
-    (tmp_path / "docs.jsonl").write_text('{"id": "a", "title": "T", "text": "alpha", "metadata": {"lang": "en"}}\n\n{"text": "beta"}\n')
+    (tmp_path / "docs.jsonl").write_text(
+        '{"id": "a", "title": "T", "text": "alpha", "metadata": {"lang": "en"}}\n\n{"text": "beta"}\n'
+    )
     a, b = read_documents(tmp_path / "docs.jsonl")
     assert (a.doc_id, a.title, a.text, a.metadata) == ("a", "T", "alpha", {"lang": "en"})
     assert (b.doc_id, b.title) == ("3", "")
@@ -37,7 +39,10 @@ def test_a_folder_yields_only_its_own_files_not_links_out_of_it(tmp_path):
     assert sorted(d.doc_id for d in read_documents(tmp_path / "docs")) == ["inner.md", "own.txt"]
 
 
-@pytest.mark.parametrize(("content", "message"), [("{not json\n", "docs.jsonl:1: not JSON"), ('{"title": "x"}\n', "docs.jsonl:1: a document is an object")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json\n", "docs.jsonl:1: not JSON"), ('{"title": "x"}\n', "docs.jsonl:1: a document is an object")],
+)
 def test_bad_jsonl_lines_are_named(tmp_path, content, message):
     (tmp_path / "docs.jsonl").write_text(content)
     with pytest.raises(ValueError, match=message):

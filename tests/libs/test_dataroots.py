@@ -21,7 +21,9 @@ def test_files_and_folders_inside_a_root_resolve_to_their_real_path(roots, tmp_p
     assert roots.resolve(str(tmp_path / "data" / "corpus"), "f") == (tmp_path / "data" / "corpus").resolve()
 
 
-@pytest.mark.parametrize("name", ["outside", "dotdot", "link-out", "fifo", "missing", "too-big", "relative", "folder-as-file", "nul"])
+@pytest.mark.parametrize(
+    "name", ["outside", "dotdot", "link-out", "fifo", "missing", "too-big", "relative", "folder-as-file", "nul"]
+)
 def test_everything_else_is_refused_with_the_same_message(roots, tmp_path, name):
     data = tmp_path / "data"
     (data / "link-out").symlink_to(tmp_path / "outside.txt")
@@ -41,7 +43,10 @@ def test_everything_else_is_refused_with_the_same_message(roots, tmp_path, name)
     with pytest.raises(ValueError) as refused:
         roots.resolve(paths[name], "dataset_path", folders=name != "folder-as-file")
     allowed = "a regular file" if name == "folder-as-file" else "a regular file or folder"
-    assert str(refused.value) == f"dataset_path is not {allowed} under the data roots this service may read (at most 10 bytes per file)"
+    assert (
+        str(refused.value)
+        == f"dataset_path is not {allowed} under the data roots this service may read (at most 10 bytes per file)"
+    )
 
 
 def test_no_roots_refuse_every_path(tmp_path):
@@ -104,11 +109,16 @@ def test_a_uri_under_a_uri_root_is_accepted_as_its_normalized_form(uri_roots, ur
 def test_a_uri_outside_every_uri_root_is_refused_with_the_same_message(uri_roots, uri):
     with pytest.raises(ValueError) as refused:
         uri_roots.check(uri, "corpus_path")
-    assert str(refused.value) == "corpus_path is not a regular file or folder under the data roots this service may read (at most 10 bytes per file)"
+    assert (
+        str(refused.value)
+        == "corpus_path is not a regular file or folder under the data roots this service may read (at most 10 bytes per file)"
+    )
 
 
 def test_a_field_that_takes_files_only_refuses_a_prefix(uri_roots):
-    assert uri_roots.check("s3://bucket/prefix/train.jsonl", "dataset_path", folders=False) == ObjectUri("s3", "bucket", ("prefix", "train.jsonl"))
+    assert uri_roots.check("s3://bucket/prefix/train.jsonl", "dataset_path", folders=False) == ObjectUri(
+        "s3", "bucket", ("prefix", "train.jsonl")
+    )
     for uri in ("s3://bucket/prefix/", "s3://bucket/prefix/data/"):
         with pytest.raises(ValueError):
             uri_roots.check(uri, "dataset_path", folders=False)
@@ -137,9 +147,13 @@ def test_file_uris_are_server_paths_under_the_same_rules(roots, tmp_path):
     a = (tmp_path / "data" / "corpus" / "a.txt").resolve()
     assert roots.check(a.as_uri(), "f") == a
     assert roots.resolve(a.as_uri(), "f") == a
-    for uri in ((tmp_path / "outside.txt").as_uri(), (tmp_path / "data").as_uri() + "/../outside.txt", "file://otherhost" + str(a), "file:data/corpus/a.txt"):
+    for uri in (
+        (tmp_path / "outside.txt").as_uri(),
+        (tmp_path / "data").as_uri() + "/../outside.txt",
+        "file://otherhost" + str(a),
+        "file:data/corpus/a.txt",
+    ):
         with pytest.raises(ValueError):
             roots.check(uri, "f")
     by_uri = DataRoots(DataSettings(roots=[(tmp_path / "data").as_uri()]))
     assert by_uri.check(str(a), "f") == a
-

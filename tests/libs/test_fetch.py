@@ -56,7 +56,11 @@ def test_a_beir_prefix_gives_its_corpus_for_documents_and_everything_for_an_eval
     assert [p.name for p in documents.iterdir()] == ["corpus.jsonl"]
     assert [d.text for d in read_documents(documents)] == ["gamma"]
     eval_set = local_copy(roots_for(bucket), f"{bucket}/corpora/beir", "eval_paths[0]", tmp_path / "fetched")
-    assert sorted(p.relative_to(eval_set).as_posix() for p in eval_set.rglob("*") if p.is_file()) == ["corpus.jsonl", "qrels/test.tsv", "queries.jsonl"]
+    assert sorted(p.relative_to(eval_set).as_posix() for p in eval_set.rglob("*") if p.is_file()) == [
+        "corpus.jsonl",
+        "qrels/test.tsv",
+        "queries.jsonl",
+    ]
 
 
 def test_keys_that_would_leave_the_folder_are_skipped(bucket, tmp_path):
@@ -91,7 +95,10 @@ def test_missing_over_cap_or_outside_is_refused_with_one_message_and_nothing_is_
     with pytest.raises(ValueError) as refused:
         local_copy(roots_for(bucket, **limits), f"{bucket}/{location}", "corpus_path", tmp_path / "fetched", folders=folders)
     allowed = "a regular file or folder" if folders else "a regular file"
-    assert str(refused.value) == f"corpus_path is not {allowed} under the data roots this service may read (at most 100 bytes per file)"
+    assert (
+        str(refused.value)
+        == f"corpus_path is not {allowed} under the data roots this service may read (at most 100 bytes per file)"
+    )
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
 
 
@@ -108,7 +115,10 @@ def test_server_paths_are_read_in_place(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "docs.jsonl").write_text('{"text": "x"}\n')
     roots = DataRoots(DataSettings(roots=[str(tmp_path / "data")]))
-    assert local_copy(roots, str(tmp_path / "data" / "docs.jsonl"), "corpus_path", tmp_path / "fetched") == (tmp_path / "data" / "docs.jsonl").resolve()
+    assert (
+        local_copy(roots, str(tmp_path / "data" / "docs.jsonl"), "corpus_path", tmp_path / "fetched")
+        == (tmp_path / "data" / "docs.jsonl").resolve()
+    )
     assert not (tmp_path / "fetched").exists()
 
 

@@ -28,23 +28,50 @@ from libs.kafka import (
 from libs.topics import ConsumerGroup
 
 SAMPLES = {
-    topics.JOBS: pb.Job(job_id="j1", spec=pb.JobSpec(domain="clinical trials", languages=[pb.LanguageWeight(language="en", weight=1.0)])),
-    topics.TASKS: pb.Task(task_id="t1", job_id="j1", category=pb.CATEGORY_RETRIEVAL, description="Find trial protocols", num_examples=4),
+    topics.JOBS: pb.Job(
+        job_id="j1", spec=pb.JobSpec(domain="clinical trials", languages=[pb.LanguageWeight(language="en", weight=1.0)])
+    ),
+    topics.TASKS: pb.Task(
+        task_id="t1", job_id="j1", category=pb.CATEGORY_RETRIEVAL, description="Find trial protocols", num_examples=4
+    ),
     topics.CORPUS_CHUNKS: pb.CorpusChunk(chunk_id="c1", job_id="j1", doc_id="d1", text="Aspirin lowers fever.", num_queries=2),
-    topics.EXAMPLES_RAW: pb.RawExample(example_id="e1", job_id="j1", attributes={"language": "en"}, raw_output='{"user_query": "q"}', usage=pb.LlmUsage(model="local/x", prompt_tokens=10)),
-    topics.EXAMPLES_CURATED: pb.CuratedExample(content_hash="h1", job_id="j1", query="q", positives=["p"], negatives=["n1", "n2"], language="zh"),
-    topics.EXAMPLES_REJECTED: pb.RejectedExample(example_id="e2", job_id="j1", reason="invalid_json", original_payload=b"\x00\xff"),
-    topics.MODELS: pb.ModelReady(model_id="m1", uri="s3://bucket/models/m1", manifest_digest="ab" * 32, dimensions=384, evals=[pb.EvalResult(dataset="dev", metric="ndcg@10", base=0.5, tuned=0.6)]),
-    topics.DOCUMENTS: pb.Document(doc_id="d1", collection="docs", text="Paris is the capital of France.", metadata={"lang": "en"}),
+    topics.EXAMPLES_RAW: pb.RawExample(
+        example_id="e1",
+        job_id="j1",
+        attributes={"language": "en"},
+        raw_output='{"user_query": "q"}',
+        usage=pb.LlmUsage(model="local/x", prompt_tokens=10),
+    ),
+    topics.EXAMPLES_CURATED: pb.CuratedExample(
+        content_hash="h1", job_id="j1", query="q", positives=["p"], negatives=["n1", "n2"], language="zh"
+    ),
+    topics.EXAMPLES_REJECTED: pb.RejectedExample(
+        example_id="e2", job_id="j1", reason="invalid_json", original_payload=b"\x00\xff"
+    ),
+    topics.MODELS: pb.ModelReady(
+        model_id="m1",
+        uri="s3://bucket/models/m1",
+        manifest_digest="ab" * 32,
+        dimensions=384,
+        evals=[pb.EvalResult(dataset="dev", metric="ndcg@10", base=0.5, tuned=0.6)],
+    ),
+    topics.DOCUMENTS: pb.Document(
+        doc_id="d1", collection="docs", text="Paris is the capital of France.", metadata={"lang": "en"}
+    ),
     topics.DEAD_LETTER: pb.DeadLetter(source_topic="forge.tasks", reason="undecodable", value=b"junk"),
-    topics.CURATOR_CANDIDATES: pb.CurationCandidate(example=pb.CuratedExample(content_hash="h1", job_id="j1", query="q"), original_payload=b"{}"),
+    topics.CURATOR_CANDIDATES: pb.CurationCandidate(
+        example=pb.CuratedExample(content_hash="h1", job_id="j1", query="q"), original_payload=b"{}"
+    ),
     topics.CURATOR_DEDUP_LOG: pb.CuratedExample(content_hash="h1", job_id="j1", query="q", positives=["p"]),
 }
 
 
 def consume_all(settings, topic, expected: int, timeout_s: float = 20.0):
     consumer = KafkaConsumer(
-        physical_name(settings, topic), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500
+        physical_name(settings, topic),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=500,
     )
     records, deadline = [], time.monotonic() + timeout_s
     while len(records) < expected and time.monotonic() < deadline:
@@ -94,9 +121,13 @@ def test_ensure_topics_creates_each_missing_topic_once_with_its_declared_partiti
 def test_a_consumer_loop_refuses_subscriptions_other_than_its_groups_topics(kafka_settings):
     producer = ProtoProducer(kafka_settings, client_id="test")
     with pytest.raises(ValueError, match=r"group g reads \['forge.tasks'\]"):
-        ConsumerLoop(kafka_settings, ConsumerGroup("g", (topics.TASKS,)), [Subscription(topics.JOBS, per_message(lambda r: []))], producer)
+        ConsumerLoop(
+            kafka_settings, ConsumerGroup("g", (topics.TASKS,)), [Subscription(topics.JOBS, per_message(lambda r: []))], producer
+        )
     with pytest.raises(ValueError):
-        ConsumerLoop(kafka_settings, topics.EMBEDDER_MODELS_GROUP, [Subscription(topics.MODELS, per_message(lambda r: []))], producer)
+        ConsumerLoop(
+            kafka_settings, topics.EMBEDDER_MODELS_GROUP, [Subscription(topics.MODELS, per_message(lambda r: []))], producer
+        )
 
 
 @pytest.mark.parametrize("batch", [False, True])
@@ -109,7 +140,12 @@ def test_an_outgoing_message_with_a_partition_goes_to_that_partition_whatever_it
         return [Outgoing(topics.EXAMPLES_RAW, r.key, pb.RawExample(example_id=r.key), partition=2) for r in records]
 
     stop = threading.Event()
-    loop = ConsumerLoop(kafka_settings, ConsumerGroup("partition-test", (topics.TASKS,)), [Subscription(topics.TASKS, handle, batch=batch)], producer)
+    loop = ConsumerLoop(
+        kafka_settings,
+        ConsumerGroup("partition-test", (topics.TASKS,)),
+        [Subscription(topics.TASKS, handle, batch=batch)],
+        producer,
+    )
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
@@ -131,8 +167,18 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
     raw = KafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
     tasks = physical_name(kafka_settings, topics.TASKS)
     raw.send(tasks, key=b"no-headers", value=b"not protobuf at all")
-    raw.send(tasks, key=b"wrong-type", value=pb.Job(job_id="j").SerializeToString(), headers=[(HEADER_MESSAGE_TYPE, b"embedforge.v1.Job"), (HEADER_SCHEMA_VERSION, b"1")])
-    raw.send(tasks, key=b"garbage", value=b"\xff\xff\xff\xff", headers=[(HEADER_MESSAGE_TYPE, b"embedforge.v1.Task"), (HEADER_SCHEMA_VERSION, b"1")])
+    raw.send(
+        tasks,
+        key=b"wrong-type",
+        value=pb.Job(job_id="j").SerializeToString(),
+        headers=[(HEADER_MESSAGE_TYPE, b"embedforge.v1.Job"), (HEADER_SCHEMA_VERSION, b"1")],
+    )
+    raw.send(
+        tasks,
+        key=b"garbage",
+        value=b"\xff\xff\xff\xff",
+        headers=[(HEADER_MESSAGE_TYPE, b"embedforge.v1.Task"), (HEADER_SCHEMA_VERSION, b"1")],
+    )
     raw.flush()
     producer = ProtoProducer(kafka_settings, client_id="test")
     producer.send_and_wait(topics.TASKS, "boom", pb.Task(task_id="boom"))
@@ -141,10 +187,14 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
     def handle(record: Received):
         if record.message.task_id == "boom":
             raise RuntimeError("handler exploded")
-        yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id, job_id=record.message.job_id))
+        yield Outgoing(
+            topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id, job_id=record.message.job_id)
+        )
 
     stop = threading.Event()
-    loop = ConsumerLoop(kafka_settings, ConsumerGroup("dlq-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(
+        kafka_settings, ConsumerGroup("dlq-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer
+    )
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
@@ -154,9 +204,18 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_consumer_continues(
         stop.set()
         thread.join()
     reasons = {r.key.decode(): pb.DeadLetter.FromString(r.value).reason for r in letters}
-    assert reasons == {"no-headers": "missing_message_type", "wrong-type": "wrong_message_type", "garbage": "undecodable", "boom": "handler_error"}
+    assert reasons == {
+        "no-headers": "missing_message_type",
+        "wrong-type": "wrong_message_type",
+        "garbage": "undecodable",
+        "boom": "handler_error",
+    }
     garbage = next(pb.DeadLetter.FromString(r.value) for r in letters if r.key == b"garbage")
-    assert garbage.value == b"\xff\xff\xff\xff" and garbage.source_topic == tasks and garbage.consumer_group == kafka_settings.topic_prefix + "dlq-test"
+    assert (
+        garbage.value == b"\xff\xff\xff\xff"
+        and garbage.source_topic == tasks
+        and garbage.consumer_group == kafka_settings.topic_prefix + "dlq-test"
+    )
     assert [pb.RawExample.FromString(r.value).example_id for r in outputs] == ["good"]
 
 
@@ -175,7 +234,9 @@ def test_batch_outliving_the_poll_interval_is_redelivered_and_the_consumer_keeps
         yield Outgoing(topics.EXAMPLES_RAW, record.key, pb.RawExample(example_id=record.message.task_id))
 
     stop = threading.Event()
-    loop = ConsumerLoop(settings, ConsumerGroup("slow-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(
+        settings, ConsumerGroup("slow-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer
+    )
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
@@ -198,11 +259,21 @@ def test_transient_handler_failure_stops_the_loop_without_committing_or_dead_let
     def handle(record: Received):
         raise TransientError("dedup log unreadable")
 
-    loop = ConsumerLoop(kafka_settings, ConsumerGroup("transient-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(handle))], producer)
+    loop = ConsumerLoop(
+        kafka_settings,
+        ConsumerGroup("transient-test", (topics.TASKS,)),
+        [Subscription(topics.TASKS, per_message(handle))],
+        producer,
+    )
     with pytest.raises(TransientError):
         loop.run(threading.Event())
     seen = []
-    retry = ConsumerLoop(kafka_settings, ConsumerGroup("transient-test", (topics.TASKS,)), [Subscription(topics.TASKS, per_message(lambda r: seen.append(r.key) or []))], producer)
+    retry = ConsumerLoop(
+        kafka_settings,
+        ConsumerGroup("transient-test", (topics.TASKS,)),
+        [Subscription(topics.TASKS, per_message(lambda r: seen.append(r.key) or []))],
+        producer,
+    )
     stop = threading.Event()
     thread = threading.Thread(target=retry.run, args=(stop,))
     thread.start()

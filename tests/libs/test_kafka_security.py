@@ -90,9 +90,18 @@ def tls_broker(pki, client_ca: str | None):
     """A tansu broker on a private port, reachable only through the TLS proxy it advertises."""
     broker_port, proxy_port = free_port(), free_port()
     process = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{proxy_port}", "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{broker_port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{proxy_port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     wait_for_port(broker_port, timeout_s=10)
     proxy = TlsProxy(proxy_port, broker_port, pki["broker.crt"], pki["broker.key"], client_ca)
@@ -122,7 +131,15 @@ def round_trip(settings: KafkaSettings) -> list[bytes]:
     producer = KafkaProducer(**settings.client_kwargs(), max_block_ms=15000)
     producer.send(topic, key=b"k", value=b"over tls").get(timeout=15)
     producer.close()
-    consumer = KafkaConsumer(topic, **settings.client_kwargs(), group_id=f"g-{topic}", auto_offset_reset="earliest", consumer_timeout_ms=20000, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    consumer = KafkaConsumer(
+        topic,
+        **settings.client_kwargs(),
+        group_id=f"g-{topic}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=20000,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
     try:
         for record in consumer:
             return [record.value]
@@ -153,7 +170,11 @@ def test_a_broker_certificate_from_another_ca_is_refused(pki, tls_bootstrap):
 
 def test_mtls_broker_accepts_the_client_certificate(pki, mtls_bootstrap):
     settings = KafkaSettings(
-        bootstrap_servers=mtls_bootstrap, security_protocol="SSL", ssl_cafile=pki["ca.crt"], ssl_certfile=pki["client.crt"], ssl_keyfile=pki["client.key"]
+        bootstrap_servers=mtls_bootstrap,
+        security_protocol="SSL",
+        ssl_cafile=pki["ca.crt"],
+        ssl_certfile=pki["client.crt"],
+        ssl_keyfile=pki["client.key"],
     )
     assert round_trip(settings) == [b"over tls"]
 
@@ -165,10 +186,19 @@ def test_mtls_broker_refuses_a_client_without_a_certificate(pki, mtls_bootstrap)
 
 def test_scram_sha_512_over_tls_reaches_the_client_with_the_secret_password():
     settings = KafkaSettings(
-        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="forge", sasl_password="s3cr3t", ssl_cafile="/etc/embedforge/kafka-ca/ca.crt"
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="forge",
+        sasl_password="s3cr3t",
+        ssl_cafile="/etc/embedforge/kafka-ca/ca.crt",
     )
     kwargs = settings.client_kwargs()
-    assert (kwargs["security_protocol"], kwargs["sasl_mechanism"], kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == ("SASL_SSL", "SCRAM-SHA-512", "forge", "s3cr3t")
+    assert (
+        kwargs["security_protocol"],
+        kwargs["sasl_mechanism"],
+        kwargs["sasl_plain_username"],
+        kwargs["sasl_plain_password"],
+    ) == ("SASL_SSL", "SCRAM-SHA-512", "forge", "s3cr3t")
     assert "s3cr3t" not in repr(settings)
 
 
@@ -178,7 +208,10 @@ def test_scram_sha_512_over_tls_reaches_the_client_with_the_secret_password():
         ({"security_protocol": "SASL_SSL"}, "needs sasl_mechanism"),
         ({"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "u", "sasl_password": "p"}, "takes no sasl_mechanism"),
         ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}, "needs sasl_username and sasl_password"),
-        ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-1", "sasl_username": "u", "sasl_password": "p"}, "sasl_mechanism"),
+        (
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-1", "sasl_username": "u", "sasl_password": "p"},
+            "sasl_mechanism",
+        ),
         ({"security_protocol": "SSL", "ssl_certfile": "client.crt"}, "go together"),
     ],
 )

@@ -53,7 +53,9 @@ def test_pages_follow_the_last_key_served_so_new_items_do_not_shift_them():
     assert limits.page_size(0) == limits.DEFAULT_PAGE_SIZE
 
 
-@pytest.mark.parametrize("value", ["", ".", "..", "a..b", "/abs", "a/b", "a\\b", "-lead", ".hidden", "nul\x00", "sp ace", "é", "a" * 129])
+@pytest.mark.parametrize(
+    "value", ["", ".", "..", "a..b", "/abs", "a/b", "a\\b", "-lead", ".hidden", "nul\x00", "sp ace", "é", "a" * 129]
+)
 def test_ids_that_could_name_another_folder_or_are_too_long_are_refused(value):
     assert not ids.is_valid(value)
     with pytest.raises(ValueError, match="^run_id is not a valid id"):

@@ -22,7 +22,9 @@ def test_a_service_refuses_to_start_naming_the_topics_it_uses_that_are_missing(b
         "TRAINER_KAFKA__TOPIC_PREFIX": settings.topic_prefix,
         "TRAINER_STATE_DIR": str(tmp_path),
     }
-    result = subprocess.run([sys.executable, "-m", "services.trainer"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.trainer"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 2, result.stderr
     missing = [physical_name(settings, t) for t in topics.SERVICES["trainer"].uses if t != topics.MODELS]
     assert f"trainer: refusing to start: missing Kafka topics {', '.join(missing)}" in result.stderr

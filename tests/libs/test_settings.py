@@ -14,7 +14,11 @@ from libs.settings import LlmSettings, UnknownSettingError, load_settings, setti
 
 def settings_class(name: str):
     module = importlib.import_module(f"services.{name}.settings")
-    return next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "model_config", {}).get("env_prefix") == env_prefix(name))
+    return next(
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and getattr(v, "model_config", {}).get("env_prefix") == env_prefix(name)
+    )
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -61,7 +65,9 @@ def test_variables_under_other_prefixes_are_left_alone(monkeypatch):
 
 def test_a_service_with_a_mistyped_setting_refuses_to_start():
     env = {**python_env(), "EMBEDDER_QDRANT_URL": "http://qdrant:6333"}
-    result = subprocess.run([sys.executable, "-m", "services.embedder"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.embedder"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert "EMBEDDER_QDRANT_URL: no such setting (closest: EMBEDDER_QDRANT__URL)" in result.stderr
 

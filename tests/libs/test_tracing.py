@@ -44,16 +44,31 @@ class PublishingServicer(api_grpc.TaskgenServiceServicer):
 
 def test_grpc_handler_span_and_consumer_span_share_one_trace(kafka_settings, spans):
     producer = ProtoProducer(kafka_settings, client_id="test")
-    server = GrpcServer([GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, PublishingServicer(producer), "embedforge.v1.TaskgenService")], "127.0.0.1", 0)
+    server = GrpcServer(
+        [
+            GrpcService(
+                api_grpc.add_TaskgenServiceServicer_to_server, PublishingServicer(producer), "embedforge.v1.TaskgenService"
+            )
+        ],
+        "127.0.0.1",
+        0,
+    )
     server.start()
     consumed = threading.Event()
     stop = threading.Event()
-    loop = ConsumerLoop(kafka_settings, ConsumerGroup("trace-test", (topics.JOBS,)), [Subscription(topics.JOBS, per_message(lambda r: consumed.set() or []))], producer)
+    loop = ConsumerLoop(
+        kafka_settings,
+        ConsumerGroup("trace-test", (topics.JOBS,)),
+        [Subscription(topics.JOBS, per_message(lambda r: consumed.set() or []))],
+        producer,
+    )
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
         job_id = uuid.uuid4().hex
-        api_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}")).SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=pb.JobSpec(domain="law")))
+        api_grpc.TaskgenServiceStub(traced_channel(f"127.0.0.1:{server.port}")).SubmitJob(
+            api.SubmitJobRequest(job_id=job_id, spec=pb.JobSpec(domain="law"))
+        )
         assert consumed.wait(30)
         time.sleep(0.2)
     finally:

@@ -50,10 +50,23 @@ def test_service_reports_serving_and_reflects_its_api(runtime, name):
 
 def poison_records(topic: topics.Topic) -> dict[str, tuple[list[tuple[str, bytes]], bytes, str]]:
     """Malformed records for a topic: (headers, value, the dead-letter reason expected)."""
-    own = [(HEADER_MESSAGE_TYPE, topic.message_type.DESCRIPTOR.full_name.encode()), (HEADER_SCHEMA_VERSION, SCHEMA_VERSION.encode())]
+    own = [
+        (HEADER_MESSAGE_TYPE, topic.message_type.DESCRIPTOR.full_name.encode()),
+        (HEADER_SCHEMA_VERSION, SCHEMA_VERSION.encode()),
+    ]
     other_type = pb.DeadLetter if topic.message_type is not pb.DeadLetter else pb.Job
     other = other_type.DESCRIPTOR.full_name.encode()
-    stranger = pb.DeadLetter(source_topic="x", partition=7, offset=9, key=b"k", value=b"\x00" * 40, consumer_group="g", reason="r", detail="d", headers={"a": "b"})
+    stranger = pb.DeadLetter(
+        source_topic="x",
+        partition=7,
+        offset=9,
+        key=b"k",
+        value=b"\x00" * 40,
+        consumer_group="g",
+        reason="r",
+        detail="d",
+        headers={"a": "b"},
+    )
     stranger.failed_at.GetCurrentTime()
     if other_type is pb.Job:
         stranger = pb.Job(job_id="not-a-dead-letter", spec=pb.JobSpec(domain="d" * 40, corpus_queries=3))
@@ -62,7 +75,11 @@ def poison_records(topic: topics.Topic) -> dict[str, tuple[list[tuple[str, bytes
         "no_header": ([], b"\x08\x96\x01 not a protobuf of this type", "missing_message_type"),
         "random_bytes": (own, bytes(random.Random(topic.name).randrange(256) for _ in range(64)) + b"\x07", "undecodable"),
         "truncated": (own, valid[: len(valid) // 2 + 1], "undecodable"),
-        "wrong_type_declared": ([(HEADER_MESSAGE_TYPE, other), (HEADER_SCHEMA_VERSION, SCHEMA_VERSION.encode())], valid, "wrong_message_type"),
+        "wrong_type_declared": (
+            [(HEADER_MESSAGE_TYPE, other), (HEADER_SCHEMA_VERSION, SCHEMA_VERSION.encode())],
+            valid,
+            "wrong_message_type",
+        ),
         "wrong_type_lying_header": (own, valid, "undecodable"),
         "empty": (own, b"", "undecodable"),
     }
@@ -87,7 +104,12 @@ def test_poison_records_on_every_consumed_topic_are_dead_lettered_by_every_consu
                     group_id = group.for_replica(socket.gethostname()).id if group.per_replica else group.id
                     expected[(settings.topic_prefix + group_id, key)] = reason
     raw.flush()
-    consumer = KafkaConsumer(physical_name(settings, topics.DEAD_LETTER), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500)
+    consumer = KafkaConsumer(
+        physical_name(settings, topics.DEAD_LETTER),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=500,
+    )
     seen, deadline = {}, time.monotonic() + 120
     while not set(expected) <= set(seen) and time.monotonic() < deadline:
         for record in consumer:

@@ -16,7 +16,11 @@ from tests.fuzzing import SERVICE_DESCRIPTORS, FuzzReport, fuzz_all, new_canary,
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-NO_LLM = {f"{service}_LLM__{name}": value for service in ("TASKGEN", "EXAMPLEGEN") for name, value in (("MODEL", "openai/fuzz"), ("API_BASE", "http://127.0.0.1:9/v1"), ("ATTEMPTS", "1"))}
+NO_LLM = {
+    f"{service}_LLM__{name}": value
+    for service in ("TASKGEN", "EXAMPLEGEN")
+    for name, value in (("MODEL", "openai/fuzz"), ("API_BASE", "http://127.0.0.1:9/v1"), ("ATTEMPTS", "1"))
+}
 
 
 def test_every_rpc_answers_fuzzed_requests_deliberately_and_touches_nothing_outside_its_state(broker, tmp_path):

@@ -29,7 +29,9 @@ def test_mrr_counts_only_the_top_ten():
 def test_load_beir_reads_corpus_queries_and_qrels(tmp_path):
     (tmp_path / "qrels").mkdir()
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "Paris", "text": "capital of France"}) + "\n")
-    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "french capital"}) + "\n" + json.dumps({"_id": "q2", "text": "unjudged"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "french capital"}) + "\n" + json.dumps({"_id": "q2", "text": "unjudged"}) + "\n"
+    )
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     dataset = load_beir(tmp_path)
     assert dataset.corpus == {"d1": "Paris capital of France"}

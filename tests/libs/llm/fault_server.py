@@ -41,7 +41,9 @@ class FaultServer:
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 if reply.status != 200:
-                    payload = json.dumps({"error": {"message": f"scripted {reply.status}", "type": "server_error", "code": reply.status}}).encode()
+                    payload = json.dumps(
+                        {"error": {"message": f"scripted {reply.status}", "type": "server_error", "code": reply.status}}
+                    ).encode()
                 else:
                     payload = json.dumps(
                         {
@@ -49,7 +51,9 @@ class FaultServer:
                             "object": "chat.completion",
                             "created": int(time.time()),
                             "model": body.get("model", "fault"),
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}],
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}
+                            ],
                             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
                         }
                     ).encode()

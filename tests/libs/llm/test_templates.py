@@ -11,9 +11,14 @@ def write(path, text):
 
 
 def test_template_renders_system_and_user_messages(tmp_path):
-    template = PromptTemplate.load(write(tmp_path / "t.yaml", 'id: t\nversion: "2"\nsystem: Be brief.\nuser: "Task: {{ task }}"\n'))
+    template = PromptTemplate.load(
+        write(tmp_path / "t.yaml", 'id: t\nversion: "2"\nsystem: Be brief.\nuser: "Task: {{ task }}"\n')
+    )
     assert (template.id, template.version) == ("t", "2")
-    assert template.render(task="find laws") == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Task: find laws"}]
+    assert template.render(task="find laws") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Task: find laws"},
+    ]
 
 
 def test_missing_variable_is_an_error(tmp_path):
@@ -48,8 +53,13 @@ user: "{{ task }}"
 def test_length_caps_bound_the_capped_texts_in_characters_of_the_language(tmp_path):
     template = PromptTemplate.load(write(tmp_path / "t.yaml", CAPPED))
     english = template.schema_for({"num_words": "50", "language": "en"})
-    assert english["properties"] == {"query": {"type": "string"}, "doc": {"type": "string", "maxLength": 450}}  # 75 words x 6 characters
-    assert template.schema_for({"num_words": "at least 200", "language": "zh"})["properties"]["doc"]["maxLength"] == 510  # 300 words x 1.7 characters
+    assert english["properties"] == {
+        "query": {"type": "string"},
+        "doc": {"type": "string", "maxLength": 450},
+    }  # 75 words x 6 characters
+    assert (
+        template.schema_for({"num_words": "at least 200", "language": "zh"})["properties"]["doc"]["maxLength"] == 510
+    )  # 300 words x 1.7 characters
     assert "maxLength" not in template.json_schema["properties"]["doc"]  # the template's own schema is untouched
 
 

@@ -30,7 +30,13 @@ def taskgen(credentials, monkeypatch):
     for name, value in credentials.service_env("TASKGEN_").items():
         monkeypatch.setenv(name, value)
     settings = TaskgenSettings()
-    server = GrpcServer([GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, OneJob(), "embedforge.v1.TaskgenService")], "127.0.0.1", 0, tls=settings.tls, auth=settings.auth)
+    server = GrpcServer(
+        [GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, OneJob(), "embedforge.v1.TaskgenService")],
+        "127.0.0.1",
+        0,
+        tls=settings.tls,
+        auth=settings.auth,
+    )
     server.start()
     yield server
     server.stop(0)
@@ -53,7 +59,11 @@ def test_missing_files_are_made_anew_with_a_new_token(credentials, tmp_path):
 def client(credentials, server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "examples/client.py", "--taskgen", f"127.0.0.1:{server.port}", *args, "jobs"],
-        cwd=REPO_ROOT, env=python_env(), capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -73,5 +83,8 @@ def test_example_client_without_the_token_is_refused(credentials, taskgen, tmp_p
 
 def test_usage_shows_a_grpcurl_line_with_the_ca_and_the_token_file(credentials):
     usage = credentials.usage("127.0.0.1:50051")
-    assert f"grpcurl -cacert {credentials.ca_file} -H \"authorization: Bearer $(cat {credentials.token_file})\" 127.0.0.1:50051 list" in usage
+    assert (
+        f'grpcurl -cacert {credentials.ca_file} -H "authorization: Bearer $(cat {credentials.token_file})" 127.0.0.1:50051 list'
+        in usage
+    )
     assert credentials.token not in usage

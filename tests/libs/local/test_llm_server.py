@@ -22,7 +22,9 @@ SCHEMA = {
 
 
 def test_the_server_answers_through_litellm_with_usage(llm_server):
-    answer = complete(llm_server.model, [{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, api_base=llm_server.api_base)
+    answer = complete(
+        llm_server.model, [{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0.0, api_base=llm_server.api_base
+    )
     assert answer.text.strip()
     assert answer.usage.model == "hosted_vllm/qwen2.5-coder-0.5b-instruct"
     assert answer.usage.prompt_tokens > 0 and 0 < answer.usage.completion_tokens <= 8
@@ -33,7 +35,17 @@ def test_the_json_schema_constrains_decoding_on_the_server(llm_server):
     # The grammar bounds the object (query <= 60 characters), so 128 tokens always fit it whole.
     messages = [{"role": "user", "content": "Write a search query about rivers. Answer in JSON."}]
     for seed in range(3):
-        answer = complete(llm_server.model, messages, json_schema=SCHEMA, max_tokens=128, temperature=1.0, attempts=1, validate=False, api_base=llm_server.api_base, seed=seed)
+        answer = complete(
+            llm_server.model,
+            messages,
+            json_schema=SCHEMA,
+            max_tokens=128,
+            temperature=1.0,
+            attempts=1,
+            validate=False,
+            api_base=llm_server.api_base,
+            seed=seed,
+        )
         jsonschema.validate(json.loads(answer.text), SCHEMA)
 
 
@@ -43,7 +55,13 @@ def test_concurrent_requests_are_answered_in_parallel_slots(llm_server):
 
     def ask(i: int) -> None:
         start.wait()
-        answers[i] = complete(llm_server.model, [{"role": "user", "content": f"Count from {i} to {i + 20}."}], max_tokens=24, temperature=0.0, api_base=llm_server.api_base)
+        answers[i] = complete(
+            llm_server.model,
+            [{"role": "user", "content": f"Count from {i} to {i + 20}."}],
+            max_tokens=24,
+            temperature=0.0,
+            api_base=llm_server.api_base,
+        )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for thread in threads:

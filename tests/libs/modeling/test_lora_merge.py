@@ -39,8 +39,12 @@ def test_only_lora_parameters_are_trainable(tiny_models):
 def test_cocktail_weight_one_keeps_tuned_and_zero_restores_base(tiny_models):
     base = Embedder(ModelConfig(tiny_models["bert"], bf16=False))
     tuned_embeddings = perturbed_lora(tiny_models["bert"]).merged().encode(TEXTS)
-    assert torch.allclose(cocktail_merge(perturbed_lora(tiny_models["bert"]).merged(), base, 1.0).encode(TEXTS), tuned_embeddings, atol=1e-6)
-    assert torch.allclose(cocktail_merge(perturbed_lora(tiny_models["bert"]).merged(), base, 0.0).encode(TEXTS), base.encode(TEXTS), atol=1e-6)
+    assert torch.allclose(
+        cocktail_merge(perturbed_lora(tiny_models["bert"]).merged(), base, 1.0).encode(TEXTS), tuned_embeddings, atol=1e-6
+    )
+    assert torch.allclose(
+        cocktail_merge(perturbed_lora(tiny_models["bert"]).merged(), base, 0.0).encode(TEXTS), base.encode(TEXTS), atol=1e-6
+    )
     halfway = cocktail_merge(perturbed_lora(tiny_models["bert"]).merged(), base, 0.5)
     name = "encoder.layer.0.attention.self.query.weight"
     tuned_weight = perturbed_lora(tiny_models["bert"]).merged().model.state_dict()[name]

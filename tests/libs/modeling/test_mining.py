@@ -28,7 +28,9 @@ TABLE = {
 
 def test_mining_drops_candidates_scoring_near_the_positive():
     example = TrainExample("q", "pos")
-    (mined,) = mine_hard_negatives(VectorTable(TABLE), [example], list(TABLE)[1:], MiningConfig(range_start=0, negatives=10, keep_existing=False))
+    (mined,) = mine_hard_negatives(
+        VectorTable(TABLE), [example], list(TABLE)[1:], MiningConfig(range_start=0, negatives=10, keep_existing=False)
+    )
     assert "near duplicate" not in mined.negatives and "pos" not in mined.negatives
     assert set(mined.negatives) == {"hard", "medium", "easy"}
 

@@ -75,7 +75,11 @@ def test_two_gloo_ranks_mask_copies_across_ranks_like_one_process(tmp_path):
     root = Path(__file__).resolve().parents[3]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(rank), str(tmp_path / "init"), str(tmp_path)], cwd=root, env=env, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", WORKER, str(rank), str(tmp_path / "init"), str(tmp_path)],
+            cwd=root,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for rank in range(2)
     ]

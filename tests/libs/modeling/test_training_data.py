@@ -39,7 +39,9 @@ def test_a_small_set_still_holds_out_a_positive_for_dev(size):
 
 def test_shared_positives_and_negatives_still_fill_batches_but_a_query_never_repeats():
     # A small corpus: 10 passages, 4 questions each; every hard negative is another example's positive.
-    examples = [TrainExample(f"question {i} about passage {i % 10}", f"passage {i % 10}", (f"passage {(i + 3) % 10}",)) for i in range(40)]
+    examples = [
+        TrainExample(f"question {i} about passage {i % 10}", f"passage {i % 10}", (f"passage {(i + 3) % 10}",)) for i in range(40)
+    ]
     batches = plan_batches(examples, batch_size=8, seed=0)
     assert sorted(i for b in batches for i in b) == list(range(40))
     assert [len(b) for b in batches] == [8] * 5
@@ -54,7 +56,10 @@ def test_shared_positives_and_negatives_still_fill_batches_but_a_query_never_rep
 
 
 def test_six_examples_about_three_documents_form_batches_of_at_least_two():
-    examples = [TrainExample(f"question {i}", f"document {i % 3}", tuple(f"document {j}" for j in range(3) if j != i % 3)) for i in range(6)]
+    examples = [
+        TrainExample(f"question {i}", f"document {i % 3}", tuple(f"document {j}" for j in range(3) if j != i % 3))
+        for i in range(6)
+    ]
     for seed in range(5):
         batches = plan_batches(examples, batch_size=4, seed=seed)
         assert sorted(len(b) for b in batches) == [2, 4]

@@ -57,7 +57,11 @@ def retrieval_answer(seed: int, doc_words: int = 100) -> dict:
     positive = text(rng, doc_words, TOPIC_A)
     content_words = [w for w in positive.lower().replace(".", "").split() if len(w) >= 5]
     w = rng.sample(content_words, 5)
-    return {"user_query": f"what about {w[0]} {w[1]} and {w[2]} {w[3]} {w[4]} {seed}?", "positive_document": positive, "hard_negative_document": text(rng, doc_words, TOPIC_B)}
+    return {
+        "user_query": f"what about {w[0]} {w[1]} and {w[2]} {w[3]} {w[4]} {seed}?",
+        "positive_document": positive,
+        "hard_negative_document": text(rng, doc_words, TOPIC_B),
+    }
 
 
 RETRIEVAL_ATTRIBUTES = {"language": "en", "query_length": "5 to 15 words", "num_words": "100", "query_type": "common"}
@@ -66,7 +70,14 @@ RETRIEVAL_ATTRIBUTES = {"language": "en", "query_length": "5 to 15 words", "num_
 def retrieval(seed: int, job_id: str = "job-1", answer: dict | None = None, **fields) -> pb.RawExample:
     fields.setdefault("attributes", dict(RETRIEVAL_ATTRIBUTES))
     fields.setdefault("task_description", TASK)
-    return raw(f"ex-{job_id}-{seed}", "retrieval", answer or retrieval_answer(seed), job_id=job_id, category=pb.CATEGORY_RETRIEVAL, **fields)
+    return raw(
+        f"ex-{job_id}-{seed}",
+        "retrieval",
+        answer or retrieval_answer(seed),
+        job_id=job_id,
+        category=pb.CATEGORY_RETRIEVAL,
+        **fields,
+    )
 
 
 def near_duplicate(answer: dict, seed: int) -> dict:

@@ -25,16 +25,17 @@ PARTITIONS = 3
 
 def isolated_kafka(broker) -> KafkaSettings:
     settings = KafkaSettings(
-        bootstrap_servers=broker.bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000, topic_prefix=f"t{uuid.uuid4().hex[:8]}."
+        bootstrap_servers=broker.bootstrap,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
     )
     ensure_topics(settings, partitions=PARTITIONS)
     return settings
 
 
 def curator_settings(kafka: KafkaSettings, state_dir, **overrides) -> CuratorSettings:
-    return CuratorSettings(
-        kafka=kafka, state_dir=str(state_dir), grpc_host="127.0.0.1", grpc_port=0, **overrides
-    )
+    return CuratorSettings(kafka=kafka, state_dir=str(state_dir), grpc_host="127.0.0.1", grpc_port=0, **overrides)
 
 
 @dataclass

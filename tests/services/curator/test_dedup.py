@@ -73,14 +73,20 @@ def test_vectorized_minhash_equals_datasketch_on_the_same_shingle_hashes():
 
 def test_signatures_do_not_depend_on_the_process_hash_seed():
     text = normalize(retrieval_answer(2)["positive_document"])
-    assert zlib.crc32(MinHasher().minhash(text).hashvalues.tobytes()) == zlib.crc32(MinHasher().minhash(text).hashvalues.tobytes())
+    assert zlib.crc32(MinHasher().minhash(text).hashvalues.tobytes()) == zlib.crc32(
+        MinHasher().minhash(text).hashvalues.tobytes()
+    )
 
 
 def test_same_query_and_positive_after_normalization_is_an_exact_duplicate():
     index = DedupIndex()
     answer = retrieval_answer(3)
     index.add(example(answer, "a"))
-    shouted = {**answer, "user_query": answer["user_query"].upper() + "!!", "positive_document": "  " + answer["positive_document"]}
+    shouted = {
+        **answer,
+        "user_query": answer["user_query"].upper() + "!!",
+        "positive_document": "  " + answer["positive_document"],
+    }
     assert verdict(index, example(shouted, "b")).reason == "duplicate"
 
 
@@ -150,7 +156,10 @@ def test_different_query_and_very_different_positive_is_kept():
     index = DedupIndex(threshold=0.7)
     answer = retrieval_answer(9)
     index.add(example(answer, "a"))
-    other = {"user_query": "which trains run on the mountain line", "positive_document": text(__import__("random").Random(9), 100, TOPIC_B)}
+    other = {
+        "user_query": "which trains run on the mountain line",
+        "positive_document": text(__import__("random").Random(9), 100, TOPIC_B),
+    }
     assert verdict(index, example(other, "b")).reason == ""
 
 
@@ -175,7 +184,11 @@ def test_dedup_state_replayed_from_the_log_decides_the_same():
     for candidate in accepted:
         live.add(candidate)
         replayed.add(pb.CuratedExample.FromString(candidate.SerializeToString()))
-    probes = [corpus_example(CORPUS_QUERIES[1], "p0"), corpus_example("is the clinic open on monday", "p1"), example(near_duplicate(retrieval_answer(10), seed=3), "p2")]
+    probes = [
+        corpus_example(CORPUS_QUERIES[1], "p0"),
+        corpus_example("is the clinic open on monday", "p1"),
+        example(near_duplicate(retrieval_answer(10), seed=3), "p2"),
+    ]
     assert [verdict(live, p) for p in probes] == [verdict(replayed, p) for p in probes]
     assert [verdict(replayed, p).reason for p in probes] == ["duplicate", "", "near_duplicate"]
 
@@ -183,7 +196,10 @@ def test_dedup_state_replayed_from_the_log_decides_the_same():
 def test_band_index_finds_the_same_candidates_as_datasketch_minhash_lsh():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**32, size=(40, 64), dtype=np.uint32)
-    stored = [np.where(rng.random(64) < 0.9, base[n % 40], rng.integers(0, 2**32, 64, dtype=np.uint32)).astype(np.uint32) for n in range(200)]
+    stored = [
+        np.where(rng.random(64) < 0.9, base[n % 40], rng.integers(0, 2**32, 64, dtype=np.uint32)).astype(np.uint32)
+        for n in range(200)
+    ]
     ours, theirs = BandIndex(0.7, 64), MinHashLSH(threshold=0.7, num_perm=64)
     for n, values in enumerate(stored):
         ours.insert(f"k{n}", Signature(values))
@@ -210,7 +226,9 @@ def test_classification_inputs_with_the_same_label_are_compared_by_their_text():
     index = DedupIndex(threshold=0.7)
     first = "the pills made me dizzy all day and I could not drive to work on monday morning"
     index.add(classification_example(first, "side effect", "a"))
-    half_shared = "the pills made me dizzy all day and I could not drive so my sister took me to the clinic"  # bigram Jaccard 0.46
+    half_shared = (
+        "the pills made me dizzy all day and I could not drive so my sister took me to the clinic"  # bigram Jaccard 0.46
+    )
     assert verdict(index, classification_example(half_shared, "side effect", "b")).reason == ""
     edited = first.replace("monday", "tuesday")
     assert verdict(index, classification_example(edited, "side effect", "c")).reason == "near_duplicate"
@@ -221,7 +239,10 @@ def test_signatures_of_a_batch_equal_one_signature_at_a_time():
     examples += [corpus_example(query, f"c{n}") for n, query in enumerate(CORPUS_QUERIES)]
     examples += [classification_example("the pills made me dizzy all day", "side effect", "k1")]
     examples += [corpus_example(query, f"s{n}") for n, query in enumerate(["insulin", "", "!!", "pens"])]  # one word or none
-    examples += [example({"user_query": "how to store insulin", "positive_document": word}, f"w{n}") for n, word in enumerate(["fridge", "病人应该。", "x" * 3000])]
+    examples += [
+        example({"user_query": "how to store insulin", "positive_document": word}, f"w{n}")
+        for n, word in enumerate(["fridge", "病人应该。", "x" * 3000])
+    ]
     index = DedupIndex(max_bytes=64)
     batch = index.signatures(examples)
     assert [s.hashvalues.tolist() for s in batch] == [index.signature(e).hashvalues.tolist() for e in examples]

@@ -51,7 +51,9 @@ def test_unpacked_model_is_cached_for_the_next_start(tmp_path):
     assert cached.stat().st_size > 0
 
 
-@pytest.mark.parametrize(("value", "code"), [("en", "en"), ("en-US", "en"), ("English", "en"), ("Chinese", "zh"), ("zh_CN", "zh")])
+@pytest.mark.parametrize(
+    ("value", "code"), [("en", "en"), ("en-US", "en"), ("English", "en"), ("Chinese", "zh"), ("zh_CN", "zh")]
+)
 def test_language_attributes_are_read_as_iso_codes(value, code):
     assert language_code(value) == code
 
@@ -65,7 +67,20 @@ def mixed_texts(count: int, seed: int = 0) -> list[str]:
     import random
 
     rng = random.Random(seed)
-    pieces = [*TEXTS.values(), "안녕하세요 환자분", "مرحبا بالمريض", "Γειά σου", "😀🎉", "123 456,78", "\n\t", "  ", "ß", "é", "«»", "\u200b"]
+    pieces = [
+        *TEXTS.values(),
+        "안녕하세요 환자분",
+        "مرحبا بالمريض",
+        "Γειά σου",
+        "😀🎉",
+        "123 456,78",
+        "\n\t",
+        "  ",
+        "ß",
+        "é",
+        "«»",
+        "\u200b",
+    ]
     return ["".join(rng.choice(pieces)[rng.randint(0, 5) :] for _ in range(rng.randint(1, 8))) for _ in range(count)]
 
 
@@ -79,7 +94,9 @@ def test_vectorized_walk_agrees_with_langid_on_mixed_texts(detector, langid_refe
 def test_detect_many_equals_one_detect_per_text(detector):
     texts = mixed_texts(90, seed=1)
     batches = [texts[i : i + n] for i, n in zip(range(0, 90, 6), [1, 2, 3, 4, 5, 6] * 3)]
-    assert [language for batch in batches for language in detector.detect_many(batch)] == [detector.detect(t) for b in batches for t in b]
+    assert [language for batch in batches for language in detector.detect_many(batch)] == [
+        detector.detect(t) for b in batches for t in b
+    ]
     assert detector.detect_many([TEXTS["de"], "", TEXTS["zh"]]) == ["de", "und", "zh"]
 
 

@@ -86,7 +86,9 @@ def workload(jobs: list[str]) -> tuple[list, list]:
         base = 1000 * j
         wave1 += [retrieval(base + i, job_id=job) for i in range(12)]
         wave1 += [retrieval(base + 100 + i, job_id=job, answer=retrieval_answer(base + i)) for i in range(3)]
-        wave2 += [retrieval(base + 200 + i, job_id=job, answer=near_duplicate(retrieval_answer(base + 3 + i), seed=i)) for i in range(3)]
+        wave2 += [
+            retrieval(base + 200 + i, job_id=job, answer=near_duplicate(retrieval_answer(base + 3 + i), seed=i)) for i in range(3)
+        ]
         wave2 += [retrieval(base + 300 + i, job_id=job, answer=retrieval_answer(base + 6 + i)) for i in range(2)]
         wave2 += [retrieval(base + 400 + i, job_id=job) for i in range(3)]
     return wave1, wave2
@@ -136,7 +138,11 @@ class Progress:
 
     def __init__(self, kafka):
         self.outputs = [TopicReader(kafka, topics.CURATOR_CANDIDATES), TopicReader(kafka, topics.EXAMPLES_REJECTED)]
-        self.group = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.topic_prefix + topics.CURATOR_VALIDATE_GROUP.id, enable_auto_commit=False)
+        self.group = KafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.topic_prefix + topics.CURATOR_VALIDATE_GROUP.id,
+            enable_auto_commit=False,
+        )
         name = physical_name(kafka, topics.EXAMPLES_RAW)
         self.raw = [TopicPartition(name, p) for p in range(PARTITIONS)]
 

@@ -51,7 +51,10 @@ def test_every_reject_reason_reaches_the_rejected_topic_with_the_original_payloa
     send(curator.settings.kafka, [duplicate, near])
     seen = outcomes.wait_for([e.example_id for e in (*bad.values(), duplicate, near)])
     assert seen[original.example_id] == ["accepted"]
-    expected = {e.example_id: [reason] for reason, e in bad.items()} | {duplicate.example_id: ["duplicate"], near.example_id: ["near_duplicate"]}
+    expected = {e.example_id: [reason] for reason, e in bad.items()} | {
+        duplicate.example_id: ["duplicate"],
+        near.example_id: ["near_duplicate"],
+    }
     assert {i: seen[i] for i in expected} == expected
     payloads = {example.example_id: example for _, example in outcomes.rejected.read()}
     for example in (*bad.values(), duplicate, near):
@@ -73,7 +76,9 @@ def test_fuzzed_payloads_are_rejected_with_a_reason_and_the_consumer_keeps_going
     fuzzed = {
         "huge": raw("huge", "retrieval", {**retrieval_answer(1), "user_query": "a " * 1_500_000}, job_id=job),
         "nested": raw("nested", "retrieval", "[" * 50_000 + "]" * 50_000, job_id=job),
-        "nested_object": raw("nested_object", "retrieval", '{"user_query": ' + "{\"a\": " * 5_000 + "1" + "}" * 5_000 + "}", job_id=job),
+        "nested_object": raw(
+            "nested_object", "retrieval", '{"user_query": ' + '{"a": ' * 5_000 + "1" + "}" * 5_000 + "}", job_id=job
+        ),
         "noise": raw("noise", "retrieval", "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(2000)), job_id=job),
         "binary_text": raw("binary_text", "retrieval", os.urandom(3000).decode("latin-1"), job_id=job),
         "not_object": raw("not_object", "sts", json.dumps([1, 2, 3]), job_id=job),
@@ -97,7 +102,13 @@ def test_fuzzed_payloads_are_rejected_with_a_reason_and_the_consumer_keeps_going
 def test_stats_count_outcomes_languages_categories_and_lengths(curator, outcomes):
     job = "stats"
     examples = [retrieval(i, job_id=job) for i in range(5)]
-    sts = raw("stats-sts", "sts", {"S1": "A nurse checks the chart.", "S2": "The chart is checked by a nurse.", "S3": "A nurse goes home."}, job_id=job, attributes={"language": "en"})
+    sts = raw(
+        "stats-sts",
+        "sts",
+        {"S1": "A nurse checks the chart.", "S2": "The chart is checked by a nurse.", "S3": "A nurse goes home."},
+        job_id=job,
+        attributes={"language": "en"},
+    )
     broken = retrieval(9, job_id=job, answer="no json here")
     send(curator.settings.kafka, [*examples, sts, broken, retrieval(10, job_id=job, answer=retrieval_answer(0))])
     outcomes.wait_for([e.example_id for e in (*examples, sts, broken)] + [f"ex-{job}-10"])
@@ -143,7 +154,12 @@ def test_export_then_import_round_trips(curator, outcomes):
 
 
 def test_importing_the_same_file_twice_rejects_the_second_copy_as_duplicates(curator):
-    line = {"query": "what helps a sprained ankle heal", "pos": ["Rest, ice, compression and elevation in the first two days."], "neg": [], "prompt": "Find first aid advice"}
+    line = {
+        "query": "what helps a sprained ankle heal",
+        "pos": ["Rest, ice, compression and elevation in the first two days."],
+        "neg": [],
+        "prompt": "Find first aid advice",
+    }
     request = lambda: iter([api.ImportDatasetRequest(job_id="reimport", jsonl=(json.dumps(line) + "\n").encode())])  # noqa: E731
     first, second = curator.stub().ImportDataset(request(), timeout=120), curator.stub().ImportDataset(request(), timeout=120)
     assert (first.accepted, second.accepted, second.rejected) == (1, 0, 1)
@@ -151,7 +167,9 @@ def test_importing_the_same_file_twice_rejects_the_second_copy_as_duplicates(cur
 
 def test_import_of_non_utf8_is_invalid_argument_and_produces_nothing(curator):
     with pytest.raises(grpc.RpcError) as caught:
-        curator.stub().ImportDataset(iter([api.ImportDatasetRequest(job_id="bad-import", jsonl=b'{"query": "\xff"}\n')]), timeout=30)
+        curator.stub().ImportDataset(
+            iter([api.ImportDatasetRequest(job_id="bad-import", jsonl=b'{"query": "\xff"}\n')]), timeout=30
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not UTF-8" in caught.value.details()
 

@@ -30,7 +30,12 @@ def test_normalize_equals_the_regex_definition(seed):
 
 @pytest.mark.parametrize(
     ("text", "normalized"),
-    [("Hello, World!", "hello world"), ("  Größe:  Straße ", "grösse strasse"), ("l’eau « claire »", "l eau claire"), ("病人。应该", "病人 应该")],
+    [
+        ("Hello, World!", "hello world"),
+        ("  Größe:  Straße ", "grösse strasse"),
+        ("l’eau « claire »", "l eau claire"),
+        ("病人。应该", "病人 应该"),
+    ],
 )
 def test_normalize_examples(text, normalized):
     assert normalize(text) == normalized
@@ -38,7 +43,15 @@ def test_normalize_examples(text, normalized):
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("one two  three\nfour", 4), ("größe straße", 2), ("病人应该", 4 / 1.7), ("ok 病人", 1 + 2 / 1.7), ("ผู้ป่วย", 7 / 1.7), ("  ", 0), ("Ünïcödé wörds ÿ", 3)],
+    [
+        ("one two  three\nfour", 4),
+        ("größe straße", 2),
+        ("病人应该", 4 / 1.7),
+        ("ok 病人", 1 + 2 / 1.7),
+        ("ผู้ป่วย", 7 / 1.7),
+        ("  ", 0),
+        ("Ünïcödé wörds ÿ", 3),
+    ],
 )
 def test_word_count(text, words):
     assert word_count(text) == pytest.approx(words)
@@ -46,7 +59,14 @@ def test_word_count(text, words):
 
 @pytest.mark.parametrize(
     ("text", "stripped"),
-    [("Query: when", "when"), ("**Document:** text", "text"), ("  s1 ： 文本", "文本"), ('"quoted"', "quoted"), ("no label here", "no label here"), ("Answer - no colon", "Answer - no colon")],
+    [
+        ("Query: when", "when"),
+        ("**Document:** text", "text"),
+        ("  s1 ： 文本", "文本"),
+        ('"quoted"', "quoted"),
+        ("no label here", "no label here"),
+        ("Answer - no colon", "Answer - no colon"),
+    ],
 )
 def test_strip_label(text, stripped):
     assert strip_label(text) == stripped

@@ -69,16 +69,52 @@ def test_echoed_field_labels_are_stripped(validator):
 @pytest.mark.parametrize(
     ("template", "answer", "query", "positive", "negative"),
     [
-        ("short_matching", {"input": "knee pain after running", "positive_document": "Runner's knee: causes and exercises"}, "knee pain after running", "Runner's knee: causes and exercises", None),
-        ("long_matching", {"input": "A long abstract about sleep.", "positive_document": "A long summary about rest."}, "A long abstract about sleep.", "A long summary about rest.", None),
-        ("sts", {"S1": "The nurse gave the child a vaccine.", "S2": "A child was vaccinated by the nurse.", "S3": "The nurse drove home."}, "The nurse gave the child a vaccine.", "A child was vaccinated by the nurse.", "The nurse drove home."),
-        ("classification", {"input_text": "The pills made me dizzy all day.", "label": "side effect", "misleading_label": "dosage question"}, "The pills made me dizzy all day.", "side effect", "dosage question"),
-        ("corpus_query", {"query": "how long can an open insulin pen stay out of the fridge"}, "how long can an open insulin pen stay out of the fridge", CHUNK, None),
+        (
+            "short_matching",
+            {"input": "knee pain after running", "positive_document": "Runner's knee: causes and exercises"},
+            "knee pain after running",
+            "Runner's knee: causes and exercises",
+            None,
+        ),
+        (
+            "long_matching",
+            {"input": "A long abstract about sleep.", "positive_document": "A long summary about rest."},
+            "A long abstract about sleep.",
+            "A long summary about rest.",
+            None,
+        ),
+        (
+            "sts",
+            {
+                "S1": "The nurse gave the child a vaccine.",
+                "S2": "A child was vaccinated by the nurse.",
+                "S3": "The nurse drove home.",
+            },
+            "The nurse gave the child a vaccine.",
+            "A child was vaccinated by the nurse.",
+            "The nurse drove home.",
+        ),
+        (
+            "classification",
+            {"input_text": "The pills made me dizzy all day.", "label": "side effect", "misleading_label": "dosage question"},
+            "The pills made me dizzy all day.",
+            "side effect",
+            "dosage question",
+        ),
+        (
+            "corpus_query",
+            {"query": "how long can an open insulin pen stay out of the fridge"},
+            "how long can an open insulin pen stay out of the fridge",
+            CHUNK,
+            None,
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_template_maps_its_keys_to_query_positive_negative(validator, template, answer, query, positive, negative):
     attributes = {"language": "en", "high_score": "4.5"}
-    example = validator.curate(raw(f"e-{template}", template, answer, chunk_text=CHUNK, task_description=TASK, attributes=attributes))
+    example = validator.curate(
+        raw(f"e-{template}", template, answer, chunk_text=CHUNK, task_description=TASK, attributes=attributes)
+    )
     assert (example.query, example.positives[0], example.instruction) == (query, positive, TASK)
     assert list(example.negatives) == ([negative] if negative else [])
     if template == "sts":
@@ -89,14 +125,29 @@ def test_bitext_checks_source_and_target_languages(validator):
     answer = {"S1": retrieval_answer(4)["positive_document"], "S2": GERMAN, "S3": GERMAN[::-1]}
     attributes = {"source_language": "English", "target_language": "de"}
     assert validator.curate(raw("b1", "bitext", answer, attributes=attributes)).language == "en-de"
-    assert reason_of(validator, raw("b2", "bitext", {**answer, "S2": retrieval_answer(5)["positive_document"]}, attributes=attributes)) == "language_mismatch"
+    assert (
+        reason_of(
+            validator, raw("b2", "bitext", {**answer, "S2": retrieval_answer(5)["positive_document"]}, attributes=attributes)
+        )
+        == "language_mismatch"
+    )
 
 
 def test_imported_line_is_curated_with_imported_provenance(validator):
-    line = {"query": "what is runner's knee", "pos": ["Runner's knee is pain around the kneecap."], "neg": ["Tennis elbow is pain outside the elbow."], "prompt": "Find medical articles"}
+    line = {
+        "query": "what is runner's knee",
+        "pos": ["Runner's knee is pain around the kneecap."],
+        "neg": ["Tennis elbow is pain outside the elbow."],
+        "prompt": "Find medical articles",
+    }
     (imported,) = raw_examples("job-1", "import-1", [json.dumps(line)])
     example = validator.curate(imported)
-    assert (example.query, list(example.positives), list(example.negatives), example.instruction) == (line["query"], line["pos"], line["neg"], line["prompt"])
+    assert (example.query, list(example.positives), list(example.negatives), example.instruction) == (
+        line["query"],
+        line["pos"],
+        line["neg"],
+        line["prompt"],
+    )
     assert example.provenance.source == "imported"
 
 
@@ -106,15 +157,31 @@ BAD = {
     "missing_key": lambda: retrieval(13, answer={k: v for k, v in retrieval_answer(13).items() if k != "hard_negative_document"}),
     "wrong_type": lambda: retrieval(14, answer={**retrieval_answer(14), "user_query": ["two", "queries"]}),
     "empty_text": lambda: retrieval(15, answer={**retrieval_answer(15), "user_query": "Query:   "}),
-    "prompt_leakage": lambda: retrieval(16, answer={**retrieval_answer(16), "positive_document": "As an AI language model, I cannot write medical advice."}),
+    "prompt_leakage": lambda: retrieval(
+        16, answer={**retrieval_answer(16), "positive_document": "As an AI language model, I cannot write medical advice."}
+    ),
     "too_short": lambda: retrieval(17, answer={**retrieval_answer(17, doc_words=30)}),
     "too_long": lambda: retrieval(18, answer={**retrieval_answer(18, doc_words=400)}),
-    "query_equals_positive": lambda: retrieval(19, answer={**retrieval_answer(19), "user_query": retrieval_answer(19)["positive_document"]}, attributes={**RETRIEVAL_ATTRIBUTES, "query_length": "at least 10 words"}),
-    "positive_equals_negative": lambda: retrieval(20, answer={**retrieval_answer(20), "hard_negative_document": retrieval_answer(20)["positive_document"].upper()}),
-    "instruction_echo": lambda: retrieval(21, answer={**retrieval_answer(21), "user_query": "Query: Retrieve patient information leaflets that answer a question"}),
+    "query_equals_positive": lambda: retrieval(
+        19,
+        answer={**retrieval_answer(19), "user_query": retrieval_answer(19)["positive_document"]},
+        attributes={**RETRIEVAL_ATTRIBUTES, "query_length": "at least 10 words"},
+    ),
+    "positive_equals_negative": lambda: retrieval(
+        20, answer={**retrieval_answer(20), "hard_negative_document": retrieval_answer(20)["positive_document"].upper()}
+    ),
+    "instruction_echo": lambda: retrieval(
+        21, answer={**retrieval_answer(21), "user_query": "Query: Retrieve patient information leaflets that answer a question"}
+    ),
     "language_mismatch": lambda: retrieval(22, answer={**retrieval_answer(22), "positive_document": GERMAN}),
-    "copies_chunk": lambda: raw("c1", "corpus_query", {"query": "A pen in use can stay at room temperature for up to four weeks"}, chunk_text=CHUNK, attributes={"language": "en"}),
-}  # fmt: skip
+    "copies_chunk": lambda: raw(
+        "c1",
+        "corpus_query",
+        {"query": "A pen in use can stay at room temperature for up to four weeks"},
+        chunk_text=CHUNK,
+        attributes={"language": "en"},
+    ),
+}
 
 
 @pytest.mark.parametrize("reason", sorted(BAD))
@@ -159,7 +226,9 @@ CLINIC = "The clinic opens early on monday for working families."
     ],
 )  # fmt: skip
 def test_query_and_positive_are_each_language_checked(validator, language, query, positive, reason):
-    example = raw(f"l-{language}", "long_matching", {"input": query, "positive_document": positive}, attributes={"language": language})
+    example = raw(
+        f"l-{language}", "long_matching", {"input": query, "positive_document": positive}, attributes={"language": language}
+    )
     if reason is None:
         assert validator.curate(example).language == language
     else:
@@ -168,9 +237,19 @@ def test_query_and_positive_are_each_language_checked(validator, language, query
 
 def test_a_batch_gets_the_verdicts_of_one_example_at_a_time(validator):
     batch = [BAD[reason]() for reason in sorted(BAD)] + [retrieval(40 + n) for n in range(5)]
-    no_language = [raw(f"nl{n}", "long_matching", {"input": text, "positive_document": CLINIC}) for n, text in enumerate([SPANISH, ENGLISH, "short"])]
+    no_language = [
+        raw(f"nl{n}", "long_matching", {"input": text, "positive_document": CLINIC})
+        for n, text in enumerate([SPANISH, ENGLISH, "short"])
+    ]
     batch += no_language
-    batch += [raw("bt", "bitext", {"S1": ENGLISH, "S2": GERMAN, "S3": GERMAN[::-1]}, attributes={"source_language": "en", "target_language": "fr"})]
+    batch += [
+        raw(
+            "bt",
+            "bitext",
+            {"S1": ENGLISH, "S2": GERMAN, "S3": GERMAN[::-1]},
+            attributes={"source_language": "en", "target_language": "fr"},
+        )
+    ]
     one_by_one = []
     for example in batch:
         try:

@@ -33,11 +33,26 @@ def save_tiny_bert(folder: Path, tokenizer_path: str, pooling: str = "cls", seed
     """A 2-layer random BERT saved as a sentence-transformers folder (no Normalize module)."""
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls", "pooling_mode_mean_tokens": pooling == "mean"}))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+            }
+        )
+    )
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -65,7 +80,14 @@ def publish_tiny(tiny_model_path):
 
 @pytest.fixture
 def settings(tmp_path) -> EmbedderSettings:
-    return EmbedderSettings(state_dir=str(tmp_path / "state"), grpc_host="127.0.0.1", grpc_port=0, max_texts=64, max_text_chars=2000, max_request_chars=20000)
+    return EmbedderSettings(
+        state_dir=str(tmp_path / "state"),
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        max_texts=64,
+        max_text_chars=2000,
+        max_request_chars=20000,
+    )
 
 
 def new_servicer(settings: EmbedderSettings, model: EmbeddingModel) -> EmbedderServicer:
@@ -90,7 +112,17 @@ def servicer(settings, minilm):
 @pytest.fixture
 def stub(servicer):
     """A client of the servicer behind a real gRPC server on a loopback port."""
-    server = GrpcServer([GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, api.DESCRIPTOR.services_by_name["EmbedderService"].full_name)], "127.0.0.1", 0)
+    server = GrpcServer(
+        [
+            GrpcService(
+                api_grpc.add_EmbedderServiceServicer_to_server,
+                servicer,
+                api.DESCRIPTOR.services_by_name["EmbedderService"].full_name,
+            )
+        ],
+        "127.0.0.1",
+        0,
+    )
     server.start()
     channel = traced_channel(f"127.0.0.1:{server.port}")
     yield api_grpc.EmbedderServiceStub(channel)

@@ -57,7 +57,11 @@ def running(kafka_settings, settings, servicer):
 def test_documents_on_the_topic_are_indexed_and_deleted(running):
     servicer, producer = running
     for i in range(6):
-        producer.send(topics.DOCUMENTS, f"d{i}", pb.Document(doc_id=f"d{i}", text=f"Kafka document {i} about ships.", metadata={"n": str(i)}))
+        producer.send(
+            topics.DOCUMENTS,
+            f"d{i}",
+            pb.Document(doc_id=f"d{i}", text=f"Kafka document {i} about ships.", metadata={"n": str(i)}),
+        )
     producer.flush()
     wait_for(lambda: point_count(servicer) == 6)
     producer.send_and_wait(topics.DOCUMENTS, "d0", pb.Document(doc_id="d0", deleted=True))
@@ -108,11 +112,20 @@ def test_a_malformed_document_is_dead_lettered_and_the_others_are_indexed(runnin
     producer.send(topics.DOCUMENTS, "bad", pb.Document(doc_id="bad", text=""))
     producer.send(topics.DOCUMENTS, "good-2", pb.Document(doc_id="good-2", text="Another fine document."))
     producer.flush()
-    dead = KafkaConsumer(physical_name(kafka_settings, topics.DEAD_LETTER), bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=500)
+    dead = KafkaConsumer(
+        physical_name(kafka_settings, topics.DEAD_LETTER),
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=500,
+    )
     letters: list[pb.DeadLetter] = []
     wait_for(lambda: letters.extend(pb.DeadLetter.FromString(r.value) for r in dead) or letters)
     (letter,) = letters
-    assert (letter.key, letter.reason, letter.consumer_group) == (b"bad", "handler_error", f"{kafka_settings.topic_prefix}embedder")
+    assert (letter.key, letter.reason, letter.consumer_group) == (
+        b"bad",
+        "handler_error",
+        f"{kafka_settings.topic_prefix}embedder",
+    )
     assert "has no text" in letter.detail
     wait_for(lambda: point_count(servicer) == 2)
 
@@ -129,7 +142,9 @@ def test_a_model_ready_event_swaps_the_serving_model(running, publish_tiny):
     assert servicer.Search(api.SearchRequest(query="swap"), None).hits[0].doc_id == "d"
 
 
-def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settings, settings, make_servicer, minilm, publish_tiny, s3_uri, tmp_path):
+def test_every_replica_swaps_while_documents_are_split_between_them(
+    kafka_settings, settings, make_servicer, minilm, publish_tiny, s3_uri, tmp_path
+):
     """Two replicas (each with its own embedded Qdrant and model cache, sharing S3 storage on moto):
     each document is indexed by one of them, and the model event reaches both, so neither keeps
     serving the old model."""
@@ -137,11 +152,20 @@ def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settin
     stop = threading.Event()
     replicas, started = [], []
     for name in ("replica-a", "replica-b"):
-        replica_settings = settings.model_copy(update={"kafka": kafka_settings, "replica_id": name, "state_dir": str(tmp_path / name), "storage": StorageSettings(uri=s3_uri)})
+        replica_settings = settings.model_copy(
+            update={
+                "kafka": kafka_settings,
+                "replica_id": name,
+                "state_dir": str(tmp_path / name),
+                "storage": StorageSettings(uri=s3_uri),
+            }
+        )
         replicas.append(make_servicer(replica_settings, minilm))
         started += start_consumers(replica_settings, replicas[-1], producer, stop)
     try:
-        wait_for(lambda: all(loop.ready.is_set() for loop, _ in started))  # the second replica's assignment comes after the rebalance
+        wait_for(
+            lambda: all(loop.ready.is_set() for loop, _ in started)
+        )  # the second replica's assignment comes after the rebalance
         for i in range(12):
             producer.send(topics.DOCUMENTS, f"d{i}", pb.Document(doc_id=f"d{i}", text=f"Replicated document {i}."))
         producer.flush()
@@ -150,7 +174,10 @@ def test_every_replica_swaps_while_documents_are_split_between_them(kafka_settin
         producer.send_and_wait(topics.MODELS, "tiny", publish_tiny(replicas[0].settings, dimensions=32))
         wait_for(lambda: all(r.current.spec.model_id == "tiny" for r in replicas))
         assert [r.store.resolve("documents") for r in replicas] == ["documents__tiny"] * 2
-        assert [Path(r.current.spec.path).parent for r in replicas] == [tmp_path / "replica-a" / "models", tmp_path / "replica-b" / "models"]
+        assert [Path(r.current.spec.path).parent for r in replicas] == [
+            tmp_path / "replica-a" / "models",
+            tmp_path / "replica-b" / "models",
+        ]
         assert sum(point_count(r) for r in replicas) == 12  # each re-indexed what it holds
     finally:
         stop.set()

@@ -10,7 +10,10 @@ from embedforge.v1 import embedder_pb2 as api
 from embedforge.v1 import messages_pb2 as pb
 from services.embedder.contextual import Contextualizer
 
-REPORT = " ".join(f"Paragraph {i}: shipments, prices and harbour logistics of the season." for i in range(60)) + " Cloves were the main export."
+REPORT = (
+    " ".join(f"Paragraph {i}: shipments, prices and harbour logistics of the season." for i in range(60))
+    + " Cloves were the main export."
+)
 
 
 class RecordedContexts(CustomLLM):
@@ -42,7 +45,11 @@ def test_each_chunk_gets_an_llm_context_that_makes_it_findable(servicer):
     provider = RecordedContexts()
     register(provider)
     servicer.indexer.contextualize = Contextualizer("recorded-context/any")
-    stats = servicer.indexer.apply([pb.Document(doc_id="report", text=REPORT), pb.Document(doc_id="other", text="Tea grows in Assam.")], servicer.current, "documents")
+    stats = servicer.indexer.apply(
+        [pb.Document(doc_id="report", text=REPORT), pb.Document(doc_id="other", text="Tea grows in Assam.")],
+        servicer.current,
+        "documents",
+    )
     assert stats.chunks > 2
     assert len(provider.prompts) == stats.chunks - 1  # the single-chunk document needs no context
     assert all("<chunk>" in p and "Cloves" in p for p in provider.prompts)

@@ -27,11 +27,23 @@ def embed(stub, texts, kind=DOCUMENT, **kwargs) -> np.ndarray:
         ({"texts": ["x"] * 65, "kind": DOCUMENT}, "too many texts: 65 > 64"),
         ({"texts": ["y" * 2001], "kind": DOCUMENT}, "texts[0] has 2001 characters > 2000"),
         ({"texts": ["z" * 1500] * 14, "kind": DOCUMENT}, "request too large: 21000 characters > 20000"),
-        ({"texts": ["hello"], "kind": api.INPUT_KIND_UNSPECIFIED}, "kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got INPUT_KIND_UNSPECIFIED"),
+        (
+            {"texts": ["hello"], "kind": api.INPUT_KIND_UNSPECIFIED},
+            "kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got INPUT_KIND_UNSPECIFIED",
+        ),
         ({"texts": ["hello"], "kind": 7}, "kind must be INPUT_KIND_QUERY or INPUT_KIND_DOCUMENT, got 7"),
         ({"texts": ["hello"], "kind": DOCUMENT, "dimensions": 385}, "dimensions must be between 0 (all) and 384"),
     ],
-    ids=["empty", "blank-text", "too-many", "oversized-text", "oversized-request", "unspecified-kind", "unknown-kind", "too-many-dimensions"],
+    ids=[
+        "empty",
+        "blank-text",
+        "too-many",
+        "oversized-text",
+        "oversized-request",
+        "unspecified-kind",
+        "unknown-kind",
+        "too-many-dimensions",
+    ],
 )
 def test_bad_embed_requests_get_invalid_argument_with_a_clear_message(stub, request_fields, message):
     with pytest.raises(grpc.RpcError) as error:
@@ -67,7 +79,10 @@ def test_an_oversized_instruction_is_refused_by_the_field_limit(stub):
 
 @pytest.mark.parametrize("collection", ["../../escape", "/tmp/x", "a" * 200, "x\x00y", ".."])
 def test_collection_names_outside_the_id_format_are_refused(stub, collection):
-    for call in (lambda: stub.Search(api.SearchRequest(query="q", collection=collection)), lambda: stub.GetModelInfo(api.GetModelInfoRequest(collection=collection))):
+    for call in (
+        lambda: stub.Search(api.SearchRequest(query="q", collection=collection)),
+        lambda: stub.GetModelInfo(api.GetModelInfoRequest(collection=collection)),
+    ):
         with pytest.raises(grpc.RpcError) as error:
             call()
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -112,11 +127,19 @@ def test_response_reports_model_dimensions_and_tokens(stub, minilm):
 
 def test_model_info_describes_the_serving_model_and_its_collection(stub, servicer):
     info = stub.GetModelInfo(api.GetModelInfoRequest())
-    assert (info.model_id, info.dimensions, info.max_length, info.pooling, info.collection) == ("minilm", 384, 256, "mean", "documents")
+    assert (info.model_id, info.dimensions, info.max_length, info.pooling, info.collection) == (
+        "minilm",
+        384,
+        256,
+        "mean",
+        "documents",
+    )
     assert info.dtype in ("bf16", "fp32")
     assert (info.points, info.documents) == (0, 0)
     long_text = " ".join(f"word{i}" for i in range(600))
-    servicer.indexer.apply([pb.Document(doc_id="a", text=long_text), pb.Document(doc_id="b", text="short")], servicer.current, "documents")
+    servicer.indexer.apply(
+        [pb.Document(doc_id="a", text=long_text), pb.Document(doc_id="b", text="short")], servicer.current, "documents"
+    )
     info = stub.GetModelInfo(api.GetModelInfoRequest())
     assert info.documents == 2 and info.points > 2
 
@@ -125,7 +148,10 @@ def test_sixteen_concurrent_clients_get_their_own_results_in_order(stub, minilm)
     """Requests of different sizes and lengths are batched together by the server; every client
     must get exactly the vectors of its own texts, in its order."""
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-    requests = [[f"client {c} text {i}: " + " ".join(words[: 1 + (c * 7 + i * 3) % len(words)]) for i in range(1 + c % 5)] for c in range(16)]
+    requests = [
+        [f"client {c} text {i}: " + " ".join(words[: 1 + (c * 7 + i * 3) % len(words)]) for i in range(1 + c % 5)]
+        for c in range(16)
+    ]
     expected = [minilm.encode(minilm.tokenize(texts)) for texts in requests]
     barrier = threading.Barrier(16)
 

@@ -90,7 +90,15 @@ def tiny_decoder(tmp_path_factory, minilm_path):
     tokenizer.eos_token = "[unused0]"
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     LlamaModel(config).save_pretrained(folder)
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
     return str(folder)
@@ -107,7 +115,9 @@ def test_a_decoder_appends_eos_and_pools_its_last_token(tiny_decoder):
     np.testing.assert_allclose(engine.encode(rows), np.stack(expected), atol=1e-5)
 
 
-@pytest.mark.skipif(not bf16_supported(), reason="packed bf16 linears need a CPU with native bf16 (AVX-512 BF16 / AMX); this one has none")
+@pytest.mark.skipif(
+    not bf16_supported(), reason="packed bf16 linears need a CPU with native bf16 (AVX-512 BF16 / AMX); this one has none"
+)
 def test_bf16_on_cpu_packs_every_linear_layer_and_fuses_gelu_and_residual_adds(minilm_path):
     engine = EmbeddingModel(spec_from_folder(minilm_path), dtype="bf16")
     kinds = {type(m).__name__ for m in engine.model.modules()}

@@ -26,7 +26,10 @@ def count(servicer, collection="documents"):
 
 
 def test_reingesting_the_same_documents_leaves_the_point_count_unchanged(servicer):
-    documents = [pb.Document(doc_id="long", text=LONG, title="Rivers"), pb.Document(doc_id="short", text="Lakes are still water.")]
+    documents = [
+        pb.Document(doc_id="long", text=LONG, title="Rivers"),
+        pb.Document(doc_id="short", text="Lakes are still water."),
+    ]
     first = index(servicer, documents)
     before = count(servicer)
     index(servicer, documents)
@@ -107,7 +110,13 @@ def test_a_document_without_text_or_id_is_refused_with_the_reason(servicer):
 
 
 def test_search_filters_on_metadata(servicer):
-    index(servicer, [pb.Document(doc_id="en", text="The capital of France is Paris.", metadata={"lang": "en"}), pb.Document(doc_id="fr", text="La capitale de la France est Paris.", metadata={"lang": "fr"})])
+    index(
+        servicer,
+        [
+            pb.Document(doc_id="en", text="The capital of France is Paris.", metadata={"lang": "en"}),
+            pb.Document(doc_id="fr", text="La capitale de la France est Paris.", metadata={"lang": "fr"}),
+        ],
+    )
     for mode in (api.SEARCH_MODE_DENSE, api.SEARCH_MODE_HYBRID):
         hits = servicer.Search(api.SearchRequest(query="capital of France", filter={"lang": "fr"}, mode=mode), None).hits
         assert [(h.doc_id, h.metadata["lang"]) for h in hits] == [("fr", "fr")]
@@ -144,7 +153,13 @@ def test_search_returns_the_right_passage_for_known_xquad_questions(servicer, xq
 
 def test_qdrant_state_and_the_swapped_model_survive_a_restart(settings, minilm, publish_tiny, make_servicer):
     first = make_servicer(settings, minilm)
-    index(first, [pb.Document(doc_id="d1", text="Persistent storage keeps vectors on disk."), pb.Document(doc_id="d2", text="Bananas are yellow.")])
+    index(
+        first,
+        [
+            pb.Document(doc_id="d1", text="Persistent storage keeps vectors on disk."),
+            pb.Document(doc_id="d2", text="Bananas are yellow."),
+        ],
+    )
     first.swap(publish_tiny(settings))
     first.close()
 
@@ -152,7 +167,9 @@ def test_qdrant_state_and_the_swapped_model_survive_a_restart(settings, minilm, 
     try:
         assert second.current.spec.model_id == "tiny"
         assert count(second) == 2
-        hits = second.Search(api.SearchRequest(query="Persistent storage keeps vectors on disk.", mode=api.SEARCH_MODE_HYBRID), None).hits
+        hits = second.Search(
+            api.SearchRequest(query="Persistent storage keeps vectors on disk.", mode=api.SEARCH_MODE_HYBRID), None
+        ).hits
         assert hits[0].doc_id == "d1"
     finally:
         second.close()
@@ -176,7 +193,9 @@ def test_a_model_event_with_the_wrong_dimensions_is_refused_and_the_old_model_ke
     assert servicer.current.spec.model_id == "minilm"
 
 
-def test_a_model_whose_stored_files_do_not_match_its_digest_is_refused_and_the_old_model_keeps_serving(servicer, publish_tiny, caplog):
+def test_a_model_whose_stored_files_do_not_match_its_digest_is_refused_and_the_old_model_keeps_serving(
+    servicer, publish_tiny, caplog
+):
     event = publish_tiny(servicer.settings, dimensions=32)
     storage = service_storage(servicer.settings)
     storage.write_bytes(storage.key_of(event.uri) + "/model.safetensors", b"not the published weights")

@@ -58,7 +58,13 @@ class TopicReader:
 
     def __init__(self, settings: KafkaSettings, topic: Topic):
         self.topic = topic
-        self.consumer = KafkaConsumer(physical_name(settings, topic), **settings.client_kwargs(), auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+        self.consumer = KafkaConsumer(
+            physical_name(settings, topic),
+            **settings.client_kwargs(),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
         self.items: list[tuple[str, object]] = []
 
     def poll(self) -> None:

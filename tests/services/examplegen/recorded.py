@@ -9,7 +9,11 @@ import litellm
 from litellm import CustomLLM
 
 ANSWERS = {
-    '"user_query"': {"user_query": "how do tides form", "positive_document": "Tides are caused by the moon.", "hard_negative_document": "Waves are caused by wind."},
+    '"user_query"': {
+        "user_query": "how do tides form",
+        "positive_document": "Tides are caused by the moon.",
+        "hard_negative_document": "Waves are caused by wind.",
+    },
     '"input_text"': {"input_text": "The delivery was late again.", "label": "negative", "misleading_label": "neutral"},
     '"S1"': {"S1": "A cat sleeps.", "S2": "A cat is sleeping.", "S3": "A dog barks."},
     '"input"': {"input": "heart attack", "positive_document": "myocardial infarction"},
@@ -33,12 +37,16 @@ class RecordedProvider(CustomLLM):
         time.sleep(self.delay_s)
         answer = next(a for marker, a in ANSWERS.items() if marker in prompt)
         model_response.choices[0].message.content = json.dumps(answer)
-        model_response.usage = litellm.Usage(prompt_tokens=len(prompt.split()), completion_tokens=9, total_tokens=len(prompt.split()) + 9)
+        model_response.usage = litellm.Usage(
+            prompt_tokens=len(prompt.split()), completion_tokens=9, total_tokens=len(prompt.split()) + 9
+        )
         return model_response
 
 
 def register_recorded(delay_s: float = 0.0) -> RecordedProvider:
     """Serve ``recorded/<anything>`` from a fresh RecordedProvider."""
     provider = RecordedProvider(delay_s)
-    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p["provider"] != "recorded"] + [{"provider": "recorded", "custom_handler": provider}]
+    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p["provider"] != "recorded"] + [
+        {"provider": "recorded", "custom_handler": provider}
+    ]
     return provider

@@ -7,7 +7,11 @@ from services.examplegen.answers import read_answer, set_requests
 from services.examplegen.generation import TEMPLATES_DIR, templates_by_category
 
 TEMPLATES = templates_by_category(TEMPLATES_DIR)
-RETRIEVAL = {"user_query": "dose for children", "positive_document": "Give half a tablet.", "hard_negative_document": "Adults take one."}
+RETRIEVAL = {
+    "user_query": "dose for children",
+    "positive_document": "Give half a tablet.",
+    "hard_negative_document": "Adults take one.",
+}
 
 
 def planned(category: int, **attributes) -> pb.RawExample:
@@ -19,7 +23,11 @@ def planned(category: int, **attributes) -> pb.RawExample:
 def test_an_answer_becomes_query_positive_and_negative():
     raw = planned(pb.CATEGORY_RETRIEVAL, language="en")
     read_answer(raw, TEMPLATES[pb.CATEGORY_RETRIEVAL], json.dumps(RETRIEVAL))
-    assert (raw.query, list(raw.positives), list(raw.negatives)) == ("dose for children", ["Give half a tablet."], ["Adults take one."])
+    assert (raw.query, list(raw.positives), list(raw.negatives)) == (
+        "dose for children",
+        ["Give half a tablet."],
+        ["Adults take one."],
+    )
     assert not raw.HasField("answer_error") and not raw.repairs
     assert raw.raw_output == json.dumps(RETRIEVAL)
 

@@ -38,7 +38,13 @@ def bucket(s3_server) -> str:
 
 
 def corpus_job(path: str, queries: int = 4) -> pb.JobSpec:
-    return pb.JobSpec(domain="coastal engineering", corpus_path=path, corpus_queries=queries, seed=1, languages=[pb.LanguageWeight(language="en", weight=1)])
+    return pb.JobSpec(
+        domain="coastal engineering",
+        corpus_path=path,
+        corpus_queries=queries,
+        seed=1,
+        languages=[pb.LanguageWeight(language="en", weight=1)],
+    )
 
 
 def test_a_job_with_an_s3_corpus_under_the_data_root_gets_chunks_of_those_documents(kafka_settings, tmp_path, bucket):
@@ -46,7 +52,10 @@ def test_a_job_with_an_s3_corpus_under_the_data_root_gets_chunks_of_those_docume
     register_recorded()
     roots = {"roots": [f"{bucket}/corpora"]}
     chunks = TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
-    with Running(build_taskgen(taskgen_settings(kafka_settings, tmp_path / "taskgen", data=roots))) as taskgen, Running(build_examplegen(examplegen_settings(kafka_settings, tmp_path / "examplegen", data=roots))):
+    with (
+        Running(build_taskgen(taskgen_settings(kafka_settings, tmp_path / "taskgen", data=roots))) as taskgen,
+        Running(build_examplegen(examplegen_settings(kafka_settings, tmp_path / "examplegen", data=roots))),
+    ):
         stub = api_grpc.TaskgenServiceStub(taskgen.channel())
         job = stub.SubmitJob(api.SubmitJobRequest(spec=corpus_job(f"{bucket}/corpora/coastal/docs.jsonl"))).job
         notes = stub.SubmitJob(api.SubmitJobRequest(spec=corpus_job(f"{bucket}/corpora/notes/", queries=2))).job
@@ -62,11 +71,15 @@ def test_a_job_with_an_s3_corpus_under_the_data_root_gets_chunks_of_those_docume
 
 
 @pytest.mark.parametrize("where", ["private/other.jsonl", "corpora/../private/other.jsonl", "corpora2/x.jsonl"])
-def test_a_job_with_a_uri_outside_the_data_root_is_refused_before_anything_is_published_or_stored(kafka_settings, tmp_path, bucket, where):
+def test_a_job_with_a_uri_outside_the_data_root_is_refused_before_anything_is_published_or_stored(
+    kafka_settings, tmp_path, bucket, where
+):
     register_script([])
     taskgen_state = tmp_path / "taskgen"
     jobs = TopicReader(kafka_settings, topics.JOBS)
-    with Running(build_taskgen(taskgen_settings(kafka_settings, taskgen_state, data={"roots": [f"{bucket}/corpora"]}))) as taskgen:
+    with Running(
+        build_taskgen(taskgen_settings(kafka_settings, taskgen_state, data={"roots": [f"{bucket}/corpora"]}))
+    ) as taskgen:
         stub = api_grpc.TaskgenServiceStub(taskgen.channel())
         before = sorted(p for p in taskgen_state.rglob("*") if p.is_file())
         with pytest.raises(grpc.RpcError) as error:
@@ -79,12 +92,16 @@ def test_a_job_with_a_uri_outside_the_data_root_is_refused_before_anything_is_pu
     jobs.close()
 
 
-def test_a_job_put_on_the_topic_with_a_uri_outside_the_root_is_dead_lettered_and_nothing_is_downloaded(kafka_settings, tmp_path, bucket):
+def test_a_job_put_on_the_topic_with_a_uri_outside_the_root_is_dead_lettered_and_nothing_is_downloaded(
+    kafka_settings, tmp_path, bucket
+):
     """Past taskgen's checks (a job written to forge.jobs directly), examplegen checks again."""
     register_recorded()
     job = pb.Job(job_id="job-s3-outside", spec=corpus_job(f"{bucket}/private/other.jsonl"))
     dead, chunks = TopicReader(kafka_settings, topics.DEAD_LETTER), TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
-    with Running(build_examplegen(examplegen_settings(kafka_settings, tmp_path / "examplegen", data={"roots": [f"{bucket}/corpora"]}))):
+    with Running(
+        build_examplegen(examplegen_settings(kafka_settings, tmp_path / "examplegen", data={"roots": [f"{bucket}/corpora"]}))
+    ):
         send(kafka_settings, topics.JOBS, job.job_id, job)
         letters = dead.wait_for(lambda m: len(m) >= 1)
         published = chunks.settle(1.0)

@@ -64,7 +64,9 @@ def test_answer_budget_grows_with_the_words_the_prompt_asks_for():
     assert template.answer_budget({"num_words": "50"}) < template.answer_budget({"num_words": "500"})
     # Two documents of at least 500 words cannot fit in a flat 1024-token answer.
     assert template.answer_budget({"num_words": "500"}) > 2 * 500 * 2
-    assert TEMPLATES["classification"].answer_budget({"num_words": "at least 200"}) > TEMPLATES["classification"].answer_budget({"num_words": "less than 10"})
+    assert TEMPLATES["classification"].answer_budget({"num_words": "at least 200"}) > TEMPLATES["classification"].answer_budget(
+        {"num_words": "less than 10"}
+    )
     assert TEMPLATES["sts"].answer_budget({}) == TEMPLATES["sts"].max_tokens
 
 

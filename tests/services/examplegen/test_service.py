@@ -28,9 +28,22 @@ def settings_for(kafka_settings, state_dir, **overrides) -> ExamplegenSettings:
     return ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), llm=llm, **overrides)
 
 
-def task(category=pb.CATEGORY_RETRIEVAL, description="Retrieve tenancy rulings that answer a tenant's question", num_examples=2, **fields) -> pb.Task:
+def task(
+    category=pb.CATEGORY_RETRIEVAL,
+    description="Retrieve tenancy rulings that answer a tenant's question",
+    num_examples=2,
+    **fields,
+) -> pb.Task:
     job_id = fields.pop("job_id", "job-" + uuid.uuid4().hex[:6])
-    return pb.Task(task_id=uuid.uuid4().hex, job_id=job_id, category=category, description=description, num_examples=num_examples, seed=3, **fields)
+    return pb.Task(
+        task_id=uuid.uuid4().hex,
+        job_id=job_id,
+        category=category,
+        description=description,
+        num_examples=num_examples,
+        seed=3,
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -42,13 +55,20 @@ def raw_reader(kafka_settings):
 
 def test_task_examples_are_published_with_full_provenance(kafka_settings, tmp_path, raw_reader):
     register_recorded()
-    sent = task(languages=[pb.LanguageWeight(language="zh", weight=1), pb.LanguageWeight(language="en", weight=1)], num_examples=3)
+    sent = task(
+        languages=[pb.LanguageWeight(language="zh", weight=1), pb.LanguageWeight(language="en", weight=1)], num_examples=3
+    )
     with Running(build(settings_for(kafka_settings, tmp_path))):
         send(kafka_settings, topics.TASKS, sent.task_id, sent)
         raws = raw_reader.wait_for(lambda m: len(m) >= 3)
     assert sorted(r.example_id for r in raws) == sorted(example_id(sent.task_id, i) for i in range(3))
     for raw in raws:
-        assert (raw.job_id, raw.task_id, raw.category, raw.task_description) == (sent.job_id, sent.task_id, sent.category, sent.description)
+        assert (raw.job_id, raw.task_id, raw.category, raw.task_description) == (
+            sent.job_id,
+            sent.task_id,
+            sent.category,
+            sent.description,
+        )
         assert (raw.template_id, raw.template_version) == ("retrieval", "2")
         assert raw.attributes["language"] in ("zh", "en")
         assert {"query_type", "query_length", "clarity", "num_words", "difficulty"} <= set(raw.attributes)
@@ -62,8 +82,11 @@ def test_task_examples_are_published_with_full_provenance(kafka_settings, tmp_pa
         assert raw.created_at.seconds > 0
 
 
-def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_continues(kafka_settings, tmp_path, raw_reader, monkeypatch):
+def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_continues(
+    kafka_settings, tmp_path, raw_reader, monkeypatch
+):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+
     def choose(body):
         prompt = body["messages"][-1]["content"]
         if "RATE" in prompt:
@@ -77,7 +100,9 @@ def test_llm_faults_are_retried_then_published_as_failed_and_the_pipeline_contin
         return Reply(text=json.dumps(RETRIEVAL_ANSWER))
 
     with FaultServer([], choose=choose) as server:
-        settings = settings_for(kafka_settings, tmp_path, llm={"model": "openai/fault", "api_base": server.api_base, "attempts": 2, "timeout_s": 0.5})
+        settings = settings_for(
+            kafka_settings, tmp_path, llm={"model": "openai/fault", "api_base": server.api_base, "attempts": 2, "timeout_s": 0.5}
+        )
         words = ["RATE", "BROKEN", "SLOW", "GARBLED", "FINE"]
         sent = {w: task(description=f"Retrieve {w} documents for tenants", num_examples=1) for w in words}
         with Running(build(settings)) as running:
@@ -104,8 +129,9 @@ def test_job_corpus_is_chunked_and_each_chunk_gets_grounded_queries(kafka_settin
     (corpus / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
     task = "Given a question about dune erosion, retrieve engineering reports that answer it"
     examples = ["how fast do dunes erode"]
-    spec = pb.JobSpec(domain="coastal engineering", task=task, example_queries=examples,
-                      corpus_path=str(corpus), corpus_queries=4, seed=1)
+    spec = pb.JobSpec(
+        domain="coastal engineering", task=task, example_queries=examples, corpus_path=str(corpus), corpus_queries=4, seed=1
+    )
     job = pb.Job(job_id="job-corpus-" + uuid.uuid4().hex[:6], spec=spec)
     chunk_reader = TopicReader(kafka_settings, topics.CORPUS_CHUNKS)
     with Running(build(settings_for(kafka_settings, tmp_path / "state", data={"roots": [str(corpus)]}))):
@@ -136,10 +162,17 @@ def test_a_job_without_a_task_gets_the_short_default_task_not_its_whole_domain(t
 def test_a_job_can_ask_for_finer_chunks_than_the_default(tmp_path):
     paragraphs = "\n\n".join(f"Paragraph {i} " + "word " * 29 for i in range(6))  # 6 paragraphs of 31 words
     (tmp_path / "manual.txt").write_text(paragraphs)
-    examplegen = Examplegen(ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]}), producer=None, writer=None, published=None)
+    examplegen = Examplegen(
+        ExamplegenSettings(state_dir=str(tmp_path / "state"), data={"roots": [str(tmp_path)]}),
+        producer=None,
+        writer=None,
+        published=None,
+    )
 
     def chunk_count(**fields) -> int:
-        job = pb.Job(job_id="job-chunks", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=50, **fields))
+        job = pb.Job(
+            job_id="job-chunks", spec=pb.JobSpec(domain="manuals", corpus_path=str(tmp_path), corpus_queries=50, **fields)
+        )
         return len(examplegen.corpus_chunks(job))
 
     assert chunk_count() == 1  # the default (DEFAULT_CHUNK_WORDS, 200): one chunk holds the whole document
@@ -193,7 +226,9 @@ def test_a_redelivered_task_does_not_regenerate_published_examples(kafka_setting
     assert [r.task_id for r in raws].count(sent.task_id) == 2
 
 
-def test_stopping_mid_generation_publishes_nothing_half_done_and_a_restart_writes_each_example_once(kafka_settings, tmp_path, raw_reader):
+def test_stopping_mid_generation_publishes_nothing_half_done_and_a_restart_writes_each_example_once(
+    kafka_settings, tmp_path, raw_reader
+):
     slow = register_recorded(delay_s=3.0)
     sent = task(num_examples=3)
     running = Running(build(settings_for(kafka_settings, tmp_path))).__enter__()
@@ -223,7 +258,9 @@ def test_a_task_that_cannot_be_planned_is_dead_lettered_with_the_reason(kafka_se
 
 
 @pytest.mark.parametrize("corpus_path", ["missing", "/etc", "../../../../etc", "link-out"])
-def test_a_job_whose_corpus_is_missing_or_outside_the_data_roots_is_dead_lettered_and_nothing_is_read(kafka_settings, tmp_path, corpus_path):
+def test_a_job_whose_corpus_is_missing_or_outside_the_data_roots_is_dead_lettered_and_nothing_is_read(
+    kafka_settings, tmp_path, corpus_path
+):
     """A job put on forge.jobs directly (past taskgen's checks) cannot make examplegen read a file."""
     register_recorded()
     (tmp_path / "data").mkdir()

@@ -31,8 +31,12 @@ def test_every_category_but_unspecified_has_one_template():
 @pytest.mark.parametrize("category", sorted(BY_CATEGORY))
 def test_every_category_template_renders_with_sampled_attributes(category):
     template = BY_CATEGORY[category]
-    attributes = sample_attributes(template, rng_for(0, "t", 0), LanguageSampler([pb.LanguageWeight(language="de")]), bitext=category == pb.CATEGORY_BITEXT)
-    messages = template.render(task="Find court rulings on tenancy disputes", title="", chunk="Some passage.", **template_variables(attributes))
+    attributes = sample_attributes(
+        template, rng_for(0, "t", 0), LanguageSampler([pb.LanguageWeight(language="de")]), bitext=category == pb.CATEGORY_BITEXT
+    )
+    messages = template.render(
+        task="Find court rulings on tenancy disputes", title="", chunk="Some passage.", **template_variables(attributes)
+    )
     prompt = messages[-1]["content"]
     assert "German" in prompt
     assert "{{" not in prompt and "{%" not in prompt

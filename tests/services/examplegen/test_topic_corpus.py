@@ -16,11 +16,16 @@ PARAGRAPH = "The inverter reports its state every minute and keeps a log of the 
 
 
 def topic_job(job_id: str, corpus_queries: int, **fields) -> pb.Job:
-    return pb.Job(job_id=job_id, spec=pb.JobSpec(domain="home batteries", corpus_queries=corpus_queries, corpus_chunk_words=20, seed=2, **fields))
+    return pb.Job(
+        job_id=job_id,
+        spec=pb.JobSpec(domain="home batteries", corpus_queries=corpus_queries, corpus_chunk_words=20, seed=2, **fields),
+    )
 
 
 def document(job_id: str, doc_id: str, paragraphs: int = 1) -> pb.Document:
-    return pb.Document(doc_id=doc_id, job_id=job_id, title=doc_id, text="\n\n".join(PARAGRAPH for _ in range(paragraphs)), collection="c")
+    return pb.Document(
+        doc_id=doc_id, job_id=job_id, title=doc_id, text="\n\n".join(PARAGRAPH for _ in range(paragraphs)), collection="c"
+    )
 
 
 def planned(corpus: TopicCorpus, job: pb.Job, doc: pb.Document) -> list[tuple[str, int, int]]:

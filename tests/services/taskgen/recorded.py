@@ -33,5 +33,7 @@ class ScriptedBrainstorm(CustomLLM):
 def register_script(answers: list[str | Exception], on_call=None) -> ScriptedBrainstorm:
     """Serve ``scripted/<anything>`` from these answers, in order."""
     provider = ScriptedBrainstorm(answers, on_call)
-    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p["provider"] != "scripted"] + [{"provider": "scripted", "custom_handler": provider}]
+    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p["provider"] != "scripted"] + [
+        {"provider": "scripted", "custom_handler": provider}
+    ]
     return provider

@@ -14,9 +14,18 @@ def brainstormer() -> Brainstormer:
 
 
 def test_messy_answer_gives_clean_task_sentences():
-    register_script(['Here are tasks:\n```python\n["Retrieve rulings on lease disputes.", "  Task 2: Find statutes on eviction notices ", "ok", "Retrieve rulings on lease disputes"]\n```'])
+    register_script(
+        [
+            'Here are tasks:\n```python\n["Retrieve rulings on lease disputes.", "  Task 2: Find statutes on eviction '
+            'notices ", "ok", "Retrieve rulings on lease disputes"]\n```'
+        ]
+    )
     tasks = brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 4)
-    assert tasks == ["Retrieve rulings on lease disputes.", "Find statutes on eviction notices", "Retrieve rulings on lease disputes"]
+    assert tasks == [
+        "Retrieve rulings on lease disputes.",
+        "Find statutes on eviction notices",
+        "Retrieve rulings on lease disputes",
+    ]
 
 
 def test_prompt_is_conditioned_on_the_domain_and_count():
@@ -55,23 +64,33 @@ def test_task_ids_are_stable_and_depend_on_job_category_and_text():
 def test_the_prompt_lists_the_templates_examples():
     provider = register_script(['["Retrieve rulings on lease disputes"]'])
     brainstormer().brainstorm("tenancy law", pb.CATEGORY_RETRIEVAL, 3)
-    assert "- Provided a scientific claim as query, retrieve documents that help verify or refute the claim.\n- Search for" in provider.prompts[0]
+    assert (
+        "- Provided a scientific claim as query, retrieve documents that help verify or refute the claim.\n- Search for"
+        in provider.prompts[0]
+    )
 
 
 def test_tasks_that_echo_the_examples_or_the_domain_are_dropped():
     # As the 0.5B default generator answered: copies of the prompt's examples (reworded, or
     # strung together), of its guidelines, and the domain restated, beside two real tasks.
-    register_script(['["Retrieve documents that help verify or refute a scientific claim", '
-                     '"Search for documents that answers a FAQ-style query on children\'s nutrition.", '
-                     '"These tasks are: retrieve documents that help verify a scientific claim, search for documents that answers a FAQ-style query", '
-                     '"These tasks cover a wide range of queries, and should not be too specific.", '
-                     '"These tasks for Helios H5 home battery are installation, status lights, error codes, the companion app", '
-                     '"Given an error code shown by the Helios app, retrieve the support article that explains it", '
-                     '"Given a question about the battery\'s warranty, retrieve documents that answer it"]'])
+    register_script(
+        [
+            '["Retrieve documents that help verify or refute a scientific claim", '
+            '"Search for documents that answers a FAQ-style query on children\'s nutrition.", '
+            '"These tasks are: retrieve documents that help verify a scientific claim, search for documents that '
+            'answers a FAQ-style query", '
+            '"These tasks cover a wide range of queries, and should not be too specific.", '
+            '"These tasks for Helios H5 home battery are installation, status lights, error codes, the companion app", '
+            '"Given an error code shown by the Helios app, retrieve the support article that explains it", '
+            '"Given a question about the battery\'s warranty, retrieve documents that answer it"]'
+        ]
+    )
     domain = "Customer support for the Helios H5 home battery: installation, status lights, error codes, the companion app"
     tasks = brainstormer().brainstorm(domain, pb.CATEGORY_RETRIEVAL, 5)
-    assert tasks == ["Given an error code shown by the Helios app, retrieve the support article that explains it",
-                     "Given a question about the battery's warranty, retrieve documents that answer it"]
+    assert tasks == [
+        "Given an error code shown by the Helios app, retrieve the support article that explains it",
+        "Given a question about the battery's warranty, retrieve documents that answer it",
+    ]
 
 
 def test_meta_tasks_and_truncated_tasks_are_not_tasks():

@@ -19,8 +19,17 @@ from tests.services.examplegen.harness import Running, TopicReader
 def test_job_becomes_tasks_then_raw_examples_with_the_local_model(kafka_settings, tmp_path, llm_server):
     model = llm_server.model
     llm = {"model": model, "api_base": llm_server.api_base}
-    taskgen = TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "taskgen"), llm={**llm, "attempts": 1}, brainstorm_max_tokens=96, brainstorm_temperature=0.0, max_rounds_per_category=3)
-    examplegen = ExamplegenSettings(kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), llm={**llm, "attempts": 2}, max_tokens=800)
+    taskgen = TaskgenSettings(
+        kafka=kafka_settings.model_dump(),
+        state_dir=str(tmp_path / "taskgen"),
+        llm={**llm, "attempts": 1},
+        brainstorm_max_tokens=96,
+        brainstorm_temperature=0.0,
+        max_rounds_per_category=3,
+    )
+    examplegen = ExamplegenSettings(
+        kafka=kafka_settings.model_dump(), state_dir=str(tmp_path / "examplegen"), llm={**llm, "attempts": 2}, max_tokens=800
+    )
     spec = pb.JobSpec(
         domain="home cooking recipes",
         categories=[pb.CategoryTarget(category=pb.CATEGORY_CLASSIFICATION, num_tasks=1, examples_per_task=2)],

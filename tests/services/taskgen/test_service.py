@@ -26,13 +26,21 @@ def ideas(start: int, count: int) -> str:
 
 
 def settings_for(kafka_settings, state_dir, **overrides) -> TaskgenSettings:
-    return TaskgenSettings(kafka=kafka_settings.model_dump(), state_dir=str(state_dir), llm={"model": "scripted/brainstorm", "attempts": 1}, **overrides)
+    return TaskgenSettings(
+        kafka=kafka_settings.model_dump(),
+        state_dir=str(state_dir),
+        llm={"model": "scripted/brainstorm", "attempts": 1},
+        **overrides,
+    )
 
 
 def spec(**fields) -> pb.JobSpec:
     values = {
         "domain": "tenancy law",
-        "categories": [pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=4, examples_per_task=3), pb.CategoryTarget(category=pb.CATEGORY_STS, num_tasks=2, examples_per_task=5)],
+        "categories": [
+            pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=4, examples_per_task=3),
+            pb.CategoryTarget(category=pb.CATEGORY_STS, num_tasks=2, examples_per_task=5),
+        ],
         "languages": [pb.LanguageWeight(language="en", weight=1)],
         "generator_model": "local/smollm2",
         "seed": 9,
@@ -54,7 +62,9 @@ def test_invalid_job_is_refused_with_invalid_argument(kafka_settings, tmp_path):
         stub = api_grpc.TaskgenServiceStub(running.channel())
         bad_specs = {
             "domain": spec(domain=" "),
-            "categories[0].category": spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_CORPUS_GROUNDED, num_tasks=1, examples_per_task=1)]),
+            "categories[0].category": spec(
+                categories=[pb.CategoryTarget(category=pb.CATEGORY_CORPUS_GROUNDED, num_tasks=1, examples_per_task=1)]
+            ),
             "num_tasks": spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=0, examples_per_task=1)]),
             "languages[0]": spec(languages=[pb.LanguageWeight(language="en", weight=-1)]),
             "nothing to generate": spec(categories=[]),
@@ -79,12 +89,20 @@ def test_submitted_job_is_brainstormed_into_distinct_tasks_until_each_target_is_
             status = next(iter(stub.WatchJob(api.WatchJobRequest(job_id=job.job_id)))).job
     assert len(provider.prompts) == 3
     retrieval = [t for t in tasks if t.category == pb.CATEGORY_RETRIEVAL]
-    assert sorted(t.description for t in retrieval) == [f"Retrieve court rulings about lease dispute number {n}" for n in range(4)]
+    assert sorted(t.description for t in retrieval) == [
+        f"Retrieve court rulings about lease dispute number {n}" for n in range(4)
+    ]
     assert len({t.task_id for t in tasks}) == 6
     sts = [t for t in tasks if t.category == pb.CATEGORY_STS]
     assert [t.description for t in sts] == ["Retrieve semantically similar text."] * 2
     for t in retrieval:
-        assert (t.job_id, t.num_examples, t.generator_model, t.seed, t.brainstorm_model) == (job.job_id, 3, "local/smollm2", 9, "scripted/brainstorm")
+        assert (t.job_id, t.num_examples, t.generator_model, t.seed, t.brainstorm_model) == (
+            job.job_id,
+            3,
+            "local/smollm2",
+            9,
+            "scripted/brainstorm",
+        )
         assert (t.template_id, t.template_version) == ("brainstorm_retrieval", "2")
         assert [lw.language for lw in t.languages] == ["en"]
     assert (status.tasks_target, status.tasks_published, status.examples_target) == (6, 6, 22)
@@ -103,12 +121,19 @@ def test_a_job_whose_brainstorm_calls_all_fail_fails_with_the_reason(kafka_setti
                 break
     assert len(provider.prompts) == 2
     assert update.job.state == api.JOB_STATE_FAILED
-    assert "CATEGORY_RETRIEVAL: 0 of 2 tasks" in update.job.error and "server_error" in update.job.error and "upstream overloaded" in update.job.error
+    assert (
+        "CATEGORY_RETRIEVAL: 0 of 2 tasks" in update.job.error
+        and "server_error" in update.job.error
+        and "upstream overloaded" in update.job.error
+    )
 
 
 def test_jobs_arriving_on_the_jobs_topic_are_brainstormed(kafka_settings, tmp_path, task_reader):
     register_script([ideas(0, 4)])
-    job = pb.Job(job_id="job-kafka-" + uuid.uuid4().hex[:6], spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=4, examples_per_task=1)]))
+    job = pb.Job(
+        job_id="job-kafka-" + uuid.uuid4().hex[:6],
+        spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=4, examples_per_task=1)]),
+    )
     with Running(build(settings_for(kafka_settings, tmp_path))) as running:
         send(kafka_settings, topics.JOBS, job.job_id, job)
         tasks = task_reader.wait_for(lambda m: len(m) >= 4)
@@ -129,7 +154,10 @@ def test_invalid_job_on_the_jobs_topic_is_dead_lettered(kafka_settings, tmp_path
 
 
 def test_restart_mid_job_resumes_without_redoing_or_duplicating_tasks(kafka_settings, tmp_path, task_reader):
-    job = pb.Job(job_id="job-restart", spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=6, examples_per_task=1)]))
+    job = pb.Job(
+        job_id="job-restart",
+        spec=spec(categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=6, examples_per_task=1)]),
+    )
     settings = settings_for(kafka_settings, tmp_path)
     producer = ProtoProducer(kafka_settings, client_id="test-taskgen")
     brainstormer = Brainstormer(settings.llm, 256, 1.0)
@@ -163,20 +191,45 @@ def test_job_progress_follows_downstream_topics_until_the_model_is_ready(kafka_s
     with Running(build(settings_for(kafka_settings, tmp_path))) as running:
         stub = api_grpc.TaskgenServiceStub(running.channel())
         categories = [pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=2)]
-        stub.SubmitJob(api.SubmitJobRequest(job_id=job_id, spec=spec(categories=categories, training=pb.TrainingSpec(auto_start=True))))
+        stub.SubmitJob(
+            api.SubmitJobRequest(job_id=job_id, spec=spec(categories=categories, training=pb.TrainingSpec(auto_start=True)))
+        )
         usage = pb.LlmUsage(model="local/smollm2", prompt_tokens=100, completion_tokens=40, calls=1)
-        send(kafka_settings, topics.EXAMPLES_RAW, "e1", pb.RawExample(example_id="e1", job_id=job_id, raw_output="{}", usage=usage))
-        send(kafka_settings, topics.EXAMPLES_RAW, "e2", pb.RawExample(example_id="e2", job_id=job_id, error="timeout: slow", usage=pb.LlmUsage(model="local/smollm2", calls=2)))
+        send(
+            kafka_settings, topics.EXAMPLES_RAW, "e1", pb.RawExample(example_id="e1", job_id=job_id, raw_output="{}", usage=usage)
+        )
+        send(
+            kafka_settings,
+            topics.EXAMPLES_RAW,
+            "e2",
+            pb.RawExample(
+                example_id="e2", job_id=job_id, error="timeout: slow", usage=pb.LlmUsage(model="local/smollm2", calls=2)
+            ),
+        )
         send(kafka_settings, topics.EXAMPLES_CURATED, "c1", pb.CuratedExample(content_hash="c1", job_id=job_id))
-        send(kafka_settings, topics.EXAMPLES_REJECTED, "e2", pb.RejectedExample(example_id="e2", job_id=job_id, reason="generation_failed"))
+        send(
+            kafka_settings,
+            topics.EXAMPLES_REJECTED,
+            "e2",
+            pb.RejectedExample(example_id="e2", job_id=job_id, reason="generation_failed"),
+        )
         counted = None
         for update in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60):
             counted = update.job
-            if (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (1, 1, 1) and counted.state == api.JOB_STATE_TRAINING:
+            if (counted.examples_generated, counted.examples_accepted, counted.examples_rejected) == (
+                1,
+                1,
+                1,
+            ) and counted.state == api.JOB_STATE_TRAINING:
                 break  # every planned example has a curator outcome and the trainer auto-starts
         send(kafka_settings, topics.MODELS, "m1", pb.ModelReady(model_id="m1", job_id=job_id))
         final = [u.job for u in stub.WatchJob(api.WatchJobRequest(job_id=job_id), timeout=60)][-1]
-    assert (counted.examples_generated, counted.examples_accepted, counted.examples_rejected, counted.state) == (1, 1, 1, api.JOB_STATE_TRAINING)
+    assert (counted.examples_generated, counted.examples_accepted, counted.examples_rejected, counted.state) == (
+        1,
+        1,
+        1,
+        api.JOB_STATE_TRAINING,
+    )
     assert final.state == api.JOB_STATE_SUCCEEDED and final.model_id == "m1"
     local = next(u for u in final.usage if u.model == "local/smollm2")
     assert (local.prompt_tokens, local.completion_tokens, local.calls) == (100, 40, 3)

@@ -81,7 +81,11 @@ def test_paths_outside_the_data_roots_are_refused_alike_whether_or_not_they_exis
     for path in probes.values():
         job = spec(corpus_path=path, corpus_queries=1)
         messages.add(refused(lambda: stub.SubmitJob(api.SubmitJobRequest(spec=job))))
-        messages.add(refused(lambda: stub.SubmitJob(api.SubmitJobRequest(spec=spec(eval_paths=[path])))).replace("spec.eval_paths[0]", "spec.corpus_path"))
+        messages.add(
+            refused(lambda: stub.SubmitJob(api.SubmitJobRequest(spec=spec(eval_paths=[path])))).replace(
+                "spec.eval_paths[0]", "spec.corpus_path"
+            )
+        )
     (message,) = messages  # one message for every refusal: it tells nothing about the path
     assert message.startswith("spec.corpus_path is not a regular file or folder under the data roots")
     assert jobs.settle(2.0) == []
@@ -154,18 +158,28 @@ def test_ids_are_checked_on_every_job_rpc(taskgen):
     stub, _, _, _ = taskgen
     assert "job_id is not a valid id" in refused(lambda: stub.GetJob(api.GetJobRequest(job_id="../x")))
     assert "job_id is not a valid id" in refused(lambda: next(iter(stub.WatchJob(api.WatchJobRequest(job_id="/etc/passwd")))))
-    assert "spec.collection is not a valid id" in refused(lambda: stub.SubmitJob(api.SubmitJobRequest(spec=spec(collection="../qdrant"))))
+    assert "spec.collection is not a valid id" in refused(
+        lambda: stub.SubmitJob(api.SubmitJobRequest(spec=spec(collection="../qdrant")))
+    )
 
 
 def upload(stub, job_id: str, *documents: pb.Document, per_message: int = 2):
     batches = [documents[i : i + per_message] for i in range(0, len(documents), per_message)]
-    return stub.UploadDocuments(iter(api.UploadDocumentsRequest(job_id=job_id if i == 0 else "", documents=batch) for i, batch in enumerate(batches)))
+    return stub.UploadDocuments(
+        iter(api.UploadDocumentsRequest(job_id=job_id if i == 0 else "", documents=batch) for i, batch in enumerate(batches))
+    )
 
 
 def test_uploaded_documents_are_published_for_the_job(taskgen):
     stub, _, documents, _ = taskgen
-    job = stub.SubmitJob(api.SubmitJobRequest(job_id="docs-job", spec=spec(collection="manuals", categories=[], corpus_queries=2))).job
-    response = upload(stub, job.job_id, *(pb.Document(doc_id=f"d{i}", title=f"Doc {i}", text=f"text {i}", job_id="someone-else") for i in range(3)))
+    job = stub.SubmitJob(
+        api.SubmitJobRequest(job_id="docs-job", spec=spec(collection="manuals", categories=[], corpus_queries=2))
+    ).job
+    response = upload(
+        stub,
+        job.job_id,
+        *(pb.Document(doc_id=f"d{i}", title=f"Doc {i}", text=f"text {i}", job_id="someone-else") for i in range(3)),
+    )
     published = documents.wait_for(lambda m: len(m) == 3)
     assert response.documents == 3
     assert sorted((d.doc_id, d.job_id, d.collection) for d in published) == [(f"d{i}", "docs-job", "manuals") for i in range(3)]

@@ -49,7 +49,15 @@ def beir_folder(tmp_path) -> str:
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
     examples = synthetic_examples()
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": e.positive}) + "\n" for i, e in enumerate(examples)))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"which {TOPICS[i % 12]} is number {i}"}) + "\n" for i in range(len(examples))))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(examples))))
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "title": "", "text": e.positive}) + "\n" for i, e in enumerate(examples))
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"q{i}", "text": f"which {TOPICS[i % 12]} is number {i}"}) + "\n" for i in range(len(examples))
+        )
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(examples)))
+    )
     return str(folder)

@@ -40,6 +40,7 @@ def test_a_restored_run_mines_from_the_chunks_file_in_its_new_folder():
     from services.trainer.pipeline import RunConfig, relocate
 
     old, new = "/old/runs/r1", "/new/runs/r1"
+
     def config(corpus_path: str) -> RunConfig:
         model, train = ModelConfig("base"), TrainConfig(output_dir=old)
         return RunConfig(dataset_path="d", run_dir=old, model=model, train=train, corpus_path=corpus_path)

@@ -19,7 +19,24 @@ ENV = {**os.environ, "PYTHONPATH": "." + os.pathsep + "gen", "OMP_NUM_THREADS": 
 
 
 def train_args(data: str, model: str, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", data, "--model", model, "--out", str(out), "--bf16", "off", "--lr", "1e-3", "--batch-size", "8", "--events", str(out / "events.jsonl"), *extra]
+    return [
+        "train",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--bf16",
+        "off",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--events",
+        str(out / "events.jsonl"),
+        *extra,
+    ]
 
 
 def run_cli(args: list[str], in_process: bool = False) -> None:
@@ -28,7 +45,9 @@ def run_cli(args: list[str], in_process: bool = False) -> None:
     if in_process:  # the same entry point, without paying for a fresh interpreter
         cli.main(args)
     else:
-        subprocess.run([sys.executable, "-m", "services.trainer.cli", *args], check=True, env=ENV, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "services.trainer.cli", *args], check=True, env=ENV, capture_output=True, timeout=300
+        )
 
 
 def events(out: Path) -> list[dict]:
@@ -42,7 +61,12 @@ def test_training_killed_with_sigkill_resumes_and_ends_like_an_uninterrupted_run
 
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "services.trainer.cli", *train_args(dataset_file, tiny_bert, interrupted, *extra)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.trainer.cli", *train_args(dataset_file, tiny_bert, interrupted, *extra)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (interrupted / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -67,8 +91,19 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp
     distributed.mkdir()
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "services.trainer.cli", *train_args(dataset_file, tiny_bert, distributed, *extra)],
-        check=True, env=ENV, capture_output=True, timeout=300,
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "services.trainer.cli",
+            *train_args(dataset_file, tiny_bert, distributed, *extra),
+        ],
+        check=True,
+        env=ENV,
+        capture_output=True,
+        timeout=300,
     )
     single_losses = [e["loss"] for e in events(tmp_path / "single") if "loss" in e]
     ddp_losses = [e["loss"] for e in events(distributed) if "loss" in e]
@@ -80,8 +115,30 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp
 
 def test_dataset_smaller_than_the_batch_trains_in_one_batch(tmp_path, tiny_bert):
     data = tmp_path / "small.jsonl"
-    data.write_text("".join(json.dumps({"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [], "prompt": ""}) + "\n" for i in range(4)))
+    data.write_text(
+        "".join(
+            json.dumps({"query": f"question {i}", "pos": [f"answer number {i}"], "neg": [], "prompt": ""}) + "\n"
+            for i in range(4)
+        )
+    )
     out = tmp_path / "small"
-    run_cli(["train", "--data", str(data), "--model", tiny_bert, "--out", str(out), "--bf16", "off", "--batch-size", "32", "--events", str(out / "events.jsonl")], in_process=True)
+    run_cli(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            tiny_bert,
+            "--out",
+            str(out),
+            "--bf16",
+            "off",
+            "--batch-size",
+            "32",
+            "--events",
+            str(out / "events.jsonl"),
+        ],
+        in_process=True,
+    )
     assert (out / "trained").exists()
     assert [e for e in events(out) if "loss" in e]

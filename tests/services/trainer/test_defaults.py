@@ -16,7 +16,16 @@ from services.trainer.settings import TrainerSettings
 
 
 def config_of(spec: pb.TrainingSpec, tmp_path: Path, **settings) -> RunConfig:
-    return run_config(TrainerSettings(state_dir=str(tmp_path), **settings), spec, tmp_path / "run", tmp_path / "data.jsonl", [], "", "Find it", base_model="BASE")
+    return run_config(
+        TrainerSettings(state_dir=str(tmp_path), **settings),
+        spec,
+        tmp_path / "run",
+        tmp_path / "data.jsonl",
+        [],
+        "",
+        "Find it",
+        base_model="BASE",
+    )
 
 
 def test_an_empty_training_spec_gets_the_dataclass_defaults(tmp_path):
@@ -30,7 +39,9 @@ def test_an_empty_training_spec_gets_the_dataclass_defaults(tmp_path):
 
 
 def test_settings_change_the_service_defaults_and_a_spec_overrides_both(tmp_path):
-    settings = dict(batch_size=16, learning_rate_full=3e-5, learning_rate_lora=2e-4, checkpoint_every=7, dev_fraction=0.2, mine_negatives=3)
+    settings = dict(
+        batch_size=16, learning_rate_full=3e-5, learning_rate_lora=2e-4, checkpoint_every=7, dev_fraction=0.2, mine_negatives=3
+    )
     config = config_of(pb.TrainingSpec(use_lora=True, hard_negatives_per_query=5), tmp_path, **settings)
     assert (config.train.batch_size, config.train.checkpoint_every, config.dev_fraction) == (16, 7, 0.2)
     assert learning_rate_choice(config.train, lora=True) == 2e-4 and learning_rate_choice(config.train, lora=False) == 3e-5
@@ -38,12 +49,29 @@ def test_settings_change_the_service_defaults_and_a_spec_overrides_both(tmp_path
     assert config.mining.negatives == 5  # at least the negatives a query trains with
 
     spec = pb.TrainingSpec(
-        batch_size=8, epochs=3, max_steps=9, learning_rate=1e-3, temperature=0.1, max_length=64, pooling="cls",
-        use_lora=True, lora_rank=4, merge_weight=0.7, dev_fraction=0.3, matryoshka_dims=[16, 8],
+        batch_size=8,
+        epochs=3,
+        max_steps=9,
+        learning_rate=1e-3,
+        temperature=0.1,
+        max_length=64,
+        pooling="cls",
+        use_lora=True,
+        lora_rank=4,
+        merge_weight=0.7,
+        dev_fraction=0.3,
+        matryoshka_dims=[16, 8],
     )
     config = config_of(spec, tmp_path, **settings)
     train = config.train
-    assert (train.batch_size, train.epochs, train.max_steps, train.learning_rate, train.temperature, train.matryoshka_dims) == (8, 3, 9, 1e-3, 0.1, (16, 8))
+    assert (train.batch_size, train.epochs, train.max_steps, train.learning_rate, train.temperature, train.matryoshka_dims) == (
+        8,
+        3,
+        9,
+        1e-3,
+        0.1,
+        (16, 8),
+    )
     assert (config.model.max_length, config.model.pooling, config.model.lora) == (64, "cls", LoraSettings(rank=4, alpha=8))
     assert config.merge == MergeConfig(weight=0.7) and config.dev_fraction == 0.3
 

@@ -7,14 +7,20 @@ from services.trainer.pipeline import RunConfig, dev_dataset, snapshot
 
 
 def test_dev_queries_rank_their_positive_among_every_passage_of_the_snapshot(tmp_path):
-    examples = [TrainExample(f"question {i}", f"passage {i}", (f"distractor {i}",), instruction="Find the passage") for i in range(40)]
+    examples = [
+        TrainExample(f"question {i}", f"passage {i}", (f"distractor {i}",), instruction="Find the passage") for i in range(40)
+    ]
     write_examples(tmp_path / "data.jsonl", examples)
-    config = RunConfig(str(tmp_path / "data.jsonl"), str(tmp_path / "run"), ModelConfig("unused"), TrainConfig(output_dir=""), dev_fraction=0.2)
+    config = RunConfig(
+        str(tmp_path / "data.jsonl"), str(tmp_path / "run"), ModelConfig("unused"), TrainConfig(output_dir=""), dev_fraction=0.2
+    )
     (tmp_path / "run").mkdir()
     train, dev, _ = snapshot(config)
     dataset = dev_dataset(dev, config)
     assert len(dataset.queries) == len(dev) > 0
-    assert sorted(dataset.corpus.values()) == sorted({t for e in examples for t in (e.positive, *e.negatives)})  # 80 passages, not len(dev) * 2
+    assert sorted(dataset.corpus.values()) == sorted(
+        {t for e in examples for t in (e.positive, *e.negatives)}
+    )  # 80 passages, not len(dev) * 2
     for query_id, relevant in dataset.qrels.items():
         (doc_id,) = relevant
         number = dataset.queries[query_id].rsplit(" ", 1)[-1]

@@ -38,13 +38,24 @@ def uploaded(bucket, dataset_file, beir_folder) -> str:
 
 def test_a_run_trains_and_evaluates_on_data_named_by_uris_under_the_root(trainer, tiny_bert, uploaded, tmp_path):  # noqa: F811
     stub, _ = trainer
-    request = api.StartRunRequest(dataset_path=f"{uploaded}/datasets/train.jsonl", eval_paths=[f"{uploaded}/datasets/beir/"], corpus_path=f"{uploaded}/datasets/beir", spec=spec(tiny_bert, max_steps=2))
+    request = api.StartRunRequest(
+        dataset_path=f"{uploaded}/datasets/train.jsonl",
+        eval_paths=[f"{uploaded}/datasets/beir/"],
+        corpus_path=f"{uploaded}/datasets/beir",
+        spec=spec(tiny_bert, max_steps=2),
+    )
     run = stub.StartRun(request).run
     final = [update.run for update in stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300)][-1]
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     assert "beir" in {e.dataset for e in final.evals}  # the eval set keeps its name
     fetched = tmp_path / "state" / "trainer" / "fetched"
-    assert sorted(p.name for p in fetched.rglob("*") if p.is_file()) == ["corpus.jsonl", "corpus.jsonl", "queries.jsonl", "test.tsv", "train.jsonl"]
+    assert sorted(p.name for p in fetched.rglob("*") if p.is_file()) == [
+        "corpus.jsonl",
+        "corpus.jsonl",
+        "queries.jsonl",
+        "test.tsv",
+        "train.jsonl",
+    ]
 
 
 def test_uris_outside_the_root_are_refused_alike_and_nothing_is_registered(trainer, tiny_bert, uploaded, dataset_file, tmp_path):  # noqa: F811
@@ -56,7 +67,14 @@ def test_uris_outside_the_root_are_refused_alike_and_nothing_is_registered(train
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
         return error.value.details()
 
-    for uri in (f"{uploaded}/elsewhere/train.jsonl", f"{uploaded}/datasets/../elsewhere/train.jsonl", f"{uploaded}/datasets2/train.jsonl", f"{uploaded}/datasets/missing.jsonl", "s3://key:secret@" + uploaded.removeprefix("s3://") + "/datasets/train.jsonl", f"gs://{uploaded.removeprefix('s3://')}/datasets/train.jsonl"):
+    for uri in (
+        f"{uploaded}/elsewhere/train.jsonl",
+        f"{uploaded}/datasets/../elsewhere/train.jsonl",
+        f"{uploaded}/datasets2/train.jsonl",
+        f"{uploaded}/datasets/missing.jsonl",
+        "s3://key:secret@" + uploaded.removeprefix("s3://") + "/datasets/train.jsonl",
+        f"gs://{uploaded.removeprefix('s3://')}/datasets/train.jsonl",
+    ):
         assert REFUSED.format("") in refused(dataset_path=uri)
         assert REFUSED.format(" or folder") in refused(eval_paths=[uri])
         assert REFUSED.format(" or folder") in refused(corpus_path=uri)

@@ -17,7 +17,9 @@ def test_the_tuned_model_gets_the_instruction_once():
 def test_the_base_gets_its_own_prompt_and_never_the_instruction(tmp_path):
     plain = base_query_format(str(tmp_path))
     assert plain(format_query("Find the place", "capital of France")) == "capital of France"
-    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: ", "document": "passage: "}}))
+    (tmp_path / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "document": "passage: "}})
+    )
     own = base_query_format(str(tmp_path))
     assert own(format_query("Find the place", "capital of France")) == "query: capital of France"
     assert own("capital of France") == "query: capital of France"

@@ -29,8 +29,14 @@ def trainer(kafka_settings, tmp_path, tiny_bert, more_data_roots, request):
     """The service's parts (as run_service wires them) on a free loopback port; the test's files
     and the tiny model are its data roots; an indirect parameter gives more settings."""
     settings = TrainerSettings(
-        state_dir=str(tmp_path / "state"), kafka=kafka_settings, run_threads=1, auto_start_fraction=0.5, auto_start_min_examples=8, checkpoint_every=0,
-        data={"roots": [str(tmp_path), tiny_bert, *more_data_roots]}, **getattr(request, "param", {}),
+        state_dir=str(tmp_path / "state"),
+        kafka=kafka_settings,
+        run_threads=1,
+        auto_start_fraction=0.5,
+        auto_start_min_examples=8,
+        checkpoint_every=0,
+        data={"roots": [str(tmp_path), tiny_bert, *more_data_roots]},
+        **getattr(request, "param", {}),
     )
     parts = build(settings)
     server = GrpcServer(parts.grpc_services, "127.0.0.1", 0)
@@ -54,16 +60,25 @@ def spec(tiny_bert: str, **overrides) -> pb.TrainingSpec:
     return pb.TrainingSpec(base_model=tiny_bert, batch_size=8, learning_rate=1e-3, **overrides)
 
 
-def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model(trainer, tiny_bert, dataset_file, beir_folder, kafka_settings, tmp_path):
+def test_run_from_a_dataset_file_streams_progress_and_publishes_a_loadable_model(
+    trainer, tiny_bert, dataset_file, beir_folder, kafka_settings, tmp_path
+):
     stub, settings = trainer
-    run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=2), eval_paths=[beir_folder])).run
+    run = stub.StartRun(
+        api.StartRunRequest(dataset_path=dataset_file, spec=spec(tiny_bert, epochs=2), eval_paths=[beir_folder])
+    ).run
     seen = [update.run for update in stub.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=300)]
     final = seen[-1]
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     assert api.RUN_STATE_TRAINING in {r.state for r in seen}
     assert final.step == final.total_steps > 0 and len(final.loss_curve) == final.total_steps
     assert {(e.dataset, e.metric) for e in final.evals} >= {("beir", "ndcg@10"), ("dev", "ndcg@10")}
-    consumer = KafkaConsumer(physical_name(kafka_settings, topics.MODELS), bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        physical_name(kafka_settings, topics.MODELS),
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     (record,) = list(consumer)
     ready = pb.ModelReady.FromString(record.value)
     assert ready.run_id == run.run_id and ready.dimensions == 32 and ready.pooling == "mean"
@@ -80,11 +95,15 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in ("harbour", "castle"):
-        (docs / f"{name}.md").write_text(f"# The {name}\n\n" + "\n\n".join(f"The {name} paragraph {i} " + "stone " * 20 for i in range(3)))
+        (docs / f"{name}.md").write_text(
+            f"# The {name}\n\n" + "\n\n".join(f"The {name} paragraph {i} " + "stone " * 20 for i in range(3))
+        )
     job = pb.Job(
         job_id="job1",
         spec=pb.JobSpec(
-            domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)], training=spec(tiny_bert, auto_start=True, max_steps=2),
+            domain="places",
+            categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=40)],
+            training=spec(tiny_bert, auto_start=True, max_steps=2),
             corpus_chunk_words=30,
         ),
     )
@@ -97,7 +116,14 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     while len(service_storage(settings).list("trainer/chunks/job1")) == 0 and time.monotonic() < deadline:
         time.sleep(0.2)  # the chunks are stored before the examples that start the run arrive
     for example in make_examples(24):
-        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job1", instruction="Find the place", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        message = pb.CuratedExample(
+            content_hash=example.content_hash,
+            job_id="job1",
+            instruction="Find the place",
+            query=example.query,
+            positives=[example.positive],
+            negatives=list(example.negatives),
+        )
         producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
     producer.flush()
     deadline = time.monotonic() + 60
@@ -129,10 +155,23 @@ def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, 
     """Most examples rejected: the accepted share never reaches its target, but no more data can come."""
     stub, _ = trainer
     producer = ProtoProducer(kafka_settings, client_id="test")
-    job = pb.Job(job_id="job2", spec=pb.JobSpec(domain="places", categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=30)], training=spec(tiny_bert, auto_start=True, max_steps=1)))
+    job = pb.Job(
+        job_id="job2",
+        spec=pb.JobSpec(
+            domain="places",
+            categories=[pb.CategoryTarget(category=pb.CATEGORY_RETRIEVAL, num_tasks=1, examples_per_task=30)],
+            training=spec(tiny_bert, auto_start=True, max_steps=1),
+        ),
+    )
     producer.send_and_wait(topics.JOBS, job.job_id, job)
     for example in make_examples(6):
-        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job2", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        message = pb.CuratedExample(
+            content_hash=example.content_hash,
+            job_id="job2",
+            query=example.query,
+            positives=[example.positive],
+            negatives=list(example.negatives),
+        )
         producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
     rejected = [pb.RejectedExample(example_id=f"r{i}", job_id="job2", reason="invalid_json") for i in range(24)]
     for message in rejected[:-1] + rejected[:5]:  # one outcome still missing; some delivered twice
@@ -156,7 +195,9 @@ def test_job_run_auto_starts_once_every_planned_example_has_an_outcome(trainer, 
     assert json.loads(run.dataset_manifest)["examples"] == 6
 
 
-def test_a_run_asked_for_min_examples_waits_until_the_trainer_has_read_them_all(trainer, tiny_bert, kafka_settings, make_examples):
+def test_a_run_asked_for_min_examples_waits_until_the_trainer_has_read_them_all(
+    trainer, tiny_bert, kafka_settings, make_examples
+):
     stub, _ = trainer
     request = api.StartRunRequest(job_id="job3", spec=spec(tiny_bert, max_steps=1), run_id="job3-run", min_examples=6)
     with pytest.raises(grpc.RpcError) as early:
@@ -164,7 +205,13 @@ def test_a_run_asked_for_min_examples_waits_until_the_trainer_has_read_them_all(
     assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "0 of 6" in early.value.details()
     producer = ProtoProducer(kafka_settings, client_id="test")
     for example in make_examples(6):
-        message = pb.CuratedExample(content_hash=example.content_hash, job_id="job3", query=example.query, positives=[example.positive], negatives=list(example.negatives))
+        message = pb.CuratedExample(
+            content_hash=example.content_hash,
+            job_id="job3",
+            query=example.query,
+            positives=[example.positive],
+            negatives=list(example.negatives),
+        )
         producer.send(topics.EXAMPLES_CURATED, message.content_hash, message)
     producer.flush()
     deadline = time.monotonic() + 60
@@ -225,8 +272,9 @@ def test_queries_whose_passage_the_base_ranks_low_are_round_trip_rejects(trainer
     final = list(stub.WatchRun(api.WatchRunRequest(run_id="job4-run"), timeout=300))[-1].run
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
     topic = physical_name(kafka_settings, topics.EXAMPLES_REJECTED)
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_settings.bootstrap_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     rejects = [pb.RejectedExample.FromString(r.value) for r in consumer]
     round_trip = {r.example_id for r in rejects if r.job_id == "job4" and r.reason == "round_trip"}
     run_dir = Path(settings.state_dir) / "trainer" / "runs" / "job4-run"
@@ -283,7 +331,9 @@ def test_a_job_sets_its_dev_fraction_or_gets_the_service_default(tiny_bert, tmp_
     settings = TrainerSettings(state_dir=str(tmp_path), dev_fraction=0.1)
 
     def dev_fraction(**fields) -> float:
-        return run_config(settings, spec(tiny_bert, **fields), tmp_path / "run", tmp_path / "data.jsonl", [], "", "Find it").dev_fraction
+        return run_config(
+            settings, spec(tiny_bert, **fields), tmp_path / "run", tmp_path / "data.jsonl", [], "", "Find it"
+        ).dev_fraction
 
     assert dev_fraction() == 0.1
     assert dev_fraction(dev_fraction=0.25) == 0.25

@@ -25,11 +25,17 @@ from services.embedder.settings import EmbedderSettings
 CHECKPOINT_EVERY = 5
 
 
-def start_trainer(broker, kafka_settings, run_dir: Path, storage_uri: str, tiny_bert: str) -> tuple[LocalRuntime, api_grpc.TrainerServiceStub]:
+def start_trainer(
+    broker, kafka_settings, run_dir: Path, storage_uri: str, tiny_bert: str
+) -> tuple[LocalRuntime, api_grpc.TrainerServiceStub]:
     """``python -m services.trainer`` as its container runs it, state in ``run_dir``; the test's
     files (beside ``run_dir``) and the tiny model are its data roots."""
     runtime = LocalRuntime(
-        run_dir, services=("trainer",), topic_prefix=kafka_settings.topic_prefix, storage_uri=storage_uri, data_roots=(run_dir.parent, Path(tiny_bert)),
+        run_dir,
+        services=("trainer",),
+        topic_prefix=kafka_settings.topic_prefix,
+        storage_uri=storage_uri,
+        data_roots=(run_dir.parent, Path(tiny_bert)),
         extra_env={"TRAINER_CHECKPOINT_EVERY": str(CHECKPOINT_EVERY), "TRAINER_RUN_THREADS": "1", "TRAINER_MINE_NEGATIVES": "0"},
     )
     runtime.start_broker(broker)
@@ -55,12 +61,16 @@ def training_spec(tiny_bert: str, **fields) -> pb.TrainingSpec:
     return pb.TrainingSpec(base_model=tiny_bert, batch_size=4, learning_rate=1e-3, **fields)
 
 
-def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_last_stored_checkpoint(broker, kafka_settings, s3_uri, tiny_bert, make_examples, tmp_path):
+def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_last_stored_checkpoint(
+    broker, kafka_settings, s3_uri, tiny_bert, make_examples, tmp_path
+):
     dataset = tmp_path / "train.jsonl"
     write_examples(dataset, make_examples(48))
     first, stub = start_trainer(broker, kafka_settings, tmp_path / "first", s3_uri, tiny_bert)
     try:
-        run = stub.StartRun(api.StartRunRequest(dataset_path=str(dataset), run_id="r1", spec=training_spec(tiny_bert, epochs=40))).run
+        run = stub.StartRun(
+            api.StartRunRequest(dataset_path=str(dataset), run_id="r1", spec=training_spec(tiny_bert, epochs=40))
+        ).run
         storage = Storage(s3_uri)
         wait_for(lambda: (storage.read_json("trainer/runs/r1/checkpoint.json") or {}).get("step", 0) >= 2 * CHECKPOINT_EVERY)
         # The pod goes away: the service and its run process die at once, with the state dir.
@@ -84,7 +94,9 @@ def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_la
     assert len(Storage(s3_uri).list("trainer/runs/r1/checkpoints")) == 1  # older checkpoints are dropped
 
 
-def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cache(broker, kafka_settings, s3_uri, tiny_bert, dataset_file, tmp_path):
+def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cache(
+    broker, kafka_settings, s3_uri, tiny_bert, dataset_file, tmp_path
+):
     runtime, stub = start_trainer(broker, kafka_settings, tmp_path / "trainer", s3_uri, tiny_bert)
     try:
         run = stub.StartRun(api.StartRunRequest(dataset_path=dataset_file, spec=training_spec(tiny_bert, max_steps=3))).run
@@ -92,10 +104,18 @@ def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cac
     finally:
         runtime.stop()
     assert final.state == api.RUN_STATE_SUCCEEDED, final.error
-    consumer = KafkaConsumer(physical_name(kafka_settings, topics.MODELS), bootstrap_servers=kafka_settings.bootstrap_servers, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        physical_name(kafka_settings, topics.MODELS),
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     (record,) = list(consumer)
     ready = pb.ModelReady.FromString(record.value)
-    assert ready.uri == f"{s3_uri}/models/{final.model_id}" and (ready.uri, ready.manifest_digest) == (final.model_uri, final.manifest_digest)
+    assert ready.uri == f"{s3_uri}/models/{final.model_id}" and (ready.uri, ready.manifest_digest) == (
+        final.model_uri,
+        final.manifest_digest,
+    )
 
     state = tmp_path / "embedder"
     embedder = build_servicer(EmbedderSettings(state_dir=str(state), model_path=tiny_bert, storage=StorageSettings(uri=s3_uri)))
