@@ -140,7 +140,7 @@ def grpc_latency(settings: EmbedderSettings, requests: int, clients: int) -> dic
     queries = [json.loads(line)["text"] for line in open(DATA / "xquad-en" / "queries.jsonl", encoding="utf-8")]
     servicer = build_servicer(settings)
     server = GrpcServer(
-        [GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, "embedforge.v1.EmbedderService")],
+        [GrpcService.generated(api_grpc, api, "EmbedderService", servicer)],
         "127.0.0.1",
         0,
         max_workers=clients * 2,

@@ -150,7 +150,7 @@ def embed_overhead(workdir: Path, requests: int, block: int) -> dict:
     client_tls = TlsSettings(enabled=True, ca_file=str(workdir / "ca.crt"), cert_file="", key_file="")
 
     servicer = build_servicer(EmbedderSettings(state_dir=str(workdir / "state"), grpc_host="127.0.0.1", grpc_port=0))
-    service = [GrpcService(api_grpc.add_EmbedderServiceServicer_to_server, servicer, "embedforge.v1.EmbedderService")]
+    service = [GrpcService.generated(api_grpc, api, "EmbedderService", servicer)]
     servers = {
         "plaintext": GrpcServer(service, "127.0.0.1", 0),
         "tls_auth": GrpcServer(

@@ -226,6 +226,12 @@ class GrpcService:
     servicer: object
     name: str
 
+    @classmethod
+    def generated(cls, grpc_module, pb_module, name: str, servicer: object) -> "GrpcService":
+        """Service ``name`` (e.g. "TaskgenService") of a generated ``*_pb2_grpc`` / ``*_pb2`` module pair."""
+        add_to_server = getattr(grpc_module, f"add_{name}Servicer_to_server")
+        return cls(add_to_server, servicer, pb_module.DESCRIPTOR.services_by_name[name].full_name)
+
 
 class GrpcServer:
     """A gRPC server with health checking and reflection for the given services; over TLS and

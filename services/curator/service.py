@@ -122,13 +122,7 @@ def build(settings: CuratorSettings) -> ServiceParts:
     view = OutcomeView(settings.kafka).start()
     servicer = CuratorServicer(settings, view, producer)
     return ServiceParts(
-        grpc_services=[
-            GrpcService(
-                api_grpc.add_CuratorServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["CuratorService"].full_name,
-            )
-        ],
+        grpc_services=[GrpcService.generated(api_grpc, api, "CuratorService", servicer)],
         consumers=[
             ConsumerLoop(
                 settings.kafka,

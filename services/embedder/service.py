@@ -344,13 +344,7 @@ def build(settings: EmbedderSettings) -> ServiceParts:
     servicer = build_servicer(settings)
     producer = ProtoProducer(settings.kafka, client_id="embedder")
     return ServiceParts(
-        grpc_services=[
-            GrpcService(
-                api_grpc.add_EmbedderServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["EmbedderService"].full_name,
-            )
-        ],
+        grpc_services=[GrpcService.generated(api_grpc, api, "EmbedderService", servicer)],
         consumers=consumers(settings, servicer, producer),
         producer=producer,
         on_shutdown=[servicer.close],

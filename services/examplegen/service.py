@@ -182,13 +182,7 @@ def build(settings: ExamplegenSettings) -> ServiceParts:
     ]
     servicer = ExamplegenServicer(stats)
     return ServiceParts(
-        grpc_services=[
-            GrpcService(
-                api_grpc.add_ExamplegenServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["ExamplegenService"].full_name,
-            )
-        ],
+        grpc_services=[GrpcService.generated(api_grpc, api, "ExamplegenService", servicer)],
         consumers=[ConsumerLoop(settings.kafka, topics.EXAMPLEGEN_GROUP, subscriptions, producer)],
         producer=producer,
         on_stop=[writer.stop],

@@ -338,20 +338,14 @@ class ProgressCounter:
         return []
 
     def curated(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {
-            r.message.job_id
-            for r in records
-            if self.store.count(r.message.job_id, "examples_accepted", topics.curated_key(r.message))
-        }
-        self.store.flush(jobs)
-        return []
+        return self.count_outcomes(records, "examples_accepted", topics.curated_key)
 
     def rejected(self, records: list[Received]) -> list[Outgoing]:
-        jobs = {
-            r.message.job_id
-            for r in records
-            if self.store.count(r.message.job_id, "examples_rejected", topics.rejected_key(r.message))
-        }
+        return self.count_outcomes(records, "examples_rejected", topics.rejected_key)
+
+    def count_outcomes(self, records: list[Received], counter: str, key) -> list[Outgoing]:
+        """Count each record once per distinct key (redeliveries count nothing) into its job's ``counter``."""
+        jobs = {r.message.job_id for r in records if self.store.count(r.message.job_id, counter, key(r.message))}
         self.store.flush(jobs)
         return []
 
@@ -389,13 +383,7 @@ def build(settings: TaskgenSettings) -> ServiceParts:
     runner.start()
     servicer = TaskgenServicer(store, producer, roots, brainstormer)
     return ServiceParts(
-        grpc_services=[
-            GrpcService(
-                api_grpc.add_TaskgenServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["TaskgenService"].full_name,
-            )
-        ],
+        grpc_services=[GrpcService.generated(api_grpc, api, "TaskgenService", servicer)],
         consumers=[consumer],
         producer=producer,
         on_shutdown=[runner.close],

@@ -352,13 +352,7 @@ def build(settings: TrainerSettings) -> ServiceParts:
         Subscription(topics.CORPUS_CHUNKS, servicer.record_chunks, batch=True),
     ]
     return ServiceParts(
-        grpc_services=[
-            GrpcService(
-                api_grpc.add_TrainerServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["TrainerService"].full_name,
-            )
-        ],
+        grpc_services=[GrpcService.generated(api_grpc, api, "TrainerService", servicer)],
         consumers=[ConsumerLoop(settings.kafka, topics.TRAINER_GROUP, subscriptions, producer)],
         producer=producer,
         on_shutdown=[servicer.runs.stop],

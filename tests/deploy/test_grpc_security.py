@@ -159,7 +159,7 @@ def test_a_service_started_from_the_rendered_deployment_serves_tls_with_token_au
     environment["TASKGEN_GRPC_HEALTH_PORT"] = str(free_port())  # the chart's fixed 8086 may be taken on this machine
     settings = settings_from(environment, "taskgen", monkeypatch)
     server = GrpcServer(
-        [GrpcService(taskgen_pb2_grpc.add_TaskgenServiceServicer_to_server, OneJob(), "embedforge.v1.TaskgenService")],
+        [GrpcService.generated(taskgen_pb2_grpc, taskgen_pb2, "TaskgenService", OneJob())],
         "127.0.0.1",
         0,
         tls=settings.tls,

@@ -32,7 +32,7 @@ def all_services() -> list[GrpcService]:
         api_grpc = importlib.import_module(f"embedforge.v1.{name}_pb2_grpc")
         (service,) = api.DESCRIPTOR.services_by_name.values()
         servicer = getattr(api_grpc, f"{service.name}Servicer")()
-        services.append(GrpcService(getattr(api_grpc, f"add_{service.name}Servicer_to_server"), servicer, service.full_name))
+        services.append(GrpcService.generated(api_grpc, api, service.name, servicer))
     return services
 
 

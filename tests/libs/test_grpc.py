@@ -40,9 +40,7 @@ class ScriptedServicer(api_grpc.TaskgenServiceServicer):
 @pytest.fixture
 def server():
     servicer = ScriptedServicer()
-    running = GrpcServer(
-        [GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, servicer, "embedforge.v1.TaskgenService")], "127.0.0.1", 0
-    )
+    running = GrpcServer([GrpcService.generated(api_grpc, api, "TaskgenService", servicer)], "127.0.0.1", 0)
     running.start()
     running.set_serving(True)
     running.servicer = servicer

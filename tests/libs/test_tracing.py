@@ -45,11 +45,7 @@ class PublishingServicer(api_grpc.TaskgenServiceServicer):
 def test_grpc_handler_span_and_consumer_span_share_one_trace(kafka_settings, spans):
     producer = ProtoProducer(kafka_settings, client_id="test")
     server = GrpcServer(
-        [
-            GrpcService(
-                api_grpc.add_TaskgenServiceServicer_to_server, PublishingServicer(producer), "embedforge.v1.TaskgenService"
-            )
-        ],
+        [GrpcService.generated(api_grpc, api, "TaskgenService", PublishingServicer(producer))],
         "127.0.0.1",
         0,
     )

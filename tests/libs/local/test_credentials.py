@@ -31,7 +31,7 @@ def taskgen(credentials, monkeypatch):
         monkeypatch.setenv(name, value)
     settings = TaskgenSettings()
     server = GrpcServer(
-        [GrpcService(api_grpc.add_TaskgenServiceServicer_to_server, OneJob(), "embedforge.v1.TaskgenService")],
+        [GrpcService.generated(api_grpc, api, "TaskgenService", OneJob())],
         "127.0.0.1",
         0,
         tls=settings.tls,

@@ -113,13 +113,7 @@ def servicer(settings, minilm):
 def stub(servicer):
     """A client of the servicer behind a real gRPC server on a loopback port."""
     server = GrpcServer(
-        [
-            GrpcService(
-                api_grpc.add_EmbedderServiceServicer_to_server,
-                servicer,
-                api.DESCRIPTOR.services_by_name["EmbedderService"].full_name,
-            )
-        ],
+        [GrpcService.generated(api_grpc, api, "EmbedderService", servicer)],
         "127.0.0.1",
         0,
     )
