@@ -64,10 +64,11 @@ def image_environment(service: str, venv_bin: Path, host_tmp: Path) -> dict[str,
     """The final stage's ENV of the service's image, mapped onto this machine (the ENTRYPOINT's
     shell finds the venv's python on the mapped PATH)."""
     mapping = {"/opt/venv/bin": str(venv_bin), "/app": str(REPO), "/tmp": str(host_tmp)}
+    # One pass over all image paths: a mapped path (the venv under /tmp) must not be mapped again.
+    pattern = re.compile(rf"(?<![\w/])({'|'.join(map(re.escape, mapping))})(?=/|:|$)")
     environment = {}
     for name, value in image.environment(service).items():
-        for image_path, local_path in mapping.items():
-            value = re.sub(rf"(?<![\w/]){re.escape(image_path)}(?=/|:|$)", local_path, value)
+        value = pattern.sub(lambda match: mapping[match.group(1)], value)
         environment[name] = value.replace("$PATH", "/usr/bin:/bin")
     return environment
 
