@@ -7,7 +7,9 @@ has its own rejection reason.
   ("Who founded Acme Corp?"), so it is kept.
 - ``restates_task``: the query describes the search instead of being one ("Find the abstracts of
   papers that support or refute the claim"): it uses the words of task definitions and most of
-  its content words are the task's or those.
+  its content words are the task's or those; or it says nothing beyond the task ("What is an
+  encyclopedia of entities?" for a task about an encyclopedia of entities): every content word is
+  the task's, so no one passage answers it.
 - ``dangling_ending``: the query stops on a lead-in (":", ",", "such as", "e.g.", ...; libs.words).
 """
 
@@ -51,9 +53,12 @@ def contains_title(query: str, title: str) -> bool:
 
 def restates_task(query: str, task: str) -> bool:
     words = content_words(normalize(query))
+    known = TASK_WORDS | content_words(normalize(task))
+    if words and words <= known:
+        return True
     if len(words) < 3 or len(words & TASK_WORDS) < MIN_TASK_WORDS:
         return False
-    return len(words & (TASK_WORDS | content_words(normalize(task)))) >= RESTATEMENT_SHARE * len(words)
+    return len(words & known) >= RESTATEMENT_SHARE * len(words)
 
 
 def corpus_query_problem(query: str, title: str, task: str) -> tuple[str, str] | None:

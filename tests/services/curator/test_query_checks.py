@@ -49,6 +49,14 @@ def test_a_query_describing_the_search_restates_the_task():
     assert not restates_task("how do I reset the Helios battery", helios_task)
 
 
+def test_a_query_with_nothing_beyond_the_task_restates_it():
+    task = "Given a search query, retrieve relevant passages about An encyclopedia of entities"
+    assert restates_task("An encyclopedia of entities", task)
+    assert restates_task("What is An encyclopedia of entities?", task)
+    assert not restates_task("What is the Texas State Guard?", task)
+    assert restates_task("Helios battery", "Given a question about the Helios home battery, retrieve support articles")
+
+
 @pytest.mark.parametrize(
     ("query", "reason"),
     [
