@@ -7,14 +7,18 @@ NV-Retriever's TopK-PercPos filter (arXiv 2407.15831): keep only candidates scor
 
 The same ranking gives round-trip consistency filtering (Promptagator, arXiv 2209.11755; InPars):
 with ``round_trip_k``, an example whose positive is one of the corpus documents (a query written
-from that passage) is left out unless its positive ranks in the top ``round_trip_k`` for its query.
+from that passage) is left out unless its positive ranks in the top ``round_trip_k`` for its query,
+by the model or (``round_trip_lexical``, hybrid) by BM25 (bm25s): a base model that reads a language
+or a domain poorly would otherwise drop exactly the queries it has most to learn from.
 """
 
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import bm25s
 import torch
 
 from libs.modeling.data import TrainExample
@@ -39,6 +43,8 @@ class MiningConfig:
     seed: int = 0
     # Round-trip filter: keep a corpus query only if its passage ranks in the top k (0 = keep all).
     round_trip_k: int = 10
+    # Hybrid round trip: a passage BM25 ranks in the top k also keeps its query.
+    round_trip_lexical: bool = True
 
 
 def mine_hard_negatives(
@@ -56,11 +62,21 @@ def mine_hard_negatives(
     positive_vectors = embedder.encode([e.positive for e in examples], batch_size=config.batch_size)
     window_end = min(config.range_end, len(documents))
     in_corpus = set(documents)
+    lexical_top = (
+        lexical_top_k(documents, [e.query for e in examples], config.round_trip_k)
+        if config.round_trip_k and config.round_trip_lexical
+        else None
+    )
     mined, dropped, round_trip = [], 0, 0
     for i, example in enumerate(examples):
         positive_score = float(query_vectors[i] @ positive_vectors[i])
         scores = doc_vectors @ query_vectors[i]
-        if config.round_trip_k and example.positive in in_corpus and positive_rank(scores, positive_score) >= config.round_trip_k:
+        if (
+            config.round_trip_k
+            and example.positive in in_corpus
+            and positive_rank(scores, positive_score) >= config.round_trip_k
+            and not (lexical_top and example.positive in lexical_top[i])
+        ):
             round_trip += 1
             continue
         ranked = torch.argsort(scores, descending=True)[config.range_start : window_end].tolist()
@@ -82,6 +98,23 @@ def mine_hard_negatives(
     counts = {"examples": len(examples), "corpus": len(documents), "dropped_as_false_negative": dropped}
     log.info("mined hard negatives", extra=counts | {"round_trip_rejected": round_trip})
     return mined
+
+
+# One token per CJK character (no spaces between words there), one per word elsewhere.
+LEXICAL_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+")
+
+
+def lexical_tokens(text: str) -> list[str]:
+    return LEXICAL_TOKEN.findall(text.lower())
+
+
+def lexical_top_k(documents: Sequence[str], queries: Sequence[str], k: int) -> list[set[str]]:
+    """The documents BM25 ranks in the top ``k`` for each query (only those sharing a token with it)."""
+    index = bm25s.BM25()
+    index.index([lexical_tokens(d) or [""] for d in documents], show_progress=False)
+    k = min(k, len(documents))
+    found, scores = index.retrieve([lexical_tokens(q) or [""] for q in queries], k=k, show_progress=False)
+    return [{documents[j] for j, score in zip(row, row_scores) if score > 0} for row, row_scores in zip(found, scores)]
 
 
 def positive_rank(scores: torch.Tensor, positive_score: float) -> int:

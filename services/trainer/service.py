@@ -286,7 +286,7 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         rejected_file = self.runs_dir / run.run_id / ROUND_TRIP_FILE
         if not run.job_id or not rejected_file.exists():
             return
-        detail = f"the base model does not rank the query's passage in the top {k} of the job's corpus"
+        detail = f"neither the base model nor BM25 ranks the query's passage in the top {k} of the job's corpus"
         futures = []
         for example in read_examples(rejected_file):
             payload = json.dumps(example.to_json(), ensure_ascii=False).encode()

@@ -34,8 +34,8 @@ class TrainerSettings(ServiceSettings):
     )
     round_trip_k: int = Field(
         MiningConfig.round_trip_k,
-        description="Round-trip filter while mining: a corpus query is trained on only if the base model ranks its passage "
-        "in the top k of the job's corpus; the others go to forge.examples.rejected (reason round_trip). 0 disables it.",
+        description="Round-trip filter while mining: a corpus query is trained on only if the base model or BM25 ranks its "
+        "passage in the top k of the job's corpus; the others go to forge.examples.rejected (reason round_trip). 0 disables it.",
     )
     checkpoint_every: int = Field(TrainConfig.checkpoint_every, description="Optimizer steps between checkpoints.")
     storage: StorageSettings = StorageSettings()

@@ -3,7 +3,7 @@
 import torch
 
 from libs.modeling.data import TrainExample
-from libs.modeling.mining import MiningConfig, mine_hard_negatives
+from libs.modeling.mining import MiningConfig, lexical_tokens, lexical_top_k, mine_hard_negatives
 
 
 class VectorTable:
@@ -59,3 +59,25 @@ def test_round_trip_keeps_a_corpus_query_only_if_its_passage_ranks_in_the_top_k(
     table = TABLE | {"written": [0.0, -1.0]}
     (synthetic,) = mine_hard_negatives(VectorTable(table), [TrainExample("q", "written")], corpus, MiningConfig(round_trip_k=1))
     assert synthetic.positive == "written"
+
+
+def test_hybrid_round_trip_keeps_a_query_whose_passage_bm25_ranks_in_the_top_k():
+    table = {
+        "where is the lighthouse of alexandria": [1.0, 0.0],
+        "The lighthouse of Alexandria stood on the island of Pharos.": [0.0, 1.0],  # the model ranks it last
+        "A harbour city on the Mediterranean coast.": [0.9, 0.436],
+        "An ancient wonder of the world.": [0.7, 0.714],
+    }
+    query, positive, *others = table
+    corpus = [positive, *others]
+    example = TrainExample(query, positive)
+    dense_only = MiningConfig(round_trip_k=1, round_trip_lexical=False)
+    assert mine_hard_negatives(VectorTable(table), [example], corpus, dense_only) == []
+    (kept,) = mine_hard_negatives(VectorTable(table), [example], corpus, MiningConfig(round_trip_k=1))
+    assert kept.positive == positive
+
+
+def test_lexical_tokens_are_words_and_single_cjk_characters():
+    assert lexical_tokens("Where is Pharos? 法罗斯岛") == ["where", "is", "pharos", *"法罗斯岛"]
+    beijing, shanghai = "北京是中国的首都。", "上海是一座港口城市。"
+    assert lexical_top_k([beijing, shanghai], ["中国的首都是哪里", "no shared token"], 1) == [{beijing}, set()]
