@@ -13,6 +13,7 @@ lines through ``report`` (the service tails them from the run's events file).
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -67,6 +68,10 @@ class RunConfig:
     corpus_whole_documents: bool = False
     eval_paths: tuple[str, ...] = ()
     dev_fraction: float = 0.1
+    # Passages of the mining corpus the dev queries are also ranked against (a seeded sample when the
+    # corpus has more): without them the dev split ranks a few hundred unlike passages, which every
+    # model gets right, and cannot choose a merge weight.
+    dev_corpus_passages: int = 2000
     # Instruction for queries that carry none (and the exported model's query prompt).
     instruction: str = ""
     model_id: str = ""
@@ -235,10 +240,16 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
 def dev_dataset(dev: list[TrainExample], config: RunConfig):
     """The synthetic dev split as a ranking task: each dev query looks for its positive among
     every passage of the snapshot (dev and train positives and negatives; the train split is
-    read from the run folder), not only among the few dev positives."""
+    read from the run folder) and up to ``dev_corpus_passages`` passages of the mining corpus,
+    not only among the few dev positives."""
     train_file = Path(config.run_dir) / "train.jsonl"
     train = read_examples(train_file) if train_file.exists() else []
     pool = [n for e in dev for n in e.negatives] + [t for e in train for t in (e.positive, *e.negatives)]
+    if config.corpus_path and config.dev_corpus_passages > 0:
+        corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents)
+        if len(corpus) > config.dev_corpus_passages:
+            corpus = random.Random(config.train.seed).sample(corpus, config.dev_corpus_passages)
+        pool += corpus
     return dataset_from_pairs(
         "dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool
     )
