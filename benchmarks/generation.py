@@ -41,7 +41,7 @@ import jsonschema
 
 from embedforge.v1 import messages_pb2 as pb
 from libs.llm import LlmError, complete
-from libs.local.llm_server import DEFAULT_MODEL, LlamaServer
+from libs.local.llm_server import DEFAULT_MODEL, LlamaServer, native_bf16
 from libs.settings import LlmSettings
 from services.curator.settings import ValidationSettings
 from services.curator.validation import Rejection, Validator
@@ -123,9 +123,9 @@ class ServerEngine:
 class InProcessEngine:
     name = "in_process"
 
-    def __init__(self, module, model: str):
+    def __init__(self, module, model: str, dtype: str):
         self.module = module
-        self.engine = module.LocalEngine(model)
+        self.engine = module.LocalEngine(model, dtype=dtype)
 
     def answer(self, plan: PlannedExample) -> tuple[str, int]:
         attributes = dict(plan.raw.attributes)
@@ -177,6 +177,12 @@ def totals(blocks: list[dict]) -> dict:
     }
 
 
+def baseline_dtype() -> str:
+    """The in-process engine's best dtype here: its default bfloat16 only where bf16 matmuls are native
+    (on an AVX2-only CPU torch's bf16 GEMM runs ~40x slower than fp32, which would flatter the server)."""
+    return "bfloat16" if native_bf16() else "float32"
+
+
 def compare(
     planned: list[PlannedExample], model: str, server_threads: list[int], baseline_every: int, baseline_rev: str, log_dir: Path
 ) -> dict:
@@ -189,7 +195,7 @@ def compare(
             engine.name = "server" if server is servers[0] else f"server_{server.threads}_threads"
             engines.append(engine)
         if baseline_every:
-            engines.append(InProcessEngine(load_baseline_engine(baseline_rev), model))
+            engines.append(InProcessEngine(load_baseline_engine(baseline_rev), model, baseline_dtype()))
         for engine in engines:  # warm-up: load, first grammar compile
             run_block(engine, blocks[0][:2])
         runs: dict[str, list[dict]] = {e.name: [] for e in engines}
@@ -282,8 +288,9 @@ def main() -> None:
                 f"{main_part['server_weights']}, {main_part['slots']} slots, all cores, prompt cache; hosted_vllm/ "
                 "through litellm",
                 "server_1_threads": "the same server on one thread",
-                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, bf16, its default "
-                "cores - 1 torch threads, batches of up to 16, xgrammar",
+                "in_process": f"libs/llm/local.py at {args.baseline_rev}: transformers generate, {baseline_dtype()} "
+                "(bfloat16, its default, where the CPU has native bf16), its default cores - 1 torch threads, "
+                "batches of up to 16, xgrammar",
             },
             "detail": {DEFAULT_MODEL: main_part},
         }
@@ -296,6 +303,7 @@ def main() -> None:
     machine = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "native_bf16": native_bf16(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
