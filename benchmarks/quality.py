@@ -122,8 +122,8 @@ def merge_choice(run_id: str) -> dict:
     choice: dict = {}
     for line in events.read_text().splitlines():
         event = json.loads(line)
-        if "merge_weight" in event:
-            choice = {k: event[k] for k in ("merge_scores", "merge_weight") if k in event}
+        if "merge_scores" in event:
+            choice = {"merge_scores": event["merge_scores"], "merge_weight": event["merge_weight"]}
     return choice
 
 
