@@ -12,8 +12,10 @@ evaluates base vs tuned in the same run on the corpus's own queries and qrels, w
 sees (generation reads only the documents), and on sickr and stsb-zh (Spearman). Accept/reject
 counts by reason are read back from forge.examples.rejected (the curator's reasons and the
 trainer's ``round_trip``). Writes ``--out`` (default benchmarks/results/quality.json) with the
-issue's goals. Generation runs about 50 queries/min on the 2-core machine: the default sizes
-take about 40 minutes in all.
+issue's goals, after each corpus; an ``--only`` run replaces its corpora's figures there and keeps
+the others'. Generation runs 13-17 queries/min on a 2-vCPU AVX2 machine (about 50 with AVX-512
+BF16), and each job also trains, evaluates and indexes: the dbpedia job at its default size took
+72 minutes on the AVX2 machine.
 """
 
 import argparse
@@ -160,23 +162,39 @@ def goals_met(figures: dict) -> dict[str, bool]:
     return met
 
 
-def write_results(out: Path, measured: dict, generator: str, sizes: dict, started: float) -> dict:
+def corpus_keys(figures: dict, corpus: str) -> list[str]:
+    """The figures one corpus's job produced (its nDCG, data and its model's STS scores)."""
+    key = CORPORA[corpus]["key"]
+    return [name for name in figures if name.startswith(f"{key}_") or name.endswith(f"_tuned_{key}_model")]
+
+
+def earlier_figures(out: Path, corpora: list[str]) -> dict:
+    """From an existing results file, the figures of the corpora this run does not measure (an --only
+    run replaces its corpora and keeps the others)."""
+    if not out.is_file():
+        return {}
+    earlier = json.loads(out.read_text())
+    kept = {name: earlier[name] for corpus in CORPORA if corpus not in corpora for name in corpus_keys(earlier, corpus)}
+    return kept | ({f"{sts}_spearman_base": earlier[f"{sts}_spearman_base"] for sts in STS} if kept else {})
+
+
+def write_results(out: Path, measured: dict, generator: str, started: float) -> dict:
     """The results file from what was measured so far, with the goals judged on it."""
     figures = dict(measured)
     for sts in STS:
-        tuned = [v for k, v in figures.items() if k.startswith(f"{sts}_spearman_tuned_")]
+        tuned = [v for k, v in figures.items() if k.startswith(f"{sts}_spearman_tuned_") and k.endswith("_model")]
         if tuned:
             figures[f"{sts}_spearman_tuned"] = min(tuned)
     figures["goals"] = GOALS
     figures["goals_met"] = goals_met(figures)
     figures["setup"] = (
-        f"corpus-only jobs through the local runtime (make run's path), generator {generator}, queries per corpus {sizes}; "
-        "all-MiniLM-L6-v2 full fine-tuning, batch 32, lr 2e-5, 3 epochs, temperature 0.05, 1 mined hard negative, "
-        "max length 256, "
-        "LM-Cocktail weight chosen on the synthetic dev split; task drafted by taskgen; nDCG@10 and Spearman x 100"
+        f"corpus-only jobs through the local runtime (make run's path), generator {generator}, queries per corpus in "
+        "<corpus>_data.queries_requested; all-MiniLM-L6-v2 full fine-tuning, batch 32, lr 2e-5, 3 epochs, temperature "
+        "0.05, 1 mined hard negative, max length 256, LM-Cocktail weight chosen on the synthetic dev split; task drafted "
+        "by taskgen; nDCG@10 and Spearman x 100"
     )
     figures["machine"] = {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-    figures["total_s"] = round(time.monotonic() - started, 1)
+    figures["last_run_s"] = round(time.monotonic() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     return figures
@@ -186,7 +204,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     defaults = ", ".join(f"{c}={i['queries']}" for c, i in CORPORA.items())
     parser.add_argument("--queries", action="append", default=[], metavar="CORPUS=N", help=f"queries to write ({defaults})")
-    parser.add_argument("--only", action="append", choices=sorted(CORPORA), help="run only these corpora (default: all)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(CORPORA),
+        help="run only these corpora (default: all); the other corpora's figures in --out stay",
+    )
     parser.add_argument("--generator", default=DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (a reduced run: write it elsewhere)")
     args = parser.parse_args()
@@ -196,7 +219,7 @@ def main() -> None:
     specs = {corpus: job_spec(corpus, sizes[corpus]) for corpus in corpora}
     roots = tuple(dict.fromkeys(root for spec in specs.values() for root in job_data_roots(spec)))
     console = Console()
-    figures: dict = {}
+    figures = earlier_figures(args.out, corpora)
     started = time.monotonic()
     shutil.rmtree(WORK, ignore_errors=True)
     runtime = LocalRuntime(WORK, data_roots=roots)
@@ -208,12 +231,11 @@ def main() -> None:
                 report = run_job(runtime, spec, progress, stall_timeout_s=900)
             figures |= corpus_figures(corpus, spec.corpus_queries, report, rejected_by_reason(runtime, report["job"]["job_id"]))
             console.print(json.dumps({k: v for k, v in figures.items() if not k.endswith("_data")}))
-            write_results(
-                args.out, figures, args.generator, sizes, started
-            )  # after each corpus: a cut run keeps what it measured
+            # After each corpus: a cut run keeps what it measured.
+            write_results(args.out, figures, args.generator, started)
     finally:
         figures["service_exit_codes"] = runtime.stop()
-    results = write_results(args.out, figures, args.generator, sizes, started)
+    results = write_results(args.out, figures, args.generator, started)
     console.print(json.dumps({"goals_met": results["goals_met"]}))
 
 
