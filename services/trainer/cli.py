@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m services.trainer.cli train ...      # same script, gloo on CPU
     python -m services.trainer.cli evaluate --model BASE --trained runs/r1/trained --eval ../shared/data/xquad-en
     python -m services.trainer.cli export   --model BASE --trained runs/r1/trained --out models/m1 \
-        [--merge-weight 0 --dev dev.jsonl]
+        [--merge-weight 0 --dev dev.jsonl [--corpus chunks.jsonl --corpus-whole-documents]] [--eval ...]
     python -m services.trainer.cli run      --data x.jsonl --model BASE --out runs/r1 --eval ... [--config run.json]
 
 Data files are FlagEmbedding JSONL: {"query", "pos": [...], "neg": [...], "prompt"?}.
@@ -133,8 +133,8 @@ def cmd_evaluate(args) -> None:
         Path(args.out).write_text(output)
 
 
-def cmd_export(args) -> None:
-    config = RunConfig(
+def export_config(args) -> RunConfig:
+    return RunConfig(
         dataset_path="",
         run_dir=str(Path(args.trained).parent),
         model=model_config(args, lora=False),
@@ -143,7 +143,16 @@ def cmd_export(args) -> None:
         instruction=args.instruction,
         export_dir=args.out,
         model_id=args.model_id,
+        corpus_path=args.corpus_path,
+        corpus_chunk_words=args.corpus_chunk_words,
+        corpus_whole_documents=args.corpus_whole_documents,
+        dev_corpus_passages=args.dev_corpus_passages,
+        eval_paths=tuple(args.eval_paths or ()),
     )
+
+
+def cmd_export(args) -> None:
+    config = export_config(args)
     dev = read_examples(args.dev) if args.dev else []
     manifest_path = Path(args.trained).parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -185,7 +194,20 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--dev", default="", help="dev examples to choose the merge weight on (--merge-weight 0)")
     export.add_argument("--events", default="")
-    add_dataclass_args(export, RunConfig, only=("instruction", "model_id"))
+    add_dataclass_args(
+        export,
+        RunConfig,
+        only=(
+            "instruction",
+            "model_id",
+            "corpus_path",
+            "corpus_chunk_words",
+            "corpus_whole_documents",
+            "dev_corpus_passages",
+            "eval_paths",
+        ),
+        names=RUN_NAMES,
+    )
     add_model_args(export, only=("base_model", "max_length"))
     add_dataclass_args(export, MergeConfig, "merge_")
     run = sub.add_parser("run", help="snapshot, mine, train, evaluate, merge, export")

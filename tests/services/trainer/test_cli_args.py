@@ -100,3 +100,16 @@ def test_help_shows_the_dataclass_defaults(capsys):
 def test_run_needs_a_config_or_data_and_out():
     with pytest.raises(SystemExit):
         cli.run_config(cli.parser().parse_args(["run", "--model", "BASE"]))
+
+
+def test_export_ranks_dev_against_the_corpus_given_like_the_service():
+    args = cli.parser().parse_args(
+        ["export", "--trained", "r/trained", "--out", "m", "--model", "BASE", "--merge-weight", "0", "--corpus", "chunks.jsonl"]
+        + ["--corpus-whole-documents", "--dev-corpus-passages", "50", "--eval", "a", "--eval", "b"]
+    )
+    config = cli.export_config(args)
+    assert (config.corpus_path, config.corpus_whole_documents, config.dev_corpus_passages) == ("chunks.jsonl", True, 50)
+    assert config.run_dir == "r" and config.merge == MergeConfig(weight=0) and config.eval_paths == ("a", "b")
+    assert (
+        cli.export_config(cli.parser().parse_args(["export", "--trained", "t", "--out", "m", "--model", "B"])).corpus_path == ""
+    )
