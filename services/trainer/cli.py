@@ -134,20 +134,15 @@ def cmd_evaluate(args) -> None:
 
 
 def export_config(args) -> RunConfig:
-    return RunConfig(
+    return dataclass_from_args(
+        RunConfig,
+        args,
         dataset_path="",
         run_dir=str(Path(args.trained).parent),
         model=model_config(args, lora=False),
         train=TrainConfig(output_dir=""),
         merge=dataclass_from_args(MergeConfig, args, "merge_"),
-        instruction=args.instruction,
         export_dir=args.out,
-        model_id=args.model_id,
-        corpus_path=args.corpus_path,
-        corpus_chunk_words=args.corpus_chunk_words,
-        corpus_whole_documents=args.corpus_whole_documents,
-        dev_corpus_passages=args.dev_corpus_passages,
-        eval_paths=tuple(args.eval_paths or ()),
     )
 
 
