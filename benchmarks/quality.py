@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -100,22 +99,40 @@ def job_spec(corpus: str, queries: int) -> pb.JobSpec:
     )
 
 
-def rejected_by_reason(runtime: LocalRuntime, job_id: str, quiet_s: float = 5.0) -> dict[str, int]:
-    """The job's rejections on forge.examples.rejected, once per key, by reason."""
+def job_rejections(runtime: LocalRuntime, job_id: str, quiet_s: float = 5.0) -> dict[str, pb.RejectedExample]:
+    """The job's rejections on forge.examples.rejected, the last one of each key."""
     settings = runtime.kafka_settings
     topic = physical_name(settings, topics.EXAMPLES_REJECTED)
     consumer = KafkaConsumer(topic, **settings.client_kwargs(), auto_offset_reset="earliest", group_id=None)
-    reasons: dict[str, str] = {}
+    rejections: dict[str, pb.RejectedExample] = {}
     last = time.monotonic()
     while time.monotonic() - last < quiet_s:
         for records in consumer.poll(timeout_ms=500).values():
             for record in records:
                 reject = pb.RejectedExample.FromString(record.value)
                 if reject.job_id == job_id:
-                    reasons[topics.rejected_key(reject)] = reject.reason
+                    rejections[topics.rejected_key(reject)] = reject
             last = time.monotonic() if records else last
     consumer.close()
-    return dict(Counter(reasons.values()).most_common())
+    return rejections
+
+
+def rejected_query(reject: pb.RejectedExample) -> str:
+    """The query of a rejected example: the curator rejects RawExamples, the trainer's round trip JSON examples."""
+    payload = reject.original_payload
+    return json.loads(payload)["query"] if payload.startswith(b"{") else pb.RawExample.FromString(payload).query
+
+
+def rejection_figures(rejections: dict[str, pb.RejectedExample], samples: int = 4) -> dict:
+    """Rejections counted by reason, and the first few of each reason (query and detail: what was rejected)."""
+    by_reason: dict[str, list[str]] = {}
+    for reject in rejections.values():
+        by_reason.setdefault(reject.reason, []).append(f"{rejected_query(reject)[:120]!r}: {reject.detail[:160]}")
+    ranked = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    return {
+        "rejected_by_reason": {reason: len(details) for reason, details in ranked},
+        "rejected_samples": {reason: details[:samples] for reason, details in ranked},
+    }
 
 
 def merge_choice(run_id: str) -> dict:
@@ -129,7 +146,7 @@ def merge_choice(run_id: str) -> dict:
     return choice
 
 
-def corpus_figures(corpus: str, queries: int, report: dict, rejected: dict[str, int]) -> dict:
+def corpus_figures(corpus: str, queries: int, report: dict, rejections: dict[str, pb.RejectedExample]) -> dict:
     key, evals = CORPORA[corpus]["key"], report["evaluation"]
     figures = dict(zip((f"{key}_ndcg10_base", f"{key}_ndcg10_tuned"), pick(evals, corpus, "ndcg@10")))
     figures |= dict(zip((f"{key}_dev_ndcg10_base", f"{key}_dev_ndcg10_tuned"), pick(evals, "dev", "ndcg@10")))
@@ -141,7 +158,7 @@ def corpus_figures(corpus: str, queries: int, report: dict, rejected: dict[str, 
         "generated": report["generation"]["succeeded"],
         "generation_failures": report["generation"]["failed"],
         "accepted_by_curator": report["curation"]["accepted"],
-        "rejected_by_reason": rejected,
+        **rejection_figures(rejections),
         "train_examples": report["training"]["train_examples"],
         "dev_examples": report["training"]["dev_examples"],
         **merge_choice(report["training"]["run_id"]),
@@ -229,7 +246,7 @@ def main() -> None:
             console.print(f"[bold]{corpus}[/bold]: {spec.corpus_queries} corpus queries")
             with progress_bars(console) as progress:
                 report = run_job(runtime, spec, progress, stall_timeout_s=900)
-            figures |= corpus_figures(corpus, spec.corpus_queries, report, rejected_by_reason(runtime, report["job"]["job_id"]))
+            figures |= corpus_figures(corpus, spec.corpus_queries, report, job_rejections(runtime, report["job"]["job_id"]))
             console.print(json.dumps({k: v for k, v in figures.items() if not k.endswith("_data")}))
             # After each corpus: a cut run keeps what it measured.
             write_results(args.out, figures, args.generator, started)

@@ -1,10 +1,11 @@
 """Checks of a corpus-grounded query against its passage's title and the job's task: each problem
 has its own rejection reason.
 
-- ``contains_title``: the query holds the whole title of a long title (``TITLE_MIN_WORDS`` words or
-  more, which no user types in full), or starts with the title as a sentence of its own
-  ("<title>. How does ...?"). A short title inside a question is how users name an entity
-  ("Who founded Acme Corp?"), so it is kept.
+- ``contains_title``: the query holds the whole title of a long title (``TITLE_MIN_WORDS`` words, or
+  ``TITLE_MIN_UNSPACED_CHARS`` characters in a script written without spaces: a title no user types
+  in full), or starts with the title as a sentence of its own ("<title>. How does ...?"). A short
+  title inside a question is how users name an entity ("Who founded Acme Corp?",
+  "战国无双3是由哪两个公司开发的？"), so it is kept.
 - ``restates_task``: the query describes the search instead of being one ("Find the abstracts of
   papers that support or refute the claim"): it uses the words of task definitions and most of
   its content words are the task's or those; or it says nothing beyond the task ("What is an
@@ -19,6 +20,10 @@ from libs.words import UNSPACED, dangling_ending, word_count
 from services.curator.text import normalize
 
 TITLE_MIN_WORDS = 4
+# Chinese and Japanese names are compounds, denser than running text (libs.words counts 1.7
+# characters a word there): encyclopedia titles and names mostly run 2-10 characters, headline- or
+# paper-like titles 12 and more.
+TITLE_MIN_UNSPACED_CHARS = 12
 # Words of task definitions ("Given a claim, retrieve abstracts that ..."), not of queries.
 TASK_WORDS = frozenset(
     "given retrieve retrieving find search searching locate identify list query queries question questions document documents "
@@ -39,13 +44,20 @@ def content_words(normalized: str) -> set[str]:
     return {w for w in normalized.split() if (len(w) >= 4 or UNSPACED.search(w)) and w not in STOP_WORDS}
 
 
+def long_title(title: str) -> bool:
+    unspaced = len(UNSPACED.findall(title))
+    if unspaced:
+        return unspaced >= TITLE_MIN_UNSPACED_CHARS or len(UNSPACED.sub(" ", title).split()) >= TITLE_MIN_WORDS
+    return word_count(title) >= TITLE_MIN_WORDS
+
+
 def contains_title(query: str, title: str) -> bool:
     norm_title = normalize(title)
     if not norm_title:
         return False
     if re.match(TITLE_LEAD.format(re.escape(title.strip())), query, re.IGNORECASE):
         return True
-    if word_count(title) < TITLE_MIN_WORDS:
+    if not long_title(title):
         return False
     norm_query = normalize(query)
     return norm_title in norm_query if UNSPACED.search(norm_title) else f" {norm_title} " in f" {norm_query} "

@@ -16,15 +16,15 @@ CHUNK = (
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "title"),
     [
-        "Vitamin D supplementation and fracture risk in older adults. How does it work?",  # title copy with words added
-        "what does vitamin-D supplementation and Fracture Risk in Older Adults show",  # normalised containment
-        "Hip fractures: do daily vitamin D doses prevent them?",  # a short title as the first sentence
+        ("Vitamin D supplementation and fracture risk in older adults. How does it work?", TITLE),  # copy, words added
+        ("what does vitamin-D supplementation and Fracture Risk in Older Adults show", TITLE),  # normalised containment
+        ("Hip fractures: do daily vitamin D doses prevent them?", "Hip fractures"),  # short title as the first sentence
+        ("维生素D补充剂与老年人骨折风险的关系说明了什么？", "维生素D补充剂与老年人骨折风险的关系"),  # paper-like CJK title
     ],
 )
-def test_queries_holding_the_title_are_caught(query):
-    title = "Hip fractures" if query.startswith("Hip") else TITLE
+def test_queries_holding_the_title_are_caught(query, title):
     assert contains_title(query, title)
 
 
@@ -34,6 +34,7 @@ def test_queries_holding_the_title_are_caught(query):
         ("Who founded Acme Corp and when?", "Acme Corp"),  # a short entity title inside a question: how users ask
         ("does vitamin D lower hip fracture rates in the elderly", TITLE),  # on topic, no title copy
         ("《战国无双3》是由哪两个公司合作开发的？", "战国无双3"),  # short CJK title inside the question
+        ("中华人民共和国成立于哪一年？", "中华人民共和国"),  # a 7-character name: one name, not a sentence
     ],
 )
 def test_queries_naming_a_short_title_or_the_topic_are_kept(query, title):
