@@ -267,7 +267,10 @@ class Validator:
             pending.language = f"{source}-{target}" if source and target else source or target
         else:
             requested = language_code(raw.language)
-            checked = [query] if raw.category == pb.CATEGORY_CLASSIFICATION else [query, positives[0]]  # a label is too short
+            # Only generated text is checked: a label is too short, and a corpus query's positive is the
+            # user's own passage, whatever scripts it quotes ("Nicholas II (Russian: Николай II) ...").
+            query_only = raw.category in (pb.CATEGORY_CLASSIFICATION, pb.CATEGORY_CORPUS_GROUNDED)
+            checked = [query] if query_only else [query, positives[0]]
             if not requested:
                 if self.detector is not None:
                     longest = max(checked, key=len)

@@ -195,6 +195,15 @@ def test_corpus_query_copying_the_title_is_rejected(validator):
         validator.curate(example)
 
 
+def test_corpus_query_is_language_checked_but_not_the_users_passage(validator):
+    passage = f"{JAPANESE} {CHINESE} {CHUNK}"  # the user's document, quoting other scripts first
+    query = "how long can an open insulin pen stay out of the fridge"
+    example = raw("c3", "corpus_query", {"query": query}, chunk_text=passage, attributes={"language": "en"})
+    assert validator.curate(example).language == "en"
+    asked_zh = raw("c4", "corpus_query", {"query": query}, chunk_text=CHUNK, attributes={"language": "zh"})
+    assert reason_of(validator, asked_zh) == "language_mismatch"
+
+
 def test_word_counts_within_tolerance_are_accepted(validator):
     # 100 words asked, 60 written: inside the default 50% tolerance.
     assert validator.curate(retrieval(30, answer=retrieval_answer(30, doc_words=60))).query
