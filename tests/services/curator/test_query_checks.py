@@ -32,6 +32,8 @@ def test_queries_holding_the_title_are_caught(query, title):
     ("query", "title"),
     [
         ("Who founded Acme Corp and when?", "Acme Corp"),  # a short entity title inside a question: how users ask
+        ("When was California State University, Long Beach founded?", "California State University, Long Beach"),
+        ("Who wrote Once in a Lifetime for Keith Urban?", "Once in a Lifetime (Keith Urban song)"),  # 4 words + disambiguation
         ("does vitamin D lower hip fracture rates in the elderly", TITLE),  # on topic, no title copy
         ("《战国无双3》是由哪两个公司合作开发的？", "战国无双3"),  # short CJK title inside the question
         ("中华人民共和国成立于哪一年？", "中华人民共和国"),  # a 7-character name: one name, not a sentence
