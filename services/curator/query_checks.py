@@ -17,7 +17,7 @@ has its own rejection reason.
 
 import re
 
-from libs.words import UNSPACED, dangling_ending, word_count
+from libs.words import UNSPACED, dangling_ending
 from services.curator.text import normalize
 
 # Encyclopedia titles and names run 1-6 words (96% of dbpedia-entity's 5,000; a trailing
@@ -50,10 +50,8 @@ def content_words(normalized: str) -> set[str]:
 
 def long_title(title: str) -> bool:
     title = DISAMBIGUATION.sub("", title)
-    unspaced = len(UNSPACED.findall(title))
-    if unspaced:
-        return unspaced >= TITLE_MIN_UNSPACED_CHARS or len(UNSPACED.sub(" ", title).split()) >= TITLE_MIN_WORDS
-    return word_count(title) >= TITLE_MIN_WORDS
+    spaced_words = len(UNSPACED.sub(" ", title).split())
+    return len(UNSPACED.findall(title)) >= TITLE_MIN_UNSPACED_CHARS or spaced_words >= TITLE_MIN_WORDS
 
 
 def contains_title(query: str, title: str) -> bool:
