@@ -100,6 +100,18 @@ def mine_hard_negatives(
     return mined
 
 
+def nearest_passages(embedder: Embedder, queries: Sequence[str], corpus: Sequence[str], count: int) -> list[str]:
+    """Up to ``count`` passages of ``corpus``, the ones ``embedder`` ranks nearest to ``queries``:
+    every query's rank-r passage comes before any query's rank r+1 (a pooled ranking set, as
+    TREC pools judgments)."""
+    corpus = list(dict.fromkeys(corpus))
+    if len(corpus) <= count:
+        return corpus
+    scores = embedder.encode(list(queries)) @ embedder.encode(corpus).T
+    rank_major = torch.topk(scores, count, dim=1).indices.T.flatten().tolist()
+    return [corpus[i] for i in list(dict.fromkeys(rank_major))[:count]]
+
+
 # One token per CJK character (no spaces between words there), one per word elsewhere.
 LEXICAL_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+")
 

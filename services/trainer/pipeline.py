@@ -13,7 +13,6 @@ lines through ``report`` (the service tails them from the run's events file).
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -29,7 +28,7 @@ from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
-from libs.modeling.mining import MiningConfig, mine_hard_negatives
+from libs.modeling.mining import MiningConfig, mine_hard_negatives, nearest_passages
 from libs.modeling.pooling import format_query, prompt_of
 from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig, learning_rate_choice, temperature_choice
 from libs.storage import Storage
@@ -69,9 +68,9 @@ class RunConfig:
     corpus_whole_documents: bool = False
     eval_paths: tuple[str, ...] = ()
     dev_fraction: float = 0.1
-    # Passages of the mining corpus the dev queries are also ranked against (a seeded sample when the
-    # corpus has more): without them the dev split ranks a few hundred unlike passages, which every
-    # model gets right, and cannot choose a merge weight.
+    # Passages of the mining corpus the dev queries are also ranked against (the base model's nearest
+    # to the dev queries when the corpus has more): without them the dev split ranks a few hundred
+    # unlike passages, which every model gets right, and cannot choose a merge weight.
     dev_corpus_passages: int = 2000
     # Instruction for queries that carry none (and the exported model's query prompt).
     instruction: str = ""
@@ -238,19 +237,20 @@ def fine_tune(config: RunConfig, train: list[TrainExample], report: Report) -> E
     return embedder
 
 
-def dev_dataset(dev: list[TrainExample], config: RunConfig):
+def dev_dataset(dev: list[TrainExample], config: RunConfig, base: Embedder):
     """The synthetic dev split as a ranking task: each dev query looks for its positive among
     every passage of the snapshot (dev and train positives and negatives; the train split is
-    read from the run folder) and up to ``dev_corpus_passages`` passages of the mining corpus,
-    not only among the few dev positives."""
+    read from the run folder) and the ``dev_corpus_passages`` passages of the mining corpus that
+    the ``base`` model ranks nearest to the dev queries, not only among the few dev positives: a
+    random sample of a large corpus is mostly passages no model confuses, which leaves every
+    merge weight at the same dev score."""
     train_file = Path(config.run_dir) / "train.jsonl"
     train = read_examples(train_file) if train_file.exists() else []
     pool = [n for e in dev for n in e.negatives] + [t for e in train for t in (e.positive, *e.negatives)]
     if config.corpus_path and config.dev_corpus_passages > 0:
         corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents)
-        if len(corpus) > config.dev_corpus_passages:
-            corpus = random.Random(config.train.seed).sample(corpus, config.dev_corpus_passages)
-        pool += corpus
+        base_query = base_query_format(config.model.base_model)
+        pool += nearest_passages(base, [base_query(e.query) for e in dev], corpus, config.dev_corpus_passages)
     return dataset_from_pairs(
         "dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool
     )
@@ -311,7 +311,7 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     report({"state": "exporting"})
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     merged = tuned.merged()
-    dev_set = dev_dataset(dev, config) if dev else None
+    dev_set = dev_dataset(dev, config, base) if dev else None
     weight = choose_merge_weight(merged, base, dev_set, config, report)
     if weight < 1.0:
         cocktail_merge(merged, base, weight)

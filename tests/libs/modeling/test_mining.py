@@ -3,7 +3,7 @@
 import torch
 
 from libs.modeling.data import TrainExample
-from libs.modeling.mining import MiningConfig, lexical_tokens, lexical_top_k, mine_hard_negatives
+from libs.modeling.mining import MiningConfig, lexical_tokens, lexical_top_k, mine_hard_negatives, nearest_passages
 
 
 class VectorTable:
@@ -81,3 +81,20 @@ def test_lexical_tokens_are_words_and_single_cjk_characters():
     assert lexical_tokens("Where is Pharos? 法罗斯岛") == ["where", "is", "pharos", *"法罗斯岛"]
     beijing, shanghai = "北京是中国的首都。", "上海是一座港口城市。"
     assert lexical_top_k([beijing, shanghai], ["中国的首都是哪里", "no shared token"], 1) == [{beijing}, set()]
+
+
+def test_nearest_passages_pools_every_query_s_rank_r_before_any_rank_r_plus_1():
+    table = {
+        "q1": [1.0, 0.0, 0.0],
+        "q2": [0.0, 1.0, 0.0],
+        "first for q1": [0.9, 0.0, 0.1],
+        "second for q1": [0.8, 0.0, 0.6],
+        "first for q2": [0.0, 0.9, 0.1],
+        "second for q2": [0.0, 0.8, 0.6],
+        "far": [0.0, 0.0, 1.0],
+    }
+    corpus = [text for text in table if not text.startswith("q")]
+    pooled = nearest_passages(VectorTable(table), ["q1", "q2"], corpus, 3)
+    assert pooled[:2] in (["first for q1", "first for q2"], ["first for q2", "first for q1"])
+    assert len(pooled) == 3 and pooled[2].startswith("second for")
+    assert nearest_passages(VectorTable(table), ["q1"], corpus + corpus, 10) == corpus  # a small corpus: all of it, once
