@@ -181,12 +181,7 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
             "dataset_manifest": run.dataset_manifest,
         },
         "evaluation": [{"dataset": e.dataset, "metric": e.metric, "base": e.base, "tuned": e.tuned} for e in run.evals],
-        "model": {
-            "model_id": run.model_id,
-            "uri": run.model_uri,
-            "manifest_digest": run.manifest_digest,
-            "query_instruction": info.query_instruction,
-        },
+        "model": {"model_id": run.model_id, "uri": run.model_uri, "manifest_digest": run.manifest_digest},
         "index": {"collection": info.collection, "points": info.points, "documents": info.documents},
         "sample_search": {
             "query": sample_query,

@@ -21,9 +21,6 @@ def _counts(title: str, counts: dict) -> list[str]:
     return [f"**{title}**", "", *_table(["", "count"], sorted(([k, v] for k, v in counts.items()), key=lambda r: -r[1])), ""]
 
 
-QUERY_INSTRUCTION_NONE = "none (one task on an encoder: an instruction every query shares tells it nothing)"
-
-
 def render_markdown(report: dict) -> str:
     job, gen, cur, train = report["job"], report["generation"], report["curation"], report["training"]
     lines = [
@@ -31,9 +28,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"Domain: {job['domain']}",
         "",
-        f"Task: {job['task']}",
-        "",
-        f"Query instruction of the model: {report['model']['query_instruction'] or QUERY_INSTRUCTION_NONE}",
+        f"Task (the query instruction): {job['task']}",
         "",
         f"Job `{job['job_id']}`, finished in {report['timings']['total_s']:.0f} s.",
         "",

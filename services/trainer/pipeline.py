@@ -14,20 +14,19 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import get_type_hints
 
 import torch
 import torch.distributed as dist
-from transformers import AutoConfig
 
 from libs.corpus import DEFAULT_CHUNK_WORDS, chunk_document, read_documents
 from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
-from libs.modeling.embedder import Embedder, ModelConfig, is_decoder_config, sentence_transformers_query_prompt
+from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives, nearest_passages
 from libs.modeling.pooling import format_query, prompt_of
@@ -75,9 +74,6 @@ class RunConfig:
     dev_corpus_passages: int = 2000
     # Instruction for queries that carry none (and the exported model's query prompt).
     instruction: str = ""
-    # False: queries carry no instruction at training or query time, the examples' own dropped too
-    # (a single-task run on an encoder: see instructions_inform).
-    query_instructions: bool = True
     model_id: str = ""
     export_dir: str = ""
     provenance: dict = field(default_factory=dict)
@@ -147,19 +143,6 @@ def save_run_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(asdict(config), indent=2, ensure_ascii=False))
 
 
-def instructions_inform(examples: Sequence[TrainExample], base_model: str) -> bool:
-    """Whether a run's queries carry their instruction (E5-mistral's recipe): always for a decoder
-    LLM, which that recipe teaches to follow it; for an encoder only when the examples carry more
-    than one instruction, tasks to tell apart. One instruction that every query shares tells the
-    model nothing, and an encoder never trained with instructions reads it as noise: with its task
-    instruction before training all-MiniLM-L6-v2 lost 1.3 (xquad-en), 1.5 (dbpedia-entity) and 7.5
-    (cmrc2018) nDCG@10 points, and the xquad-en model tuned with it ranked 93.86 with it, 94.24
-    without (base 94.12)."""
-    if is_decoder_config(AutoConfig.from_pretrained(base_model)):
-        return True
-    return len({e.instruction for e in examples}) > 1
-
-
 def read_corpus(path: str | Path, chunk_words: int = 0, whole_documents: bool = False) -> list[str]:
     """Mining candidates from the job's documents (any layout libs.corpus reads): the texts of
     their ``chunk_words`` chunks (0 = DEFAULT_CHUNK_WORDS, as JobSpec), or each whole document as
@@ -181,8 +164,6 @@ def snapshot(config: RunConfig) -> tuple[list[TrainExample], list[TrainExample],
     """Split the dataset into train/dev files in the run folder and describe exactly what was used."""
     run_dir = Path(config.run_dir)
     examples = read_examples(config.dataset_path)
-    if not config.query_instructions:
-        examples = [replace(e, instruction="") for e in examples]
     train, dev = split_train_dev(examples, config.dev_fraction, seed=config.train.seed)
     write_examples(run_dir / "train.jsonl", train)
     write_examples(run_dir / "dev.jsonl", dev)
@@ -354,7 +335,6 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
         "epochs": config.train.epochs,
         "max_steps": config.train.max_steps,
         "negatives_per_query": config.train.negatives_per_query,
-        "query_instructions": config.query_instructions,
         "mining": asdict(config.mining),
         "matryoshka_dims": list(config.train.matryoshka_dims),
     }

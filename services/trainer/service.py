@@ -36,7 +36,7 @@ from libs.modeling.mining import MiningConfig
 from libs.modeling.trainer import TrainConfig
 from libs.service import ServiceParts
 from libs.storage import redact, service_storage
-from services.trainer.pipeline import ROUND_TRIP_FILE, MergeConfig, RunConfig, instructions_inform
+from services.trainer.pipeline import ROUND_TRIP_FILE, MergeConfig, RunConfig
 from services.trainer.runs import RunManager
 from services.trainer.settings import TrainerSettings
 from services.trainer.store import CHUNKS_FILE, ChunkStore, CuratedStore, JobStore, RejectedLog, planned_examples
@@ -243,8 +243,6 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
             if not resolved_corpus and request.job_id and self.chunks.write_corpus(request.job_id, run_dir / CHUNKS_FILE):
                 resolved_corpus = str(run_dir / CHUNKS_FILE)
             config = run_config(self.settings, spec, run_dir, dataset, eval_paths, resolved_corpus, instruction, base_model)
-            if not instructions_inform(examples, config.model.base_model):
-                config.instruction, config.query_instructions = "", False
             config.model_id = ids.model_id(request.job_id or "model", run_id)
             config.provenance = {"job_id": request.job_id, "run_id": run_id, "snapshot": manifest}
             config.storage_uri = self.storage.uri

@@ -36,7 +36,7 @@ def sample_report() -> dict:
             "loss_curve": [[1, 2.5], [2, 1.75], [3, 1.25]],
         },
         "evaluation": [{"dataset": "dev", "metric": "ndcg@10", "base": 0.5, "tuned": 0.625}],
-        "model": {"model_id": "m-1", "uri": "s3://bucket/models/m-1", "manifest_digest": "ab" * 32, "query_instruction": TASK},
+        "model": {"model_id": "m-1", "uri": "s3://bucket/models/m-1", "manifest_digest": "ab" * 32},
         "index": {"collection": "demo", "points": 42},
         "sample_search": {
             "query": "battery shows red",
@@ -48,7 +48,7 @@ def sample_report() -> dict:
 def test_report_files_hold_the_run_numbers(tmp_path):
     paths = write_report(sample_report(), tmp_path)
     markdown = paths["markdown"].read_text()
-    assert f"Task: {TASK}" in markdown and f"Query instruction of the model: {TASK}" in markdown
+    assert f"Task (the query instruction): {TASK}" in markdown
     for fragment in (
         "| 11 | 1 | 9 | 2 |",
         "| invalid_json | 2 |",
@@ -60,10 +60,3 @@ def test_report_files_hold_the_run_numbers(tmp_path):
         assert fragment in markdown
     assert json.loads(paths["json"].read_text())["curation"]["accepted"] == 9
     assert paths["loss_curve"].read_bytes().startswith(b"\x89PNG")
-
-
-def test_the_report_says_when_the_model_takes_no_query_instruction(tmp_path):
-    report = sample_report()
-    report["model"]["query_instruction"] = ""
-    markdown = write_report(report, tmp_path)["markdown"].read_text()
-    assert f"Task: {TASK}" in markdown and "Query instruction of the model: none (one task on an encoder" in markdown

@@ -146,10 +146,6 @@ def test_job_run_auto_starts_at_target_and_records_its_snapshot(trainer, tiny_be
     corpus = [json.loads(line) for line in (run_dir / "corpus_chunks.jsonl").read_text().splitlines()]
     assert sorted((row["_id"], row["text"]) for row in corpus) == sorted((c.chunk_id, c.text) for c in chunks)
     assert json.loads((run_dir / "run.json").read_text())["corpus_path"] == str(run_dir / "corpus_chunks.jsonl")
-    # One task on an encoder: its one instruction is dropped (pipeline.instructions_inform).
-    run_config = json.loads((run_dir / "run.json").read_text())
-    assert (run_config["instruction"], run_config["query_instructions"]) == ("", False)
-    assert {e.instruction for e in read_examples(run_dir / "train.mined.jsonl")} == {""}
     mined = [n for e in read_examples(run_dir / "train.mined.jsonl") for n in e.negatives]
     written = {n for e in make_examples(24) for n in e.negatives}
     assert set(mined) & {c.text for c in chunks} and set(mined) <= {c.text for c in chunks} | written
