@@ -1,7 +1,7 @@
 """Quality benchmark (issue 17): custom models vs their base on corpora nobody here trained on.
 
     PYTHONPATH=.:gen LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quality.py \
-        [--queries dbpedia-entity-subset=600] [--queries xquad-en=300] [--queries cmrc2018-dev=500] [--only xquad-en] [--out PATH]
+        [--queries dbpedia-entity-subset=600] [--queries xquad-en=600] [--queries cmrc2018-dev=300] [--only xquad-en] [--out PATH]
 
 For each retrieval corpus of ../shared/data a new user's job, corpus only: a one-line domain, the
 corpus's documents (``corpus.jsonl``), ``corpus_queries`` queries to write, no task and no example
@@ -54,13 +54,13 @@ CORPORA = {
         "key": "xquad",
         "domain": "Wikipedia paragraphs on many subjects: sports, science, history, geography, economics and culture.",
         "languages": {"en": 1.0},
-        "queries": 300,
+        "queries": 600,
     },
     "cmrc2018-dev": {
         "key": "cmrc",
         "domain": "中文维基百科的段落：人物、历史、地理、科学、文化、体育和娱乐。",
         "languages": {"zh": 1.0},
-        "queries": 500,
+        "queries": 300,
     },
 }
 # benchmarks/training.py quality's recipe, as a job's TrainingSpec; the merge weight is chosen on the dev split.
