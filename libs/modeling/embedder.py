@@ -8,6 +8,7 @@ so an embedding is the same with left and right padding.
 
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from libs.modeling.loading import load_pretrained
-from libs.modeling.pooling import POOLING_MODES, format_query, pool, prompt_token_counts, without_prompts
+from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, query_prompt, without_prompts
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,18 @@ class Embedder(torch.nn.Module):
             else nullcontext()
         )
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Model inputs; with mean pooling that leaves prompts out, also ``pool_mask``."""
+    def query_prompt(self, instruction: str) -> str:
+        """The prompt this model's queries carry for ``instruction`` (libs.modeling.pooling.query_prompt)."""
+        return query_prompt(instruction, self.pooling)
+
+    def tokenize(self, texts: list[str], prompts: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """Model inputs of ``prompts[i] + texts[i]`` (no prompts: the texts alone); with mean pooling
+        that leaves prompts out, also ``pool_mask``."""
         max_length = self.config.max_length
+        if prompts:
+            if len(prompts) != len(texts):
+                raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+            texts = [prompt + text for prompt, text in zip(prompts, texts)]
         if not self.append_eos:
             features = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
         else:
@@ -190,8 +200,8 @@ class Embedder(torch.nn.Module):
                     [{"input_ids": x, "attention_mask": [1] * len(x)} for x in ids], padding=True, return_tensors="pt"
                 )
             )
-        if self.pooling == "mean" and not self.config.include_prompt:
-            prompt_tokens = prompt_token_counts(self.tokenizer, texts)
+        if prompts and self.pooling == "mean" and not self.config.include_prompt:
+            prompt_tokens = prompt_token_counts(self.tokenizer, list(prompts))
             if any(prompt_tokens):
                 features["pool_mask"] = without_prompts(features["attention_mask"], prompt_tokens)
         return features
@@ -205,12 +215,13 @@ class Embedder(torch.nn.Module):
         hidden = self.model(**inputs).last_hidden_state
         return pool(self.pooling, hidden, pool_mask).float()
 
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        return self(self.tokenize(texts))
+    def embed(self, texts: list[str], prompts: Sequence[str] = ()) -> torch.Tensor:
+        return self(self.tokenize(texts, prompts))
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> torch.Tensor:
-        """Embeddings of many texts in eval mode (longest first, to pad little), in input order."""
+    def encode(self, texts: list[str], batch_size: int = 64, normalize: bool = True, prompts: Sequence[str] = ()) -> torch.Tensor:
+        """Embeddings of many texts (each after its prompt, if given) in eval mode (longest first,
+        to pad little), in input order."""
         was_training = self.training
         self.eval()
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -219,14 +230,15 @@ class Embedder(torch.nn.Module):
             with self.autocast():
                 for start in range(0, len(order), batch_size):
                     chunk = order[start : start + batch_size]
-                    vectors = self.embed([texts[i] for i in chunk]).float().cpu()
+                    chunk_prompts = [prompts[i] for i in chunk] if prompts else ()
+                    vectors = self.embed([texts[i] for i in chunk], chunk_prompts).float().cpu()
                     out[chunk] = torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
         finally:
             self.train(was_training)
         return out
 
     def encode_queries(self, queries: list[str], instruction: str, batch_size: int = 64) -> torch.Tensor:
-        return self.encode([format_query(instruction, q) for q in queries], batch_size=batch_size)
+        return self.encode(queries, batch_size=batch_size, prompts=[self.query_prompt(instruction)] * len(queries))
 
     def merged(self) -> "Embedder":
         """LoRA folded into the base weights (no adapters left); this embedder's model is consumed."""

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
-from libs.modeling.pooling import query_prompt
 
 EMBEDDER_FILE = "embedder.json"
 ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
@@ -117,7 +116,7 @@ class ModelCard:
             'queries = model.encode(["..."], prompt_name="query")  # documents: model.encode(docs)',
             "```",
             "",
-            f"Query instruction: `Instruct: {self.query_instruction}\\nQuery: {{query}}`; documents carry none."
+            f"Query prompt: `{embedder.query_prompt(self.query_instruction)!r}` before each query; documents carry none."
             if self.query_instruction
             else "Queries and documents carry no instruction.",
         ]
@@ -152,7 +151,7 @@ def export_model(embedder: Embedder, path: str | Path, card: ModelCard) -> Path:
     embedder.model.save_pretrained(staging)
     embedder.tokenizer.save_pretrained(staging)
     transformer = Transformer(str(staging), max_seq_length=embedder.config.max_length)
-    prompts = {"query": query_prompt(card.query_instruction)} if card.query_instruction else {}
+    prompts = {"query": embedder.query_prompt(card.query_instruction)} if card.query_instruction else {}
     model = SentenceTransformer(
         modules=[
             transformer,

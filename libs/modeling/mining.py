@@ -23,7 +23,6 @@ import torch
 
 from libs.modeling.data import TrainExample
 from libs.modeling.embedder import Embedder
-from libs.modeling.pooling import format_query
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,9 @@ def mine_hard_negatives(
         raise ValueError("mining needs a corpus of at least two documents")
     doc_vectors = embedder.encode(documents, batch_size=config.batch_size)
     query_vectors = embedder.encode(
-        [format_query(e.instruction or config.default_instruction, e.query) for e in examples], batch_size=config.batch_size
+        [e.query for e in examples],
+        batch_size=config.batch_size,
+        prompts=[embedder.query_prompt(e.instruction or config.default_instruction) for e in examples],
     )
     positive_vectors = embedder.encode([e.positive for e in examples], batch_size=config.batch_size)
     window_end = min(config.range_end, len(documents))

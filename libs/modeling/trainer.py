@@ -30,7 +30,6 @@ from libs.modeling.losses import (
     matryoshka_info_nce,
     positive_copy_mask,
 )
-from libs.modeling.pooling import format_query
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -101,21 +100,29 @@ def for_model(config: TrainConfig, embedder: Embedder) -> TrainConfig:
 
 @dataclass
 class Batch:
-    """Formatted queries and documents; documents[i] is query i's positive, hard negatives follow.
+    """Queries and documents; documents[i] is query i's positive, hard negatives follow.
 
-    ``document_keys[j]`` is ``text_key(documents[j])`` (filled in when not given), so query i's
-    positive key is ``document_keys[positive_index[i]]``.
+    ``instructions[i]`` is query i's instruction ("" for none; all "" when not given), which the
+    model turns into its query prompt. ``document_keys[j]`` is ``text_key(documents[j])`` (filled
+    in when not given), so query i's positive key is ``document_keys[positive_index[i]]``.
     """
 
     queries: list[str]
     documents: list[str]
     document_keys: list[int] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not self.document_keys:
             self.document_keys = [text_key(d) for d in self.documents]
         if len(self.document_keys) != len(self.documents):
             raise ValueError("one document key per document")
+        self.instructions = self.instructions or [""] * len(self.queries)
+        if len(self.instructions) != len(self.queries):
+            raise ValueError("one instruction per query")
+
+    def query_prompts(self, embedder: Embedder) -> list[str]:
+        return [embedder.query_prompt(instruction) for instruction in self.instructions]
 
     @property
     def positive_index(self) -> torch.Tensor:
@@ -141,16 +148,17 @@ def world() -> tuple[int, int]:
 
 
 def collate(examples: Sequence[TrainExample], indices: Sequence[int], config: TrainConfig, epoch: int) -> Batch:
-    queries, positives, negatives = [], [], []
+    queries, instructions, positives, negatives = [], [], [], []
     for i in indices:
         example = examples[i]
-        queries.append(format_query(example.instruction or config.default_instruction, example.query))
+        queries.append(example.query)
+        instructions.append(example.instruction or config.default_instruction)
         positives.append(example.positive)
         pool = list(example.negatives)
         rng = random.Random(f"{config.seed}:{epoch}:{i}")
         negatives.extend(rng.sample(pool, min(config.negatives_per_query, len(pool))))
     documents = positives + negatives
-    return Batch(queries, documents, [text_key(d) for d in documents])
+    return Batch(queries, documents, [text_key(d) for d in documents], instructions)
 
 
 def contrastive_loss(
@@ -179,7 +187,7 @@ def contrastive_loss(
 
 def plain_backward(embedder: Embedder, batch: Batch, config: TrainConfig) -> float:
     with embedder.autocast():
-        q = embedder.embed(batch.queries)
+        q = embedder.embed(batch.queries, batch.query_prompts(embedder))
         d = embedder.embed(batch.documents)
     loss = contrastive_loss(q, d, batch.positive_index, config, batch.keys)
     loss.backward()
@@ -192,9 +200,10 @@ def gradcache_backward(embedder: Embedder, batch: Batch, config: TrainConfig) ->
     gradient. Dropout replays the same RNG state in both passes, so gradients equal the plain loss.
     """
     size = config.gradcache_chunk_size
-    q_chunks = [batch.queries[i : i + size] for i in range(0, len(batch.queries), size)]
-    d_chunks = [batch.documents[i : i + size] for i in range(0, len(batch.documents), size)]
-    inputs = [embedder.tokenize(texts) for texts in q_chunks + d_chunks]
+    prompts = batch.query_prompts(embedder)
+    q_chunks = [(batch.queries[i : i + size], prompts[i : i + size]) for i in range(0, len(batch.queries), size)]
+    d_chunks = [(batch.documents[i : i + size], []) for i in range(0, len(batch.documents), size)]
+    inputs = [embedder.tokenize(texts, chunk_prompts) for texts, chunk_prompts in q_chunks + d_chunks]
     states, reps = [], []
     with torch.no_grad(), embedder.autocast():
         for features in inputs:
@@ -204,7 +213,7 @@ def gradcache_backward(embedder: Embedder, batch: Batch, config: TrainConfig) ->
     d = torch.cat(reps[len(q_chunks) :]).requires_grad_()
     loss = contrastive_loss(q, d, batch.positive_index, config, batch.keys)
     loss.backward()
-    grads = list(q.grad.split([len(c) for c in q_chunks])) + list(d.grad.split([len(c) for c in d_chunks]))
+    grads = list(q.grad.split([len(c) for c, _ in q_chunks])) + list(d.grad.split([len(c) for c, _ in d_chunks]))
     with torch.random.fork_rng(devices=[]):
         for features, state, grad in zip(inputs, states, grads):
             torch.set_rng_state(state)

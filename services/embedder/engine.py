@@ -35,7 +35,7 @@ from libs.modeling.embedder import (
     sentence_transformers_pooling_config,
 )
 from libs.modeling.loading import load_pretrained
-from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, without_prompts
+from libs.modeling.pooling import POOLING_MODES, pool, prompt_token_counts, query_prompt, without_prompts
 
 log = logging.getLogger(__name__)
 meter = metrics.get_meter("embedforge.embedder")
@@ -245,15 +245,21 @@ class EmbeddingModel:
     def dtype_name(self) -> str:
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
-    def tokenize(self, texts: list[str]) -> list[Tokens]:
-        """Token ids per text, truncated to the model's max length (decoders end with EOS)."""
+    def query_prompt(self, instruction: str) -> str:
+        """The prompt this model's queries carry for ``instruction`` (libs.modeling.pooling.query_prompt)."""
+        return query_prompt(instruction, self.spec.pooling)
+
+    def tokenize(self, texts: list[str], prompt: str = "") -> list[Tokens]:
+        """Token ids of ``prompt + text`` per text, truncated to the model's max length (decoders end with EOS)."""
         limit = self.spec.max_length - (1 if self.append_eos else 0)
+        texts = [prompt + text for text in texts] if prompt else texts
         ids = self.tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
         if self.append_eos:
             eos = self.tokenizer.eos_token_id
             ids = [x if x and x[-1] == eos else x + [eos] for x in ids]
-        if self.spec.pooling == "mean" and not self.spec.include_prompt:
-            return [Tokens(x, prompt) for x, prompt in zip(ids, prompt_token_counts(self.tokenizer, texts))]
+        if prompt and self.spec.pooling == "mean" and not self.spec.include_prompt:
+            prompt_tokens = prompt_token_counts(self.tokenizer, [prompt])[0]
+            return [Tokens(x, prompt_tokens) for x in ids]
         return [Tokens(x) for x in ids]
 
     def encode(self, rows: list[Tokens]) -> np.ndarray:

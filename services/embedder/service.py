@@ -29,7 +29,6 @@ from embedforge.v1 import messages_pb2 as pb
 from libs import ids, topics
 from libs.grpc import FailedPrecondition, GrpcService, InvalidArgument, NotFound
 from libs.kafka import ConsumerLoop, Outgoing, ProtoProducer, Received, Subscription
-from libs.modeling.pooling import format_query
 from libs.service import ServiceParts
 from libs.storage import IntegrityError, redact, service_storage
 from services.embedder.batching import DynamicBatcher
@@ -106,11 +105,9 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
     def Embed(self, request: api.EmbedRequest, context) -> api.EmbedResponse:
         model = self.current
         self._validate_embed(request, model)
-        texts = list(request.texts)
-        if request.kind == api.INPUT_KIND_QUERY:
-            instruction = request.instruction or model.spec.query_instruction
-            texts = [format_query(instruction, t) for t in texts]
-        rows = model.tokenize(texts)
+        instruction = request.instruction or model.spec.query_instruction
+        prompt = model.query_prompt(instruction) if request.kind == api.INPUT_KIND_QUERY else ""
+        rows = model.tokenize(list(request.texts), prompt)
         vectors = self.batcher.embed(model, rows)
         vectors = finish_vectors(vectors, request.dimensions, request.normalize or model.spec.normalize)
         return api.EmbedResponse(
@@ -171,8 +168,8 @@ class EmbedderServicer(api_grpc.EmbedderServiceServicer):
                 f"collection {collection!r} is indexed with model {model_slug_of(physical)!r}, which is not loaded; "
                 f"serving {self.current.spec.model_id!r}"
             )
-        query = format_query(request.instruction or model.spec.query_instruction, request.query)
-        dense = self.batcher.embed(model, model.tokenize([query]))[0].tolist()
+        prompt = model.query_prompt(request.instruction or model.spec.query_instruction)
+        dense = self.batcher.embed(model, model.tokenize([request.query], prompt))[0].tolist()
         hybrid = request.mode != api.SEARCH_MODE_DENSE
         sparse = self.indexer.bm25.query_vector(request.query) if hybrid else None
         hits = self.store.search(physical, dense, sparse, top_k, dict(request.filter), self.settings.hybrid_candidates)

@@ -121,10 +121,9 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     base = Embedder(model_config(args, lora=False))
     tuned = load_trained(args.trained)
-    base_encoder = pipeline.encoder_of(base, pipeline.base_query_format(args.base_model))
     rows = compare(
-        base_encoder,
-        pipeline.encoder_of(tuned, pipeline.tuned_query_format(args.instruction)),
+        pipeline.base_encoder(base, args.base_model),
+        pipeline.tuned_encoder(tuned, args.instruction, []),
         [load_eval_set(p) for p in args.eval],
     )
     output = json.dumps([asdict(r) for r in rows], indent=2)

@@ -29,12 +29,13 @@ from libs.modeling.data import TrainExample, read_examples, split_train_dev, wri
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
 from libs.modeling.mining import MiningConfig, mine_hard_negatives, nearest_passages
-from libs.modeling.pooling import format_query, prompt_of
 from libs.modeling.trainer import CHECKPOINT_FILE, Trainer, TrainConfig, learning_rate_choice, temperature_choice
 from libs.storage import Storage
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict], None]
+# Texts to vectors; queries (is_query) get the model's query prompt.
+Encoder = Callable[[list[str], bool], torch.Tensor]
 
 
 @dataclass
@@ -249,30 +250,33 @@ def dev_dataset(dev: list[TrainExample], config: RunConfig, base: Embedder):
     pool = [n for e in dev for n in e.negatives] + [t for e in train for t in (e.positive, *e.negatives)]
     if config.corpus_path and config.dev_corpus_passages > 0:
         corpus = read_corpus(config.corpus_path, config.corpus_chunk_words, config.corpus_whole_documents)
-        base_query = base_query_format(config.model.base_model)
-        pool += nearest_passages(base, [base_query(e.query) for e in dev], corpus, config.dev_corpus_passages)
-    return dataset_from_pairs(
-        "dev", [(format_query(e.instruction or config.instruction, e.query), e.positive) for e in dev], pool
-    )
+        own_prompt = sentence_transformers_query_prompt(config.model.base_model)
+        pool += nearest_passages(base, [own_prompt + e.query for e in dev], corpus, config.dev_corpus_passages)
+    return dataset_from_pairs("dev", [(e.query, e.positive) for e in dev], pool)
 
 
-def encoder_of(embedder: Embedder, query_format: Callable[[str], str]) -> Callable[[list[str], bool], torch.Tensor]:
+def tuned_encoder(embedder: Embedder, instruction: str, dev: list[TrainExample]) -> Encoder:
+    """The tuned model as it is exported: each query after its prompt, of its own instruction for a
+    dev query that has one, of the run's ``instruction`` for the others (BEIR queries)."""
+    own = {e.query: e.instruction for e in dev if e.instruction}
+
     def encode(texts: list[str], is_query: bool) -> torch.Tensor:
-        return embedder.encode([query_format(t) for t in texts] if is_query else texts)
+        if not is_query:
+            return embedder.encode(texts)
+        return embedder.encode(texts, prompts=[embedder.query_prompt(own.get(t, instruction)) for t in texts])
 
     return encode
 
 
-def tuned_query_format(instruction: str) -> Callable[[str], str]:
-    """The tuned model's queries: BEIR queries get the run's instruction; dev queries arrive formatted."""
-    return lambda query: query if prompt_of(query) else format_query(instruction, query)
-
-
-def base_query_format(base_model: str) -> Callable[[str], str]:
+def base_encoder(embedder: Embedder, base_model: str) -> Encoder:
     """The base model as its own card uses it, the anchor a user compares against: its declared
-    query prompt (none for all-MiniLM-L6-v2), without the run's instruction."""
+    query prompt (none for all-MiniLM-L6-v2) in front of each query, without the run's instruction."""
     own_prompt = sentence_transformers_query_prompt(base_model)
-    return lambda query: own_prompt + query[len(prompt_of(query)) :]
+
+    def encode(texts: list[str], is_query: bool) -> torch.Tensor:
+        return embedder.encode([own_prompt + t for t in texts] if is_query else texts)
+
+    return encode
 
 
 def merge_weight_choice(scores: dict[float, float], tolerance: float) -> float:
@@ -290,7 +294,7 @@ def merge_weight_choice(scores: dict[float, float], tolerance: float) -> float:
 
 
 def choose_merge_weight(
-    tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, report: Report
+    tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, dev: list[TrainExample], report: Report
 ) -> float:
     """Fixed weight, or the weight ``merge_weight_choice`` picks from each candidate's nDCG@10 on the dev ``dataset``."""
     if config.merge.weight > 0 or dataset is None:
@@ -300,7 +304,7 @@ def choose_merge_weight(
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
         cocktail_merge(tuned, base, weight)
-        scores[weight] = evaluate_retrieval(encoder_of(tuned, tuned_query_format(config.instruction)), dataset)["ndcg@10"]
+        scores[weight] = evaluate_retrieval(tuned_encoder(tuned, config.instruction, dev), dataset)["ndcg@10"]
     tuned.model.load_state_dict(tuned_state)
     chosen = merge_weight_choice(scores, config.merge.tolerance)
     report({"state": "exporting", "merge_scores": {str(k): round(v, 4) for k, v in scores.items()}, "merge_weight": chosen})
@@ -312,14 +316,14 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     base = Embedder(ModelConfig(**{**asdict(config.model), "lora": None, "gradient_checkpointing": False}))
     merged = tuned.merged()
     dev_set = dev_dataset(dev, config, base) if dev else None
-    weight = choose_merge_weight(merged, base, dev_set, config, report)
+    weight = choose_merge_weight(merged, base, dev_set, config, dev, report)
     if weight < 1.0:
         cocktail_merge(merged, base, weight)
     report({"state": "evaluating"})
     datasets = ([dev_set] if dev_set else []) + [load_eval_set(p) for p in config.eval_paths]
     rows = compare(
-        encoder_of(base, base_query_format(config.model.base_model)),
-        encoder_of(merged, tuned_query_format(config.instruction)),
+        base_encoder(base, config.model.base_model),
+        tuned_encoder(merged, config.instruction, dev),
         datasets,
     )
     evals = [asdict(r) for r in rows]

@@ -12,7 +12,11 @@ class VectorTable:
     def __init__(self, table):
         self.table = table
 
-    def encode(self, texts, batch_size=64):
+    def query_prompt(self, instruction):
+        return f"{instruction}: " if instruction else ""
+
+    def encode(self, texts, batch_size=64, prompts=()):
+        texts = [p + t for p, t in zip(prompts, texts)] if prompts else texts
         return torch.nn.functional.normalize(torch.tensor([self.table[t] for t in texts], dtype=torch.float), dim=-1)
 
 

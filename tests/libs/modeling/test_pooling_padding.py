@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from libs.modeling.embedder import Embedder, ModelConfig
-from libs.modeling.pooling import format_query, last_token_pool, query_prompt, without_prompts
+from libs.modeling.pooling import last_token_pool, query_prompt, without_prompts
 
 TEXTS = ["a short one", "a much longer sentence that needs far more tokens than the first"]
 
@@ -48,15 +48,26 @@ def test_prompt_tokens_are_masked_after_the_padding_on_either_side():
     assert without_prompts(left, [2, 3]).tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]]
 
 
+def test_query_prompts_follow_the_model_family():
+    assert query_prompt("Find the place", "last_token") == "Instruct: Find the place\nQuery: "  # E5-mistral, decoders
+    assert query_prompt("Find the place", "mean") == "Find the place: "  # INSTRUCTOR / BGE, encoders
+    assert query_prompt("Find the place", "cls") == "Find the place: "
+    assert query_prompt("", "mean") == query_prompt("", "last_token") == ""
+
+
 def test_mean_pooling_leaves_the_instruction_prompt_out(tiny_models):
     embedder = Embedder(ModelConfig(tiny_models["bert"], bf16=False))
-    query = format_query("Find the place", "capital of France")
-    prompt_tokens = len(embedder.tokenizer(query_prompt("Find the place"))["input_ids"]) - 1  # [CLS] and the prompt
+    prompt = embedder.query_prompt("Find the place")
+    assert prompt == "Find the place: "
+    prompt_tokens = len(embedder.tokenizer(prompt)["input_ids"]) - 1  # [CLS] and the prompt
     with torch.no_grad():
-        hidden = embedder.model(**embedder.tokenizer([query], return_tensors="pt")).last_hidden_state[0]
+        hidden = embedder.model(**embedder.tokenizer([prompt + "capital of France"], return_tensors="pt")).last_hidden_state[0]
     expected = torch.nn.functional.normalize(hidden[prompt_tokens:].mean(dim=0), dim=-1)
-    batch = embedder.encode([query, TEXTS[1]])  # padded beside a longer plain text
+    batch = embedder.encode(["capital of France", TEXTS[1]], prompts=[prompt, ""])  # padded beside a longer plain text
     assert torch.allclose(batch[0], expected, atol=1e-5)
     assert torch.allclose(batch[1], embedder.encode([TEXTS[1]])[0], atol=1e-5)
+    assert torch.allclose(embedder.encode_queries(["capital of France"], "Find the place")[0], expected, atol=1e-5)
+    # The same characters without a prompt beside them are all pooled: a document is never parsed for one.
+    assert not torch.allclose(embedder.encode([prompt + "capital of France"])[0], expected, atol=1e-3)
     including = Embedder(ModelConfig(tiny_models["bert"], include_prompt=True, bf16=False))
-    assert not torch.allclose(including.encode([query])[0], expected, atol=1e-3)
+    assert not torch.allclose(including.encode(["capital of France"], prompts=[prompt])[0], expected, atol=1e-3)

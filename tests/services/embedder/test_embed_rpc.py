@@ -105,8 +105,9 @@ def test_embeddings_are_unit_length_and_match_the_engine(stub, minilm):
 
 def test_queries_carry_the_instruction_and_documents_do_not(stub, minilm):
     query = embed(stub, ["capital of France"], kind=QUERY, instruction="Find the city")
-    expected = minilm.encode(minilm.tokenize(["Instruct: Find the city\nQuery: capital of France"]))
+    expected = minilm.encode(minilm.tokenize(["capital of France"], "Find the city: "))  # an encoder's prompt
     np.testing.assert_allclose(query, expected, atol=1e-6)
+    assert not np.allclose(query, minilm.encode(minilm.tokenize(["capital of France"])), atol=1e-3)
     document = embed(stub, ["capital of France"], kind=DOCUMENT, instruction="Find the city")
     np.testing.assert_allclose(document, minilm.encode(minilm.tokenize(["capital of France"])), atol=1e-6)
 

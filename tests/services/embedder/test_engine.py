@@ -50,13 +50,14 @@ def test_a_folder_that_leaves_prompts_out_of_pooling_matches_sentence_transforme
     reference.save(folder)
     engine = EmbeddingModel(spec_from_folder(folder), dtype="fp32")
     assert not engine.spec.include_prompt
-    prompt = "Instruct: Retrieve passages that answer the question\nQuery: "
+    prompt = engine.query_prompt("Retrieve passages that answer the question")
+    assert prompt == "Retrieve passages that answer the question: "  # an encoder's prompt (libs.modeling.pooling)
     queries = ["how tall is Everest", "who wrote Hamlet"]
-    vectors = engine.encode(engine.tokenize([prompt + q for q in queries] + TEXTS))  # queries and documents in one batch
+    vectors = engine.encode(engine.tokenize(queries, prompt) + engine.tokenize(TEXTS))  # queries and documents in one batch
     np.testing.assert_allclose(vectors[:2], reference.encode(queries, prompt=prompt), atol=1e-5)
     np.testing.assert_allclose(vectors[2:], reference.encode(TEXTS), atol=1e-5)
     including = EmbeddingModel(spec_from_folder(minilm_path), dtype="fp32")
-    assert (including.encode(including.tokenize([prompt + queries[0]])) * vectors[:1]).sum() < 0.99
+    assert (including.encode(including.tokenize(queries[:1], prompt)) * vectors[:1]).sum() < 0.99
 
 
 def test_bf16_engine_stays_close_to_fp32(minilm_path):

@@ -29,7 +29,7 @@ def test_dev_queries_rank_their_positive_among_every_passage_of_the_snapshot(tmp
         (doc_id,) = relevant
         number = dataset.queries[query_id].rsplit(" ", 1)[-1]
         assert dataset.corpus[doc_id] == f"passage {number}"
-        assert dataset.queries[query_id] == f"Instruct: Find the passage\nQuery: question {number}"
+        assert dataset.queries[query_id] == f"question {number}"  # its instruction becomes a prompt when encoded
 
 
 class TopicEmbedder:

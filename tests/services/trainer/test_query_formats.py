@@ -1,25 +1,47 @@
 """Base and tuned models are each evaluated in their own query format: the tuned model with the
-run's instruction, the base as its card uses it (its declared query prompt, or plain)."""
+run's instruction (a dev query with its own), the base as its card uses it (its declared query
+prompt, or plain)."""
 
 import json
 
-from libs.modeling.pooling import format_query
-from services.trainer.pipeline import base_query_format, tuned_query_format
+import torch
+
+from libs.modeling.data import TrainExample
+from services.trainer.pipeline import base_encoder, tuned_encoder
 
 
-def test_the_tuned_model_gets_the_instruction_once():
-    tuned = tuned_query_format("Find the place")
-    assert tuned("capital of France") == format_query("Find the place", "capital of France")
-    dev_query = format_query("Another task", "capital of France")  # dev queries arrive formatted
-    assert tuned(dev_query) == dev_query
+class Recorder:
+    """Stands in for an Embedder: records what encode receives; query_prompt as an encoder's."""
+
+    def __init__(self):
+        self.calls = []
+
+    def query_prompt(self, instruction: str) -> str:
+        return f"{instruction}: " if instruction else ""
+
+    def encode(self, texts, prompts=()):
+        self.calls.append((list(texts), list(prompts)))
+        return torch.zeros(len(texts), 2)
+
+
+def test_the_tuned_model_gets_the_run_instruction_or_a_dev_query_s_own_as_a_prompt():
+    model = Recorder()
+    dev = [TrainExample("capital of Peru", "Lima is ...", instruction="Another task"), TrainExample("plain one", "...")]
+    encode = tuned_encoder(model, "Find the place", dev)
+    encode(["capital of France", "capital of Peru", "plain one"], True)
+    encode(["Paris is ..."], False)
+    assert model.calls == [
+        (["capital of France", "capital of Peru", "plain one"], ["Find the place: ", "Another task: ", "Find the place: "]),
+        (["Paris is ..."], []),
+    ]
 
 
 def test_the_base_gets_its_own_prompt_and_never_the_instruction(tmp_path):
-    plain = base_query_format(str(tmp_path))
-    assert plain(format_query("Find the place", "capital of France")) == "capital of France"
+    model = Recorder()
+    base_encoder(model, str(tmp_path))(["capital of France"], True)
     (tmp_path / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {"query": "query: ", "document": "passage: "}})
     )
-    own = base_query_format(str(tmp_path))
-    assert own(format_query("Find the place", "capital of France")) == "query: capital of France"
-    assert own("capital of France") == "query: capital of France"
+    base_encoder(model, str(tmp_path))(["capital of France"], True)
+    base_encoder(model, str(tmp_path))(["Paris is ..."], False)
+    assert model.calls == [(["capital of France"], []), (["query: capital of France"], []), (["Paris is ..."], [])]
