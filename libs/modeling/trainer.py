@@ -201,9 +201,10 @@ def gradcache_backward(embedder: Embedder, batch: Batch, config: TrainConfig) ->
     """
     size = config.gradcache_chunk_size
     prompts = batch.query_prompts(embedder)
-    q_chunks = [(batch.queries[i : i + size], prompts[i : i + size]) for i in range(0, len(batch.queries), size)]
-    d_chunks = [(batch.documents[i : i + size], []) for i in range(0, len(batch.documents), size)]
-    inputs = [embedder.tokenize(texts, chunk_prompts) for texts, chunk_prompts in q_chunks + d_chunks]
+    q_starts, d_starts = range(0, len(batch.queries), size), range(0, len(batch.documents), size)
+    q_chunks = [embedder.tokenize(batch.queries[i : i + size], prompts[i : i + size]) for i in q_starts]
+    d_chunks = [embedder.tokenize(batch.documents[i : i + size]) for i in d_starts]
+    inputs = q_chunks + d_chunks
     states, reps = [], []
     with torch.no_grad(), embedder.autocast():
         for features in inputs:
@@ -213,7 +214,7 @@ def gradcache_backward(embedder: Embedder, batch: Batch, config: TrainConfig) ->
     d = torch.cat(reps[len(q_chunks) :]).requires_grad_()
     loss = contrastive_loss(q, d, batch.positive_index, config, batch.keys)
     loss.backward()
-    grads = list(q.grad.split([len(c) for c, _ in q_chunks])) + list(d.grad.split([len(c) for c, _ in d_chunks]))
+    grads = torch.cat([q.grad, d.grad]).split([len(features["input_ids"]) for features in inputs])
     with torch.random.fork_rng(devices=[]):
         for features, state, grad in zip(inputs, states, grads):
             torch.set_rng_state(state)

@@ -300,11 +300,12 @@ def choose_merge_weight(
     if config.merge.weight > 0 or dataset is None:
         return config.merge.weight or 1.0
     tuned_state = {k: v.clone() for k, v in tuned.model.state_dict().items()}
+    encode = tuned_encoder(tuned, config.instruction, dev)  # encodes with tuned's weights of the moment
     scores = {}
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
         cocktail_merge(tuned, base, weight)
-        scores[weight] = evaluate_retrieval(tuned_encoder(tuned, config.instruction, dev), dataset)["ndcg@10"]
+        scores[weight] = evaluate_retrieval(encode, dataset)["ndcg@10"]
     tuned.model.load_state_dict(tuned_state)
     chosen = merge_weight_choice(scores, config.merge.tolerance)
     report({"state": "exporting", "merge_scores": {str(k): round(v, 4) for k, v in scores.items()}, "merge_weight": chosen})
