@@ -82,6 +82,13 @@ def evaluate_retrieval(encode: Encoder, dataset: RetrievalDataset) -> dict[str, 
     return score_run(dataset.qrels, search(encode, dataset))
 
 
+def query_ndcg10(encode: Encoder, dataset: RetrievalDataset) -> np.ndarray:
+    """nDCG@10 of each judged query, in query-id order: two encoders' arrays pair query by query."""
+    run = search(encode, dataset)
+    scores = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"ndcg_cut.10"}).evaluate(run)
+    return np.array([scores[q]["ndcg_cut_10"] for q in sorted(dataset.qrels) if q in run])
+
+
 def dataset_from_pairs(name: str, pairs: Sequence[tuple[str, str]], extra_documents: Sequence[str] = ()) -> RetrievalDataset:
     """A retrieval set from (query, positive) pairs, e.g. the synthetic dev split."""
     corpus: dict[str, str] = {}

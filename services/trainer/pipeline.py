@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import get_type_hints
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from libs.corpus import DEFAULT_CHUNK_WORDS, chunk_document, read_documents
-from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, evaluate_retrieval
+from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, query_ndcg10
 from libs.evaluation.suite import compare, load_eval_set
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
@@ -43,9 +44,6 @@ class MergeConfig:
     # Weight of the fine-tuned model in the LM-Cocktail merge; 0 = choose on the dev split.
     weight: float = 1.0
     candidates: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-    # Choosing on dev: walking from 1.0 toward the base, weights stay chosen while their dev nDCG@10
-    # is within this of the best (merge_weight_choice).
-    tolerance: float = 0.005
 
 
 @dataclass
@@ -279,15 +277,20 @@ def base_encoder(embedder: Embedder, base_model: str) -> Encoder:
     return encode
 
 
-def merge_weight_choice(scores: dict[float, float], tolerance: float) -> float:
-    """From the best-scoring weight toward the base, the last weight before the first whose dev score
-    falls more than ``tolerance`` below the best: as base-like as the dev split allows, without
-    jumping over a worse weight to a lucky one (49 dev queries move nDCG@10 by about 0.005 between
-    neighbouring weights)."""
-    best = max(scores, key=lambda weight: (scores[weight], weight))
+def merge_weight_choice(scores: dict[float, np.ndarray]) -> float:
+    """Breiman's one-standard-error rule over each weight's per-query dev nDCG@10: from the best mean
+    toward the base, the last weight before the first that falls below the best by more than one
+    standard error of their paired per-query difference. The most base-like weight the dev split
+    cannot tell from the best, without jumping over a worse weight to a lucky one: a few dozen
+    synthetic dev queries, most ranking their positive first at every weight, separate neighbouring
+    weights by one or two queries."""
+    best = max(scores, key=lambda weight: (scores[weight].mean(), weight))
     chosen = best
     for weight in sorted((w for w in scores if w < best), reverse=True):
-        if scores[weight] < scores[best] - tolerance:
+        loss = scores[best] - scores[weight]
+        standard_error = loss.std(ddof=1) / np.sqrt(len(loss)) if len(loss) > 1 else 0.0
+        # One query's loss is exactly one standard error: within, whatever the rounding.
+        if loss.mean() > standard_error + 1e-9:
             break
         chosen = weight
     return chosen
@@ -296,7 +299,7 @@ def merge_weight_choice(scores: dict[float, float], tolerance: float) -> float:
 def choose_merge_weight(
     tuned: Embedder, base: Embedder, dataset: RetrievalDataset | None, config: RunConfig, dev: list[TrainExample], report: Report
 ) -> float:
-    """Fixed weight, or the weight ``merge_weight_choice`` picks from each candidate's nDCG@10 on the dev ``dataset``."""
+    """Fixed weight, or the weight ``merge_weight_choice`` picks from each candidate's per-query dev nDCG@10."""
     if config.merge.weight > 0 or dataset is None:
         return config.merge.weight or 1.0
     tuned_state = {k: v.clone() for k, v in tuned.model.state_dict().items()}
@@ -305,10 +308,11 @@ def choose_merge_weight(
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
         cocktail_merge(tuned, base, weight)
-        scores[weight] = evaluate_retrieval(encode, dataset)["ndcg@10"]
+        scores[weight] = query_ndcg10(encode, dataset)
     tuned.model.load_state_dict(tuned_state)
-    chosen = merge_weight_choice(scores, config.merge.tolerance)
-    report({"state": "exporting", "merge_scores": {str(k): round(v, 4) for k, v in scores.items()}, "merge_weight": chosen})
+    chosen = merge_weight_choice(scores)
+    means = {str(weight): round(float(s.mean()), 4) for weight, s in scores.items()}
+    report({"state": "exporting", "merge_scores": means, "merge_weight": chosen})
     return chosen
 
 

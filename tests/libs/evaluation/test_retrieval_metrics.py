@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from libs.evaluation.retrieval import dataset_from_pairs, evaluate_retrieval, load_beir, score_run
+from libs.evaluation.retrieval import dataset_from_pairs, evaluate_retrieval, load_beir, query_ndcg10, score_run
 from libs.evaluation.sts import StsDataset, evaluate_sts, load_sts
 from libs.evaluation.suite import load_eval_set
 
@@ -48,6 +48,16 @@ def one_hot_encoder(texts, is_query):
 def test_evaluate_retrieval_ranks_by_cosine():
     dataset = dataset_from_pairs("toy", [("alpha q", "alpha doc"), ("beta q", "beta doc")], extra_documents=["gamma doc"])
     assert evaluate_retrieval(one_hot_encoder, dataset)["ndcg@10"] == 1.0
+
+
+def test_query_ndcg10_scores_each_judged_query_in_id_order():
+    pairs = [("alpha q", "alpha doc"), ("gamma q", "beta doc"), ("beta q", "beta doc two")]
+    dataset = dataset_from_pairs("toy", pairs, extra_documents=["gamma doc"])
+    scores = query_ndcg10(one_hot_encoder, dataset)
+    by_query = dict(zip(sorted(dataset.qrels), scores))
+    query_ids = {text: qid for qid, text in dataset.queries.items()}
+    assert by_query[query_ids["alpha q"]] == 1.0 and by_query[query_ids["gamma q"]] < 1.0
+    assert math.isclose(scores.mean(), evaluate_retrieval(one_hot_encoder, dataset)["ndcg@10"])
 
 
 def test_spearman_of_cosine_against_gold_scores(tmp_path):
