@@ -327,9 +327,10 @@ def round_trip(args) -> None:
 
     torch.set_num_threads(THREADS)
     train = quality_recipe(args.epochs)
-    rows = {}
+    # A run over some corpora or k replaces those rows and keeps the others.
+    rows = json.loads(RESULTS.read_text()).get("round_trip_k", {}) if RESULTS.exists() else {}
     for corpus in args.corpora.split(","):
-        for k in (0, 1, 3, 5, 10, 20):
+        for k in (int(k) for k in args.ks.split(",")):
             model = ModelConfig(minilm(), max_length=256)
             evals, stats, weight = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", round_trip_k=k)
             base, tuned = pick(evals, "dev", "ndcg@10")
@@ -396,6 +397,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="decoder: train on the first N cached queries only (a reduced run)")
     parser.add_argument("--corpora", default="xquad-en,cmrc2018-dev", help="round-trip: the corpora (comma-separated)")
+    parser.add_argument("--ks", default="0,1,3,5,10,20", help="round-trip: the k values (comma-separated; 0 = filter off)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     commands = {
