@@ -330,7 +330,7 @@ def round_trip(args) -> None:
     # A run over some corpora or k replaces those rows and keeps the others.
     rows = json.loads(RESULTS.read_text()).get("round_trip_k", {}) if RESULTS.exists() else {}
     for corpus in args.corpora.split(","):
-        for k in (int(k) for k in args.ks.split(",")):
+        for k in map(int, args.ks.split(",")):
             model = ModelConfig(minilm(), max_length=256)
             evals, stats, weight = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", round_trip_k=k)
             base, tuned = pick(evals, "dev", "ndcg@10")
