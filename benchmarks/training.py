@@ -5,7 +5,6 @@
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py quality      # cmrc / xquad / sickr, base vs tuned
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py decoder      # Qwen2.5-0.5B LoRA last-token on cmrc
     PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py round-trip   # kept share and dev nDCG@10 per round-trip k
-    PYTHONPATH=.:gen .venv/bin/python benchmarks/training.py regularisers # 3 epochs (anchor) vs 1 epoch vs LoRA
 
 Each command merges its figures into benchmarks/results/training.json. Quality runs train on the
 queries cached in benchmarks/data/training_queries.jsonl (written by benchmarks/training_queries.py
@@ -345,38 +344,6 @@ def round_trip(args) -> None:
             save({"round_trip_k": rows})
 
 
-def regularisers(args) -> None:
-    """Does training closer to the base forget less? The quality recipe (full fine-tuning, 3
-    epochs: the anchor) against one epoch and LoRA r16 (lr 1e-4, the LoRA paper's), on the same
-    cached queries, each merged at the weight its dev split chooses."""
-    from libs.modeling.embedder import LoraSettings, ModelConfig
-
-    torch.set_num_threads(THREADS)
-    variants = {
-        "full_3_epochs": (quality_recipe(3), None),
-        "full_1_epoch": (quality_recipe(1), None),
-        "lora_r16_3_epochs": ({**quality_recipe(3), "learning_rate": 1e-4}, LoraSettings(rank=16)),
-    }
-    rows = json.loads(RESULTS.read_text()).get("regularisers", {}) if RESULTS.exists() else {}
-    for corpus in args.corpora.split(","):
-        for name, (train, lora) in variants.items():
-            model = ModelConfig(minilm(), max_length=256, lora=lora)
-            evals, stats, weight = quality_run(
-                corpus, model, train, [str(DATA / corpus), str(DATA / "sickr")], f"regulariser-{corpus}-{name}", limit=450
-            )
-            test_base, test_tuned = pick(evals, corpus, "ndcg@10")
-            rows[f"{corpus}/{name}"] = {
-                "ndcg10_base": test_base,
-                "ndcg10_tuned": test_tuned,
-                "dev_ndcg10_tuned": pick(evals, "dev", "ndcg@10")[1],
-                "sickr_spearman_tuned": pick(evals, "sickr", "spearman")[1],
-                "merge_weight": weight,
-                "trained_s": stats.get("trained_s"),
-                "train_examples": stats["train_examples"],
-            }
-            save({"regularisers": rows})
-
-
 def decoder(args) -> None:
     from libs.llm.sources import resolve_model
     from libs.modeling.embedder import LoraSettings, ModelConfig
@@ -422,18 +389,14 @@ def decoder(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "command", choices=["throughput", "gradcache", "quality", "decoder", "round-trip", "regularisers", "_peak"]
-    )
+    parser.add_argument("command", choices=["throughput", "gradcache", "quality", "decoder", "round-trip", "_peak"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="decoder: train on the first N cached queries only (a reduced run)")
-    parser.add_argument(
-        "--corpora", default="xquad-en,cmrc2018-dev", help="round-trip, regularisers: the corpora (comma-separated)"
-    )
+    parser.add_argument("--corpora", default="xquad-en,cmrc2018-dev", help="round-trip: the corpora (comma-separated)")
     parser.add_argument("--ks", default="0,1,3,5,10,20", help="round-trip: the k values (comma-separated; 0 = filter off)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -443,7 +406,6 @@ def main() -> None:
         "quality": quality,
         "decoder": decoder,
         "round-trip": round_trip,
-        "regularisers": regularisers,
         "_peak": peak_memory_child,
     }
     commands[args.command](args)
