@@ -149,6 +149,9 @@ def merge_choice(run_id: str) -> dict:
 def corpus_figures(corpus: str, queries: int, report: dict, rejections: dict[str, pb.RejectedExample]) -> dict:
     key, evals = CORPORA[corpus]["key"], report["evaluation"]
     figures = dict(zip((f"{key}_ndcg10_base", f"{key}_ndcg10_tuned"), pick(evals, corpus, "ndcg@10")))
+    # The gain's standard error over the corpus's queries (paired): how far it is from noise.
+    test = next(e for e in evals if e["dataset"] == corpus and e["metric"] == "ndcg@10")
+    figures[f"{key}_ndcg10_difference_se"] = round(100 * test["difference_se"], 2)
     figures |= dict(zip((f"{key}_dev_ndcg10_base", f"{key}_dev_ndcg10_tuned"), pick(evals, "dev", "ndcg@10")))
     for sts in STS:
         figures |= dict(zip((f"{sts}_spearman_base", f"{sts}_spearman_tuned_{key}_model"), pick(evals, sts, "spearman")))

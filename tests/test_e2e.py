@@ -152,6 +152,7 @@ def test_a_tiny_job_runs_through_every_service_and_its_report_matches_kafka_and_
     datasets = {e["dataset"] for e in report["evaluation"]}
     assert {"dev", "xquad-small"} <= datasets, datasets
     assert all(0.0 <= e["base"] <= 1.0 and 0.0 <= e["tuned"] <= 1.0 for e in report["evaluation"])
+    assert all(e["difference_se"] >= 0.0 for e in report["evaluation"])
     xquad = next(e for e in report["evaluation"] if e["dataset"] == "xquad-small" and e["metric"] == "ndcg@10")
     assert xquad["base"] > 0.5  # all-MiniLM-L6-v2 ranks these English passages well; a broken eval would not
     assert [m.model_id for m in models] == [report["model"]["model_id"]]

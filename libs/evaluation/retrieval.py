@@ -63,30 +63,33 @@ def search(encode: Encoder, dataset: RetrievalDataset, top_k: int = 100, batch_s
     return run
 
 
-def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries (pytrec_eval)."""
+def query_scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
+    """nDCG@10, Recall@100 and MRR@10 of each judged query that has a result, in query-id order
+    (pytrec_eval): two runs' arrays over the same qrels pair query by query."""
     full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
     mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    queries = [q for q in qrels if q in run]
+    queries = [q for q in sorted(qrels) if q in run]
     if not queries:
         raise ValueError("no judged query has a result")
     return {
-        "ndcg@10": float(np.mean([full[q]["ndcg_cut_10"] for q in queries])),
-        "recall@100": float(np.mean([full[q]["recall_100"] for q in queries])),
-        "mrr@10": float(np.mean([mrr[q]["recip_rank"] for q in queries])),
+        "ndcg@10": np.array([full[q]["ndcg_cut_10"] for q in queries]),
+        "recall@100": np.array([full[q]["recall_100"] for q in queries]),
+        "mrr@10": np.array([mrr[q]["recip_rank"] for q in queries]),
     }
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean nDCG@10, Recall@100 and MRR@10 over the judged queries."""
+    return {metric: float(values.mean()) for metric, values in query_scores(qrels, run).items()}
+
+
+def query_metrics(encode: Encoder, dataset: RetrievalDataset) -> dict[str, np.ndarray]:
+    return query_scores(dataset.qrels, search(encode, dataset))
 
 
 def evaluate_retrieval(encode: Encoder, dataset: RetrievalDataset) -> dict[str, float]:
     return score_run(dataset.qrels, search(encode, dataset))
-
-
-def query_ndcg10(encode: Encoder, dataset: RetrievalDataset) -> np.ndarray:
-    """nDCG@10 of each judged query, in query-id order: two encoders' arrays pair query by query."""
-    run = search(encode, dataset)
-    scores = pytrec_eval.RelevanceEvaluator(dataset.qrels, {"ndcg_cut.10"}).evaluate(run)
-    return np.array([scores[q]["ndcg_cut_10"] for q in sorted(dataset.qrels) if q in run])
 
 
 def dataset_from_pairs(name: str, pairs: Sequence[tuple[str, str]], extra_documents: Sequence[str] = ()) -> RetrievalDataset:

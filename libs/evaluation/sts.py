@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from scipy.stats import spearmanr
 
@@ -30,12 +31,16 @@ def load_sts(path: str | Path) -> StsDataset:
     return StsDataset(path.name if path.is_dir() else path.stem, pairs, scores)
 
 
-def evaluate_sts(encode: Callable[[list[str], bool], torch.Tensor], dataset: StsDataset) -> dict[str, float]:
-    """Spearman (x100 is the usual report) of cos(s1, s2) against the gold scores."""
+def pair_similarities(encode: Callable[[list[str], bool], torch.Tensor], dataset: StsDataset) -> np.ndarray:
+    """cos(s1, s2) of each pair, in the dataset's order."""
     texts = sorted({t for pair in dataset.pairs for t in pair})
     vectors = encode(texts, False)
     index = {t: i for i, t in enumerate(texts)}
     left = vectors[[index[a] for a, _ in dataset.pairs]]
     right = vectors[[index[b] for _, b in dataset.pairs]]
-    cosine = (left * right).sum(-1)
-    return {"spearman": float(spearmanr(cosine.numpy(), dataset.scores).statistic)}
+    return (left * right).sum(-1).float().numpy()
+
+
+def evaluate_sts(encode: Callable[[list[str], bool], torch.Tensor], dataset: StsDataset) -> dict[str, float]:
+    """Spearman (x100 is the usual report) of cos(s1, s2) against the gold scores."""
+    return {"spearman": float(spearmanr(pair_similarities(encode, dataset), dataset.scores).statistic)}

@@ -180,7 +180,10 @@ def run_job(runtime: LocalRuntime, spec: pb.JobSpec, progress: Progress, stall_t
             "loss_curve": [[p.step, p.loss] for p in run.loss_curve],
             "dataset_manifest": run.dataset_manifest,
         },
-        "evaluation": [{"dataset": e.dataset, "metric": e.metric, "base": e.base, "tuned": e.tuned} for e in run.evals],
+        "evaluation": [
+            {"dataset": e.dataset, "metric": e.metric, "base": e.base, "tuned": e.tuned, "difference_se": e.difference_se}
+            for e in run.evals
+        ],
         "model": {"model_id": run.model_id, "uri": run.model_uri, "manifest_digest": run.manifest_digest},
         "index": {"collection": info.collection, "points": info.points, "documents": info.documents},
         "sample_search": {

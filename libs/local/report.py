@@ -71,9 +71,15 @@ def render_markdown(report: dict) -> str:
         "## Evaluation (base vs tuned, same data, same run)",
         "",
         *_table(
-            ["dataset", "metric", "base", "tuned", "delta"],
+            ["dataset", "metric", "base", "tuned", "delta ± standard error"],
             [
-                [e["dataset"], e["metric"], f"{e['base']:.4f}", f"{e['tuned']:.4f}", f"{e['tuned'] - e['base']:+.4f}"]
+                [
+                    e["dataset"],
+                    e["metric"],
+                    f"{e['base']:.4f}",
+                    f"{e['tuned']:.4f}",
+                    f"{e['tuned'] - e['base']:+.4f} ± {e['difference_se']:.4f}",
+                ]
                 for e in report["evaluation"]
             ],
         ),

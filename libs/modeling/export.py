@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from libs.evaluation.suite import EvalRow
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
 
 EMBEDDER_FILE = "embedder.json"
@@ -91,8 +92,7 @@ class ModelCard:
     recipe: dict = field(default_factory=dict)
     # Where the training data came from (dataset path or topic, manifest, counts).
     provenance: dict = field(default_factory=dict)
-    # Rows of (dataset, metric, base, tuned).
-    evals: list[tuple[str, str, float, float]] = field(default_factory=list)
+    evals: list[EvalRow] = field(default_factory=list)
 
     def render(self, embedder: Embedder) -> str:
         lines = [
@@ -126,10 +126,13 @@ class ModelCard:
             "",
             "## Evaluation (base vs fine-tuned, same run)",
             "",
-            "| dataset | metric | base | tuned | delta |",
+            "| dataset | metric | base | tuned | delta ± standard error |",
             "|---|---|---|---|---|",
         ]
-        lines += [f"| {d} | {m} | {b:.4f} | {t:.4f} | {t - b:+.4f} |" for d, m, b, t in self.evals]
+        lines += [
+            f"| {e.dataset} | {e.metric} | {e.base:.4f} | {e.tuned:.4f} | {e.tuned - e.base:+.4f} ± {e.difference_se:.4f} |"
+            for e in self.evals
+        ]
         lines += ["", "## Training data provenance", "", "| field | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in self.provenance.items()]
         lines += ["", "## Recipe", "", "| setting | value |", "|---|---|"]

