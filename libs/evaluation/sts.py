@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 
 @dataclass
@@ -39,8 +38,3 @@ def pair_similarities(encode: Callable[[list[str], bool], torch.Tensor], dataset
     left = vectors[[index[a] for a, _ in dataset.pairs]]
     right = vectors[[index[b] for _, b in dataset.pairs]]
     return (left * right).sum(-1).float().numpy()
-
-
-def evaluate_sts(encode: Callable[[list[str], bool], torch.Tensor], dataset: StsDataset) -> dict[str, float]:
-    """Spearman (x100 is the usual report) of cos(s1, s2) against the gold scores."""
-    return {"spearman": float(spearmanr(pair_similarities(encode, dataset), dataset.scores).statistic)}
