@@ -36,7 +36,7 @@ from libs.local.__main__ import start
 from libs.local.llm_server import DEFAULT_MODEL
 from libs.local.pipeline import progress_bars, run_job
 from libs.local.runtime import LocalRuntime, job_data_roots
-from training import DATA, pick
+from training import DATA, eval_row, pick
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
@@ -150,8 +150,7 @@ def corpus_figures(corpus: str, queries: int, report: dict, rejections: dict[str
     key, evals = CORPORA[corpus]["key"], report["evaluation"]
     figures = dict(zip((f"{key}_ndcg10_base", f"{key}_ndcg10_tuned"), pick(evals, corpus, "ndcg@10")))
     # The gain's standard error over the corpus's queries (paired): how far it is from noise.
-    test = next(e for e in evals if e["dataset"] == corpus and e["metric"] == "ndcg@10")
-    figures[f"{key}_ndcg10_difference_se"] = round(100 * test["difference_se"], 2)
+    figures[f"{key}_ndcg10_difference_se"] = round(100 * eval_row(evals, corpus, "ndcg@10")["difference_se"], 2)
     figures |= dict(zip((f"{key}_dev_ndcg10_base", f"{key}_dev_ndcg10_tuned"), pick(evals, "dev", "ndcg@10")))
     for sts in STS:
         figures |= dict(zip((f"{sts}_spearman_base", f"{sts}_spearman_tuned_{key}_model"), pick(evals, sts, "spearman")))

@@ -287,8 +287,12 @@ def quality_run(
     return done["evals"], stats, done["merge_weight"]
 
 
+def eval_row(evals: list[dict], dataset: str, metric: str) -> dict:
+    return next(e for e in evals if e["dataset"] == dataset and e["metric"] == metric)
+
+
 def pick(evals: list[dict], dataset: str, metric: str) -> tuple[float, float]:
-    row = next(e for e in evals if e["dataset"] == dataset and e["metric"] == metric)
+    row = eval_row(evals, dataset, metric)
     return round(100 * row["base"], 2), round(100 * row["tuned"], 2)
 
 
