@@ -105,14 +105,16 @@ def relocate(config: RunConfig, run_dir: str) -> RunConfig:
 
 def store_checkpoint(config: RunConfig, step: int) -> None:
     """Copy the checkpoint (and the negatives it trains with) to storage, point the run's
-    checkpoint.json at it, then drop the previous one."""
+    checkpoint.json at it, then drop every other stored checkpoint, including one left behind
+    by a trainer that died between writing the pointer and deleting its predecessor."""
     storage = Storage(config.storage_uri)
     key = run_key(Path(config.run_dir).name)
-    previous = storage.read_json(f"{key}/checkpoint.json")
-    stored = storage.put_folder(Path(config.run_dir), f"{key}/checkpoints/{step:08d}", [CHECKPOINT_FILE, MINED_FILE])
+    name = f"{step:08d}"
+    stored = storage.put_folder(Path(config.run_dir), f"{key}/checkpoints/{name}", [CHECKPOINT_FILE, MINED_FILE])
     storage.write_json(f"{key}/checkpoint.json", {"step": step, "uri": stored.uri, "digest": stored.digest})
-    if previous and previous["uri"] != stored.uri:
-        storage.delete(storage.key_of(previous["uri"]))
+    for older in storage.list(f"{key}/checkpoints"):
+        if older != name:
+            storage.delete(f"{key}/checkpoints/{older}")
 
 
 def from_dict(cls, raw: dict):

@@ -16,11 +16,14 @@ from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
 from libs.kafka import physical_name
 from libs.local.runtime import LocalRuntime
+from libs.modeling.embedder import ModelConfig
 from libs.modeling.data import write_examples
+from libs.modeling.trainer import CHECKPOINT_FILE, TrainConfig
 from libs.settings import StorageSettings
 from libs.storage import Storage
 from services.embedder.service import build_servicer
 from services.embedder.settings import EmbedderSettings
+from services.trainer.pipeline import MINED_FILE, RunConfig, store_checkpoint
 
 CHECKPOINT_EVERY = 5
 
@@ -92,6 +95,31 @@ def test_a_trainer_restarted_with_an_empty_state_dir_resumes_its_run_from_the_la
     assert 0 < resumed_from <= reached and reached - resumed_from <= CHECKPOINT_EVERY, (reached, resumed_from)
     assert final.step == final.total_steps == total
     assert len(Storage(s3_uri).list("trainer/runs/r1/checkpoints")) == 1  # older checkpoints are dropped
+
+
+def test_storing_a_checkpoint_drops_every_older_one_even_one_a_killed_trainer_left_behind(s3_uri, tmp_path):
+    run_dir = tmp_path / "r2"
+    run_dir.mkdir()
+    config = RunConfig(
+        dataset_path="",
+        run_dir=str(run_dir),
+        model=ModelConfig(base_model="m"),
+        train=TrainConfig(output_dir=""),
+        storage_uri=s3_uri,
+    )
+    storage = Storage(s3_uri)
+    for step in (5, 10):
+        (run_dir / CHECKPOINT_FILE).write_text(f"state at {step}")
+        (run_dir / MINED_FILE).write_text("")
+        store_checkpoint(config, step)
+    assert storage.list("trainer/runs/r2/checkpoints") == ["00000010"]
+    # A trainer died after pointing checkpoint.json at step 15 and before deleting step 10.
+    stored = storage.put_folder(run_dir, "trainer/runs/r2/checkpoints/00000015", [CHECKPOINT_FILE, MINED_FILE])
+    storage.write_json("trainer/runs/r2/checkpoint.json", {"step": 15, "uri": stored.uri, "digest": stored.digest})
+    (run_dir / CHECKPOINT_FILE).write_text("state at 20")
+    store_checkpoint(config, 20)
+    assert storage.list("trainer/runs/r2/checkpoints") == ["00000020"]
+    assert storage.read_json("trainer/runs/r2/checkpoint.json")["step"] == 20
 
 
 def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cache(
