@@ -77,7 +77,24 @@ def dev_scores(first: int, queries: int = 50) -> np.ndarray:
 def test_the_merge_weight_is_the_most_base_like_within_one_standard_error_of_the_best():
     # One query of 50 moving is within one standard error of the paired difference; four are not.
     scores = {1.0: dev_scores(0), 0.9: dev_scores(1), 0.8: dev_scores(1), 0.7: dev_scores(4), 0.6: dev_scores(1)}
-    assert merge_weight_choice(scores) == 0.8  # 0.6 lies past the worse 0.7
-    assert merge_weight_choice({1.0: dev_scores(2), 0.9: dev_scores(2), 0.8: dev_scores(2)}) == 0.8  # a tie goes to the base
-    assert merge_weight_choice({1.0: dev_scores(6), 0.9: dev_scores(0), 0.8: dev_scores(5)}) == 0.9  # a worse 1.0 is passed over
-    assert merge_weight_choice({1.0: dev_scores(0), 0.9: dev_scores(10)}) == 1.0
+    assert merge_weight_choice(scores, 30) == 0.8  # 0.6 lies past the worse 0.7
+    assert merge_weight_choice({1.0: dev_scores(2), 0.9: dev_scores(2), 0.8: dev_scores(2)}, 30) == 0.8  # a tie goes to the base
+    assert (
+        merge_weight_choice({1.0: dev_scores(6), 0.9: dev_scores(0), 0.8: dev_scores(5)}, 30) == 0.9
+    )  # a worse 1.0 is passed over
+    assert merge_weight_choice({1.0: dev_scores(0), 0.9: dev_scores(10)}, 30) == 1.0
+
+
+def test_a_dev_split_too_small_for_its_standard_error_keeps_the_best_mean():
+    # 16 queries, as cmrc2018-dev's job had, four of them moving both ways between weights: every
+    # weight is within one standard error of the best, so the walk reaches 0.5; below the floor
+    # the best mean stays.
+    best = np.array([1.0] * 12 + [0.5] * 4)
+
+    def moved(down: int, up: int) -> np.ndarray:
+        return best - 0.63 * (np.arange(16) < down) + 0.5 * ((np.arange(16) >= 12) & (np.arange(16) < 12 + up))
+
+    scores = {1.0: best, 0.9: moved(1, 0), 0.7: moved(2, 1), 0.5: moved(3, 2)}
+    assert merge_weight_choice(scores, 0) == 0.5
+    assert merge_weight_choice(scores, 30) == 1.0
+    assert merge_weight_choice({**scores, 0.7: best + 0.01}, 30) == 0.7
