@@ -295,7 +295,15 @@ class RunManager:
                 os.replace(file, staging / file.name)
             downloaded.rmdir()
         if parts:
-            save_run_config(relocate(load_run_config(staging / "run.json"), str(self.root / run_id)), staging / "run.json")
+            try:
+                config = load_run_config(staging / "run.json")
+            except (ValueError, TypeError) as exc:  # stored by a trainer version with other settings
+                run.state, run.error = api.RUN_STATE_FAILED, f"the stored run config does not load in this trainer version: {exc}"
+                run.updated_at.GetCurrentTime()
+                self.storage.write_json(f"{key}/state.json", {"run": json_format.MessageToDict(run), "input": state["input"]})
+                log.error("stored run not resumable", extra={"run_id": run_id, "error": run.error})
+            else:
+                save_run_config(relocate(config, str(self.root / run_id)), staging / "run.json")
         (staging / "input.json").write_text(json.dumps(state["input"]))
         (staging / "state.json").write_text(json_format.MessageToJson(run))
         os.replace(staging, self.root / run_id)

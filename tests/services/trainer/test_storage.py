@@ -18,12 +18,15 @@ from libs.kafka import physical_name
 from libs.local.runtime import LocalRuntime
 from libs.modeling.embedder import ModelConfig
 from libs.modeling.data import write_examples
+from google.protobuf import json_format
+
 from libs.modeling.trainer import CHECKPOINT_FILE, TrainConfig
 from libs.settings import StorageSettings
 from libs.storage import Storage
 from services.embedder.service import build_servicer
 from services.embedder.settings import EmbedderSettings
-from services.trainer.pipeline import MINED_FILE, RunConfig, store_checkpoint
+from services.trainer.pipeline import MINED_FILE, RunConfig, save_run_config, store_checkpoint
+from services.trainer.runs import RunManager
 
 CHECKPOINT_EVERY = 5
 
@@ -120,6 +123,29 @@ def test_storing_a_checkpoint_drops_every_older_one_even_one_a_killed_trainer_le
     store_checkpoint(config, 20)
     assert storage.list("trainer/runs/r2/checkpoints") == ["00000020"]
     assert storage.read_json("trainer/runs/r2/checkpoint.json")["step"] == 20
+
+
+def test_a_stored_run_whose_config_this_version_cannot_load_is_restored_as_failed_beside_the_others(tmp_path):
+    storage = Storage("", tmp_path / "store")
+    for run_id, extra in (("r-old", {"setting_this_version_lacks": 1}), ("r-ok", {})):
+        folder = tmp_path / run_id
+        folder.mkdir()
+        save_run_config(RunConfig("", str(folder), ModelConfig(base_model="m"), TrainConfig(output_dir="")), folder / "run.json")
+        (folder / "run.json").write_text(json.dumps(json.loads((folder / "run.json").read_text()) | extra))
+        stored = storage.put_folder(folder, f"trainer/runs/{run_id}/input")
+        run = json_format.MessageToDict(api.Run(run_id=run_id, state=api.RUN_STATE_TRAINING))
+        storage.write_json(
+            f"trainer/runs/{run_id}/state.json", {"run": run, "input": {"uri": stored.uri, "digest": stored.digest}}
+        )
+    manager = RunManager(tmp_path / "runs", storage, max_concurrent=0, run_threads=1, on_success=lambda run, event: None)
+    try:
+        old, ok = manager.get("r-old"), manager.get("r-ok")
+    finally:
+        manager.stop()
+    assert old.state == api.RUN_STATE_FAILED and "setting_this_version_lacks" in old.error
+    assert ok.state == api.RUN_STATE_TRAINING and (tmp_path / "runs" / "r-ok" / "run.json").exists()
+    stored_state = storage.read_json("trainer/runs/r-old/state.json")["run"]
+    assert stored_state["state"] == "RUN_STATE_FAILED"  # a later restore does not try again
 
 
 def test_a_model_reaches_an_embedder_through_s3_and_is_verified_into_its_own_cache(
