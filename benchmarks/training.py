@@ -282,7 +282,8 @@ def quality_run(
     started = time.perf_counter()
     done = execute(config, report)
     stats.update(timings, total_s=round(time.perf_counter() - started, 1), train_examples=len(examples))
-    stats["train_split"] = json.loads((run_dir / "run" / "manifest.json").read_text())["train_examples"]
+    manifest = json.loads((run_dir / "run" / "manifest.json").read_text())
+    stats["train_split"], stats["dev_split"] = manifest["train_examples"], manifest["dev_examples"]
     stats["round_trip_rejected"] = len((run_dir / "run" / ROUND_TRIP_FILE).read_text().splitlines())
     return done["evals"], stats, done["merge_weight"]
 
@@ -326,7 +327,8 @@ def quality(args) -> None:
 
 def round_trip(args) -> None:
     """Choose the round-trip filter's k on developer data: the synthetic dev split (held out from
-    the cached generated queries, never filtered), not the corpora's test queries."""
+    the cached generated queries, never filtered), not the corpora's test queries. Unmerged
+    (weight 1.0): the filter changes the training data, and a merge toward the base would hide it."""
     from libs.modeling.embedder import ModelConfig
 
     torch.set_num_threads(THREADS)
@@ -336,14 +338,15 @@ def round_trip(args) -> None:
     for corpus in args.corpora.split(","):
         for k in map(int, args.ks.split(",")):
             model = ModelConfig(minilm(), max_length=256)
-            evals, stats, weight = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", round_trip_k=k)
+            evals, stats, _ = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", merge_weight=1.0, round_trip_k=k)
             base, tuned = pick(evals, "dev", "ndcg@10")
             kept = round(1 - stats["round_trip_rejected"] / stats["train_split"], 3)
             rows[f"{corpus}/k={k}"] = {
                 "kept_share": kept,
+                "dev_queries": stats["dev_split"],
                 "dev_ndcg10_base": base,
                 "dev_ndcg10_tuned": tuned,
-                "merge_weight": weight,
+                "dev_ndcg10_difference_se": round(100 * eval_row(evals, "dev", "ndcg@10")["difference_se"], 2),
             }
             save({"round_trip_k": rows})
 
