@@ -236,11 +236,12 @@ def quality_run(
     limit: int = 0,
     merge_weight: float = 0.0,
     round_trip_k: int = 0,
+    whole_documents: bool = False,
 ) -> tuple[list[dict], dict, float]:
     """Fine-tune on the corpus's cached queries (the first ``limit``; 0 = all) and evaluate base
-    vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split. With
-    ``round_trip_k`` the corpus is mined as whole documents (the cached queries' positives), so the
-    round-trip filter applies."""
+    vs tuned; ``merge_weight`` 0 chooses the LM-Cocktail weight on the dev split. ``whole_documents``
+    mines (and pools the dev split) from the corpus's whole documents, the cached queries'
+    positives, instead of its chunks: the round-trip filter (``round_trip_k``) needs them."""
     from libs.modeling.data import write_examples
     from libs.modeling.mining import MiningConfig
     from libs.modeling.trainer import TrainConfig
@@ -263,7 +264,7 @@ def quality_run(
         mining=MiningConfig(negatives=7, round_trip_k=round_trip_k),
         merge=MergeConfig(weight=merge_weight),
         corpus_path=str(DATA / corpus),
-        corpus_whole_documents=round_trip_k > 0,
+        corpus_whole_documents=whole_documents,
         eval_paths=tuple(eval_paths),
         dev_fraction=0.1,
         instruction=examples[0].instruction,
@@ -328,7 +329,8 @@ def quality(args) -> None:
 def round_trip(args) -> None:
     """Choose the round-trip filter's k on developer data: the synthetic dev split (held out from
     the cached generated queries, never filtered), not the corpora's test queries. Unmerged
-    (weight 1.0): the filter changes the training data, and a merge toward the base would hide it."""
+    (weight 1.0): the filter changes the training data, and a merge toward the base would hide it.
+    Every k mines from the whole documents, so k 0 ranks its dev queries in the same pool."""
     from libs.modeling.embedder import ModelConfig
 
     torch.set_num_threads(THREADS)
@@ -338,7 +340,9 @@ def round_trip(args) -> None:
     for corpus in args.corpora.split(","):
         for k in map(int, args.ks.split(",")):
             model = ModelConfig(minilm(), max_length=256)
-            evals, stats, _ = quality_run(corpus, model, train, [], f"round-trip-{corpus}-{k}", merge_weight=1.0, round_trip_k=k)
+            evals, stats, _ = quality_run(
+                corpus, model, train, [], f"round-trip-{corpus}-{k}", merge_weight=1.0, round_trip_k=k, whole_documents=True
+            )
             base, tuned = pick(evals, "dev", "ndcg@10")
             kept = round(1 - stats["round_trip_rejected"] / stats["train_split"], 3)
             rows[f"{corpus}/k={k}"] = {
