@@ -270,11 +270,15 @@ class RunManager:
         handle.run.updated_at.GetCurrentTime()
         if not handle.transitions or handle.transitions[-1].state != handle.run.state:
             handle.transitions.append(self._copy(handle.run))
-            self.storage.write_json(
-                f"{run_key(handle.run.run_id)}/state.json", {"run": json_format.MessageToDict(handle.run), "input": handle.input}
-            )
+            self._store_state(handle.run, handle.input)
         (handle.folder / "state.json").write_text(json_format.MessageToJson(handle.run))
         self.changed.notify_all()
+
+    def _store_state(self, run: api.Run, input_folder: dict) -> None:
+        """The run and its stored input folder, as ``_restore`` reads them back."""
+        self.storage.write_json(
+            f"{run_key(run.run_id)}/state.json", {"run": json_format.MessageToDict(run), "input": input_folder}
+        )
 
     def _restore(self, run_id: str) -> None:
         """Rebuild a run's folder from storage: its state, and for an unfinished run its input and
@@ -300,7 +304,7 @@ class RunManager:
             except (ValueError, TypeError) as exc:  # stored by a trainer version with other settings
                 run.state, run.error = api.RUN_STATE_FAILED, f"the stored run config does not load in this trainer version: {exc}"
                 run.updated_at.GetCurrentTime()
-                self.storage.write_json(f"{key}/state.json", {"run": json_format.MessageToDict(run), "input": state["input"]})
+                self._store_state(run, state["input"])
                 log.error("stored run not resumable", extra={"run_id": run_id, "error": run.error})
             else:
                 save_run_config(relocate(config, str(self.root / run_id)), staging / "run.json")

@@ -79,9 +79,8 @@ def test_the_merge_weight_is_the_most_base_like_within_one_standard_error_of_the
     scores = {1.0: dev_scores(0), 0.9: dev_scores(1), 0.8: dev_scores(1), 0.7: dev_scores(4), 0.6: dev_scores(1)}
     assert merge_weight_choice(scores, 30) == 0.8  # 0.6 lies past the worse 0.7
     assert merge_weight_choice({1.0: dev_scores(2), 0.9: dev_scores(2), 0.8: dev_scores(2)}, 30) == 0.8  # a tie goes to the base
-    assert (
-        merge_weight_choice({1.0: dev_scores(6), 0.9: dev_scores(0), 0.8: dev_scores(5)}, 30) == 0.9
-    )  # a worse 1.0 is passed over
+    # A worse 1.0 is passed over.
+    assert merge_weight_choice({1.0: dev_scores(6), 0.9: dev_scores(0), 0.8: dev_scores(5)}, 30) == 0.9
     assert merge_weight_choice({1.0: dev_scores(0), 0.9: dev_scores(10)}, 30) == 1.0
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from google.protobuf import json_format
 from kafka import KafkaConsumer
 
 from embedforge.v1 import embedder_pb2 as eapi
@@ -16,10 +17,8 @@ from embedforge.v1 import trainer_pb2_grpc as api_grpc
 from libs import topics
 from libs.kafka import physical_name
 from libs.local.runtime import LocalRuntime
-from libs.modeling.embedder import ModelConfig
 from libs.modeling.data import write_examples
-from google.protobuf import json_format
-
+from libs.modeling.embedder import ModelConfig
 from libs.modeling.trainer import CHECKPOINT_FILE, TrainConfig
 from libs.settings import StorageSettings
 from libs.storage import Storage
